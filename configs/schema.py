@@ -1,0 +1,252 @@
+"""The typed configuration: every field with its default, its bounds and a description."""
+
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- layer specs declared in YAML as a list of one-key mappings: `- conv: {filters: 32}` ---
+
+
+class ConvSpec(Section):
+    filters: int = Field(gt=0, description="Number of output channels.")
+    kernel_size: int = Field(3, gt=0, description="Square kernel side.")
+    strides: int = Field(1, gt=0, description="Square stride.")
+    activation: str = Field("relu", description="Any keras.activations name.")
+    padding: Literal["same", "valid"] = "same"
+
+
+class PoolSpec(Section):
+    pool_size: int = Field(2, gt=0, description="Square pooling window.")
+
+
+class BatchNormSpec(Section):
+    momentum: float = Field(0.99, gt=0, lt=1)
+
+
+class DropoutSpec(Section):
+    rate: float = Field(ge=0, lt=1, description="Fraction of units dropped in training.")
+
+
+CNN_LAYER_SPECS: dict[str, type[Section]] = {
+    "conv": ConvSpec,
+    "max_pool": PoolSpec,
+    "avg_pool": PoolSpec,
+    "batch_norm": BatchNormSpec,
+    "dropout": DropoutSpec,
+}
+
+
+class RandomFlipSpec(Section):
+    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
+
+
+class FactorSpec(Section):
+    factor: float = Field(gt=0, le=1, description="Maximum fraction of the range applied.")
+
+
+class ZoomSpec(Section):
+    height_factor: float = Field(gt=0, lt=1, description="Maximum zoom as a fraction of height.")
+    width_factor: float | None = Field(None, gt=0, lt=1, description="Defaults to height_factor.")
+
+
+class TranslationSpec(Section):
+    height_factor: float = Field(gt=0, lt=1, description="Maximum shift as a fraction of height.")
+    width_factor: float = Field(gt=0, lt=1, description="Maximum shift as a fraction of width.")
+
+
+AUGMENT_LAYER_SPECS: dict[str, type[Section]] = {
+    "random_flip": RandomFlipSpec,
+    "random_rotation": FactorSpec,
+    "random_zoom": ZoomSpec,
+    "random_translation": TranslationSpec,
+    "random_contrast": FactorSpec,
+    "random_brightness": FactorSpec,
+}
+
+# Names of keras.applications backbones trainer/models.py builds (a test keeps the two in step).
+BACKBONE_NAMES = (
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_v2_b0",
+)
+
+
+def validate_layer_list(layers: list[dict[str, Any]], specs: dict[str, type[Section]]):
+    """Checks `[{name: {kwargs}}, ...]` against `specs` and returns it with defaults filled in."""
+    validated = []
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, dict) or len(layer) != 1:
+            raise ValueError(
+                f"item {index} must be a mapping with exactly one layer name, e.g. "
+                f"`- {next(iter(specs))}: {{...}}` (received {layer!r})"
+            )
+        ((name, kwargs),) = layer.items()
+        if name not in specs:
+            raise ValueError(
+                f"item {index}: unknown layer {name!r}; accepted: {', '.join(specs)}"
+            )
+        try:
+            spec = specs[name].model_validate(kwargs or {})
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"[{index}].{name}.{'.'.join(map(str, e['loc']))}: {e['msg']} "
+                f"(received {e.get('input')!r})"
+                for e in error.errors()
+            )
+            raise ValueError(problems) from None
+        validated.append({name: spec.model_dump()})
+    return validated
+
+
+# --- sections ---
+
+
+class SplitConfig(Section):
+    train: float = Field(0.8, gt=0, le=1, description="Fraction of unique images for training.")
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction for validation (early stopping).")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction held out for the final report.")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + val + test must sum to 1 (received {self.train} + {self.val} + "
+                f"{self.test} = {total:g})"
+            )
+        return self
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "data/digits", description="Class-folder tree read by ingest: <source>/<class>/<image>."
+    )
+    output_dir: str = Field(
+        "data/tfrecords", description="Ingest writes <output_dir>/<dataset_version>/ here."
+    )
+    version: str = Field(
+        "latest", description="Dataset version to train on; 'latest' is the last ingested."
+    )
+    image_size: tuple[int, int] = Field(
+        (32, 32), description="Model input (height, width); images are resized to it."
+    )
+    channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB model input.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    examples_per_shard: int = Field(1024, gt=0, description="TFRecord shard size.")
+    max_pixels: int = Field(
+        40_000_000, gt=0, description="Images larger than this are quarantined (bombs)."
+    )
+    batch_size: int = Field(64, gt=0, description="Global batch size.")
+    shuffle_buffer: int = Field(2048, ge=0, description="Training shuffle buffer (examples).")
+    beam_runner: str = Field("DirectRunner", description="Apache Beam runner for ingest.")
+    beam_options: list[str] = Field(
+        default_factory=list, description="Extra Beam pipeline options, e.g. --direct_num_workers=2."
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, size):
+        if min(size) <= 0:
+            raise ValueError(f"both sides must be > 0 (received {list(size)})")
+        return size
+
+
+class AugmentConfig(Section):
+    layers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Training-only Keras preprocessing layers, e.g. `- random_rotation: "
+        f"{{factor: 0.05}}`. Accepted: {', '.join(AUGMENT_LAYER_SPECS)}.",
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layers(cls, layers):
+        return validate_layer_list(layers, AUGMENT_LAYER_SPECS)
+
+
+class HeadConfig(Section):
+    pooling: Literal["avg", "max", "flatten"] = Field("avg", description="Feature map reduction.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classifier.")
+
+
+DEFAULT_CNN = [
+    {"conv": {"filters": 32}},
+    {"max_pool": {}},
+    {"conv": {"filters": 64}},
+    {"max_pool": {}},
+]
+
+
+class ModelConfig(Section):
+    backbone: Literal[("cnn",) + BACKBONE_NAMES] = Field(
+        "cnn", description="'cnn' (layers from model.cnn) or a keras.applications backbone."
+    )
+    weights: str | None = Field(
+        None, description="Backbone weights: null (random init), 'imagenet', or a weights file."
+    )
+    cnn: list[dict[str, Any]] = Field(
+        default_factory=lambda: [dict(layer) for layer in DEFAULT_CNN],
+        description=f"Custom CNN layers in order. Accepted: {', '.join(CNN_LAYER_SPECS)}.",
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+    @field_validator("cnn")
+    @classmethod
+    def _known_layers(cls, layers):
+        return validate_layer_list(layers, CNN_LAYER_SPECS)
+
+
+class OptimizerConfig(Section):
+    name: Literal["adam"] = Field("adam", description="Optimizer.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up before the schedule.")
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = True
+    monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss, val_accuracy.")
+    patience: int = Field(5, ge=0, description="Epochs without improvement before stopping.")
+    restore_best_weights: bool = True
+
+
+class TrainConfig(Section):
+    epochs: int = Field(20, gt=0, description="Maximum number of epochs.")
+    runs_dir: str = Field("runs", description="Each run writes runs_dir/<run_id>/.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+
+class ServingConfig(Section):
+    model_name: str = Field("model", pattern=r"^[A-Za-z0-9_.-]+$", description="Served name.")
+    host: str = Field("127.0.0.1", description="Address the REST server binds.")
+    port: int = Field(8501, ge=0, le=65535, description="REST port (0 = any free port).")
+
+
+class Config(Section):
+    name: str = Field("imgclf", description="Experiment name, part of every run id.")
+    seed: int = Field(42, ge=0, description="Seed for shuffling, initialisation and augmentation.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="after")
+    def _backbones_need_rgb(self):
+        if self.model.backbone != "cnn" and self.data.channels != 3:
+            raise ValueError(
+                f"model.backbone {self.model.backbone!r} needs data.channels: 3 "
+                f"(received {self.data.channels})"
+            )
+        return self

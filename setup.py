@@ -1,0 +1,34 @@
+"""Package definition: one `imgclf` console script over the pipeline's stages."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="imgclf",
+    version="0.1.0",
+    description="End-to-end image classification: ingest, train, evaluate, export, serve.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["configs", "transforms*", "trainer*", "serving*", "tfx_pipeline*"]),
+    package_data={"configs": ["*.yaml"]},
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.15,<4",
+        "apache-beam>=2.77,<3",
+        "keras-tuner>=1.4.8,<2",
+        "tensorboard==2.21.*",
+        "tf2onnx>=1.17,<2",
+        "onnxruntime>=1.31,<2",
+        "tensorflow-serving-api==2.21.*",
+        "tensorflow-datasets>=4.9,<5",
+        "pyyaml>=6,<7",
+        "pydantic>=2.10,<3",
+        "scikit-learn>=1.5,<2",
+        "pillow>=11",
+        "fastapi>=0.115",
+        "uvicorn>=0.30",
+        "grpcio>=1.60",
+        "httpx>=0.27",
+        "tqdm>=4.66",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},
+)
