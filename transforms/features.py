@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-IMAGE = "image/encoded"  # the image file's bytes as ingested (PNG, JPEG, GIF or BMP)
+IMAGE = "image/encoded"  # the image file's bytes as ingested (PNG, JPEG, GIF, BMP or WebP)
 FORMAT = "image/format"  # lower-case format name, e.g. b"png"
 HEIGHT = "image/height"
 WIDTH = "image/width"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 # Formats tf.io.decode_image reads in the training and serving graphs: bytes are kept as-is.
-SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp"}
+SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
 
 
 class InvalidImage(ValueError):

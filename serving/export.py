@@ -1,0 +1,79 @@
+"""Exports a trained Keras model as a TF Serving SavedModel: encoded bytes in, scores out."""
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from serving import signatures
+from transforms import preprocess
+
+
+def build_serving_functions(
+    model: keras.Model, image_size: tuple[int, int], channels: int, class_names: list[str]
+) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+    """The two signatures of the contract in serving/signatures.py, as tf.functions."""
+    height, width = image_size
+    names = tf.constant(class_names, dtype=tf.string)
+
+    def outputs(images):
+        scores = tf.cast(model(images, training=False), tf.float32)
+        classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        return {signatures.SCORES: scores, signatures.CLASSES: classes}
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)]
+    )
+    def serve_bytes(image_bytes):
+        return outputs(preprocess.decode_batch(image_bytes, image_size, channels))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, height, width, channels], tf.float32, name=signatures.IMAGES)
+        ]
+    )
+    def serve_images(images):
+        return outputs(images)
+
+    return {signatures.SERVING_DEFAULT: serve_bytes, signatures.PREDICT_IMAGES: serve_images}
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_base: str | Path,
+    version: int,
+    image_size: tuple[int, int],
+    channels: int,
+    class_names: list[str],
+    metadata: dict,
+) -> Path:
+    """Writes `export_base/<version>/` (TF Serving layout) and returns that folder.
+
+    The version folder appears atomically (written beside it, then renamed), so a server
+    watching `export_base` never loads a half-written model.
+    """
+    export_base = Path(export_base)
+    final = export_base / str(version)
+    if final.exists():
+        raise FileExistsError(f"export version {final} already exists; pick another version")
+    staging = export_base / f".tmp-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, function in build_serving_functions(model, image_size, channels, class_names).items():
+        archive.add_endpoint(name=name, fn=function)
+    archive.write_out(str(staging), verbose=False)
+    metadata_dir = staging / signatures.METADATA_DIR
+    metadata_dir.mkdir(exist_ok=True)
+    (metadata_dir / signatures.METADATA_FILE).write_text(
+        json.dumps({"class_names": class_names, **metadata}, indent=2, default=str) + "\n"
+    )
+    staging.rename(final)
+    return final
+
+
+def read_metadata(version_dir: str | Path) -> dict:
+    path = Path(version_dir) / signatures.METADATA_DIR / signatures.METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

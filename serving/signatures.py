@@ -1,0 +1,17 @@
+"""The SavedModel contract every exported model keeps and every server and client relies on."""
+
+# Bytes in: a 1-D string tensor of encoded images (PNG, JPEG, GIF, BMP), preprocessing in-graph.
+SERVING_DEFAULT = "serving_default"
+IMAGE_BYTES = "image_bytes"
+
+# Float in: [N, height, width, channels] float32 in [0, 1], already decoded and resized.
+PREDICT_IMAGES = "predict_images"
+IMAGES = "images"
+
+# Outputs of both signatures.
+SCORES = "scores"  # float32 [N, C] class probabilities
+CLASSES = "classes"  # string [N, C] class names aligned with SCORES (label-map order)
+
+# Written next to saved_model.pb: resolved config, label map, dataset version, metrics.
+METADATA_DIR = "assets.extra"
+METADATA_FILE = "imgclf.json"
