@@ -1,5 +1,6 @@
 """Resolves a Config in a fixed order: defaults -> YAML -> ${ENV} -> --set overrides."""
 
+import argparse
 import difflib
 import os
 import re
@@ -9,12 +10,12 @@ from typing import Any
 import pydantic
 import yaml
 
-from configs import schema
+from configs import errors, schema
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A problem the user can fix in the config; the message names the key path."""
 
 
@@ -46,7 +47,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def interpolate_env(value: Any, key_path: str = "") -> Any:
     """Replaces ${VAR} and ${VAR:-default} in every string value."""
     if isinstance(value, dict):
-        return {k: interpolate_env(v, f"{key_path}.{k}" if key_path else str(k)) for k, v in value.items()}
+        return {
+            k: interpolate_env(v, f"{key_path}.{k}" if key_path else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [interpolate_env(v, f"{key_path}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
@@ -126,7 +130,7 @@ def suggest_key(loc: tuple) -> str:
     valid = list(section.model_fields)
     close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
     if close:
-        return f" (did you mean {'.'.join(str(p) for p in loc[:-1]) + '.' if len(loc) > 1 else ''}{close[0]}?)"
+        return f" (did you mean {'.'.join(str(part) for part in (*loc[:-1], close[0]))}?)"
     return f"; valid keys here: {', '.join(valid)}"
 
 
@@ -140,3 +144,16 @@ def to_yaml(config: schema.Config) -> str:
 
 def save(config: schema.Config, path: str | os.PathLike) -> None:
     Path(path).write_text(to_yaml(config))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` and repeatable `--set key.path=value`, shared by every command."""
+    parser.add_argument("--config", help="YAML config file; omitted keys take their defaults")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one config value, e.g. --set train.epochs=5 (repeatable)",
+    )

@@ -92,9 +92,7 @@ def validate_layer_list(layers: list[dict[str, Any]], specs: dict[str, type[Sect
             )
         ((name, kwargs),) = layer.items()
         if name not in specs:
-            raise ValueError(
-                f"item {index}: unknown layer {name!r}; accepted: {', '.join(specs)}"
-            )
+            raise ValueError(f"item {index}: unknown layer {name!r}; accepted: {', '.join(specs)}")
         try:
             spec = specs[name].model_validate(kwargs or {})
         except pydantic.ValidationError as error:
@@ -150,7 +148,8 @@ class DataConfig(Section):
     shuffle_buffer: int = Field(2048, ge=0, description="Training shuffle buffer (examples).")
     beam_runner: str = Field("DirectRunner", description="Apache Beam runner for ingest.")
     beam_options: list[str] = Field(
-        default_factory=list, description="Extra Beam pipeline options, e.g. --direct_num_workers=2."
+        default_factory=list,
+        description="Extra Beam pipeline options, e.g. --direct_num_workers=2.",
     )
 
     @field_validator("image_size")

@@ -23,9 +23,7 @@ def build_serving_functions(
         classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
         return {signatures.SCORES: scores, signatures.CLASSES: classes}
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)])
     def serve_bytes(image_bytes):
         return outputs(preprocess.decode_batch(image_bytes, image_size, channels))
 

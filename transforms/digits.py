@@ -18,7 +18,7 @@ def write_digits(out_dir: str | Path, size: int = DIGITS_SIZE) -> int:
     """
     digits = datasets.load_digits()
     out = Path(out_dir)
-    for index, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+    for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         gray = 255 - np.round(pixels * (255.0 / 16.0)).astype(np.uint8)
         image = Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BICUBIC)
         class_dir = out / str(target)

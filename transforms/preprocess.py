@@ -3,7 +3,9 @@
 import tensorflow as tf
 
 
-def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int], channels: int) -> tf.Tensor:
+def decode_and_resize(
+    image_bytes: tf.Tensor, image_size: tuple[int, int], channels: int
+) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, channels] in [0, 1].
 
     The only path from bytes to model input: tf.data and the exported serving signature both

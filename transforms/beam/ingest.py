@@ -1,4 +1,4 @@
-"""Beam job: class-folder tree -> validated, deduplicated, split, sharded TFRecords + dataset.json."""
+"""Beam job: class-folder tree -> validated, deduplicated, split, sharded TFRecords."""
 
 import hashlib
 import json
@@ -13,7 +13,7 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from configs import schema
+from configs import errors, schema
 from transforms import features, images
 
 DATASET_JSON = "dataset.json"
@@ -25,7 +25,7 @@ DUPLICATES_SUMMARY = "_duplicates.json"
 log = logging.getLogger(__name__)
 
 
-class IngestError(ValueError):
+class IngestError(errors.UserError):
     """The source cannot be ingested at all (missing folder, no classes); the message says why."""
 
 
@@ -39,7 +39,9 @@ class IngestResult:
 def list_class_folders(source: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """Returns (sorted class names, sorted [(relative path, class name)]) of a class-folder tree."""
     if not source.is_dir():
-        raise IngestError(f"data.source {source} is not a folder (expected <source>/<class>/<image>)")
+        raise IngestError(
+            f"data.source {source} is not a folder (expected <source>/<class>/<image>)"
+        )
     classes = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise IngestError(f"data.source {source} has no class folders (expected <source>/<class>/)")
@@ -85,24 +87,31 @@ class ReadAndValidate(beam.DoFn):
             data = path.read_bytes()
         except OSError as error:
             reason = "broken symlink" if path.is_symlink() else f"unreadable: {error.strerror}"
-            yield beam.pvalue.TaggedOutput(self.QUARANTINE, {"path": relative_path, "reason": reason})
+            yield beam.pvalue.TaggedOutput(
+                self.QUARANTINE, {"path": relative_path, "reason": reason}
+            )
             return
         try:
             info = images.inspect(data, self.max_pixels)
         except images.InvalidImage as error:
-            yield beam.pvalue.TaggedOutput(self.QUARANTINE, {"path": relative_path, "reason": str(error)})
+            yield beam.pvalue.TaggedOutput(
+                self.QUARANTINE, {"path": relative_path, "reason": str(error)}
+            )
             return
         sha256 = hashlib.sha256(data).hexdigest()
-        yield sha256, {
-            "image": data,
-            "image_format": info.format,
-            "height": info.height,
-            "width": info.width,
-            "label": self.class_index[class_name],
-            "label_text": class_name,
-            "sha256": sha256,
-            "source": relative_path,
-        }
+        yield (
+            sha256,
+            {
+                "image": data,
+                "image_format": info.format,
+                "height": info.height,
+                "width": info.width,
+                "label": self.class_index[class_name],
+                "label_text": class_name,
+                "sha256": sha256,
+                "source": relative_path,
+            },
+        )
 
 
 def keep_first_copy(sha_and_records):
@@ -119,7 +128,9 @@ def keep_first_copy(sha_and_records):
                 f"same bytes as {kept['source']} but labelled {other['label_text']!r} "
                 f"instead of {kept['label_text']!r}"
             )
-            yield beam.pvalue.TaggedOutput("quarantine", {"path": other["source"], "reason": reason})
+            yield beam.pvalue.TaggedOutput(
+                "quarantine", {"path": other["source"], "reason": reason}
+            )
 
 
 def write_shard(key_and_records, out_dir: str, counts: dict[str, int], examples_per_shard: int):
@@ -153,7 +164,8 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Pa
     unique = (
         validated.valid
         | "GroupByHash" >> beam.GroupByKey()
-        | "Dedupe" >> beam.FlatMap(keep_first_copy).with_outputs("duplicate", "quarantine", main="kept")
+        | "Dedupe"
+        >> beam.FlatMap(keep_first_copy).with_outputs("duplicate", "quarantine", main="kept")
     )
     split_records = unique.kept | "AssignSplit" >> beam.Map(
         lambda record: (split_of(record["sha256"], cfg.split), record)
@@ -181,7 +193,10 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Pa
             examples_per_shard=cfg.examples_per_shard,
         )
     )
-    quarantined = (validated[ReadAndValidate.QUARANTINE], unique.quarantine) | "MergeQuarantine" >> beam.Flatten()
+    quarantined = (
+        validated[ReadAndValidate.QUARANTINE],
+        unique.quarantine,
+    ) | "MergeQuarantine" >> beam.Flatten()
     for label, pcoll, name in (
         ("ShardSummaries", shard_summaries, SHARDS_SUMMARY),
         ("Quarantined", quarantined, QUARANTINE_JSONL + ".json"),

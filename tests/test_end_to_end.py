@@ -1,0 +1,66 @@
+"""The demo path end to end: digits -> ingest -> train -> evaluate -> export -> REST predictions."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import loader
+from serving import signatures
+from tfx_pipeline import cli, demo
+from trainer import runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    cfg = loader.load(
+        cli.DIGITS_CONFIG,
+        [
+            f"data.source={root / 'digits'}",
+            f"data.output_dir={root / 'tfrecords'}",
+            f"train.runs_dir={root / 'runs'}",
+            "train.epochs=6",
+        ],
+    )
+    return demo.run(cfg)
+
+
+def test_demo_reaches_accuracy_on_the_test_split(demo_result):
+    metrics = json.loads((demo_result.run.run_dir / runs.METRICS).read_text())
+    assert metrics["accuracy"] > 0.9
+    assert metrics["num_examples"] == sum(sum(row) for row in metrics["confusion_matrix"])
+    assert sorted(metrics["per_class"]) == [str(d) for d in range(10)]
+    assert len(metrics["dataset_version"]) == 16
+
+
+def test_run_dir_has_every_artifact(demo_result):
+    run_dir = demo_result.run.run_dir
+    for name in (runs.CONFIG, runs.HISTORY, runs.METRICS, runs.KERAS_MODEL):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / runs.CHECKPOINTS).glob("epoch-*.weights.h5"))
+    assert list((run_dir / runs.TENSORBOARD).rglob("events.out.tfevents.*"))
+    assert (demo_result.run.export_dir / "saved_model.pb").is_file()
+    saved = loader.load(run_dir / runs.CONFIG)
+    assert saved.train.epochs == 6 and saved.serving.model_name == "digits"
+
+
+def test_rest_predictions_match_the_saved_model(demo_result):
+    assert len(demo_result.predictions) == demo.SAMPLE_IMAGES
+    signature = tf.saved_model.load(str(demo_result.run.export_dir)).signatures[
+        signatures.SERVING_DEFAULT
+    ]
+    paths = [p["path"] for p in demo_result.predictions]
+    image_bytes = tf.constant([open(p, "rb").read() for p in paths])
+    local = signature(**{signatures.IMAGE_BYTES: image_bytes})
+    scores = local[signatures.SCORES].numpy()
+    class_names = [c.decode() for c in local[signatures.CLASSES].numpy()[0]]
+    for row, prediction in zip(scores, demo_result.predictions, strict=True):
+        ((name, probability),) = prediction["top"]
+        assert name == class_names[int(np.argmax(row))]
+        assert probability == pytest.approx(float(row.max()), abs=1e-6)
+    correct = sum(p["top"][0][0] == p["true"] for p in demo_result.predictions)
+    assert correct >= 4

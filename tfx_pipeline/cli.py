@@ -1,0 +1,136 @@
+"""The `imgclf` command: one sub-command per pipeline stage, all sharing --config/--set."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import configs
+from configs import errors, loader
+
+DIGITS_CONFIG = Path(configs.__file__).parent / "digits.yaml"
+
+
+def resolved_config(args: argparse.Namespace):
+    return loader.load(args.config, args.overrides)
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    print(loader.to_yaml(resolved_config(args)), end="")
+
+
+def cmd_data_digits(args: argparse.Namespace) -> None:
+    from transforms import digits
+
+    count = digits.write_digits(args.out)
+    print(
+        f"data: wrote {count} digit PNGs ({digits.DIGITS_SIZE}x{digits.DIGITS_SIZE}) "
+        f"to {args.out}/<class>/"
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    cfg = resolved_config(args)
+    from transforms.beam import ingest
+
+    result = ingest.run(cfg.data)
+    info = result.dataset
+    counts = ", ".join(f"{split} {s['count']}" for split, s in info["splits"].items())
+    print(
+        f"ingest: dataset {result.version}: {info['written']} images ({counts}), "
+        f"{info['duplicates']} duplicates, {info['quarantined']} quarantined -> {result.path}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = resolved_config(args)
+    from trainer import task
+
+    task.run(cfg)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    cfg = resolved_config(args)
+    from serving.server import rest
+
+    rest.serve(
+        model_path=args.model_path,
+        model_name=args.model_name or cfg.serving.model_name,
+        host=args.host or cfg.serving.host,
+        port=cfg.serving.port if args.port is None else args.port,
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from serving import client
+
+    paths = client.expand_image_paths(args.images)
+    results = client.predict_files(args.server, args.model_name, paths, top_k=args.top_k)
+    for result in results:
+        top = ", ".join(f"{name} {prob:.3f}" for name, prob in result["top"])
+        print(f"{result['path']}: {top}")
+    print(f"predict: {len(results)} images classified by {args.model_name} at {args.server}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    if args.config is None:
+        args.config = str(DIGITS_CONFIG)
+    cfg = resolved_config(args)
+    from tfx_pipeline import demo
+
+    demo.run(cfg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgclf", description="Image classification pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = commands.add_parser("config", help="inspect configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_commands.add_parser("show", help="print the resolved config")
+    loader.add_config_arguments(show)
+    show.set_defaults(handler=cmd_config_show)
+
+    data = commands.add_parser("data", help="write a bundled dataset as image files")
+    data_commands = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    digits = data_commands.add_parser("digits", help="scikit-learn's 1,797 handwritten digits")
+    digits.add_argument("--out", required=True, help="output folder (<out>/<class>/<n>.png)")
+    digits.set_defaults(handler=cmd_data_digits)
+
+    ingest = commands.add_parser("ingest", help="Beam job: images -> validated TFRecords")
+    loader.add_config_arguments(ingest)
+    ingest.set_defaults(handler=cmd_ingest)
+
+    train = commands.add_parser("train", help="train, evaluate and export a run")
+    loader.add_config_arguments(train)
+    train.set_defaults(handler=cmd_train)
+
+    serve = commands.add_parser("serve", help="TF Serving-compatible REST server")
+    loader.add_config_arguments(serve)
+    serve.add_argument("--model-path", required=True, help="folder of numbered SavedModel versions")
+    serve.add_argument("--model-name", help="name in URLs (default: serving.model_name)")
+    serve.add_argument("--host", help="bind address (default: serving.host)")
+    serve.add_argument("--port", type=int, help="REST port (default: serving.port)")
+    serve.set_defaults(handler=cmd_serve)
+
+    predict = commands.add_parser("predict", help="classify image files through a server")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--server", default="http://127.0.0.1:8501", help="server base URL")
+    predict.add_argument("--model-name", default="model", help="served model name")
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    predict.set_defaults(handler=cmd_predict)
+
+    demo = commands.add_parser(
+        "demo", help="digits end to end: data, ingest, train, serve, predict"
+    )
+    loader.add_config_arguments(demo)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return errors.exit_on_user_error(lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

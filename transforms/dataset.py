@@ -1,0 +1,62 @@
+"""tf.data input pipelines from ingested TFRecord shards, for training and evaluation."""
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from configs import schema
+from transforms import features, preprocess
+
+
+def shard_files(version_dir: str | Path, split: str) -> list[str]:
+    return sorted(tf.io.gfile.glob(str(Path(version_dir) / features.shard_pattern(split))))
+
+
+def build_dataset(
+    version_dir: str | Path,
+    split: str,
+    cfg: schema.DataConfig,
+    training: bool,
+    seed: int = 0,
+    augmenter: keras.Layer | None = None,
+    num_examples: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 images in [0, 1], int64 labels) from one split's shards.
+
+    Training reads shards in parallel and out of order, shuffles, and augments per batch;
+    evaluation reads in a fixed order so predictions line up with the files. `num_examples`
+    (from dataset.json) gives the pipeline a known length, so Keras sizes epochs and bars.
+    """
+    files = shard_files(version_dir, split)
+    if not files:
+        raise FileNotFoundError(f"no {split} shards in {version_dir}")
+    image_size, channels = tuple(cfg.image_size), cfg.channels
+
+    def decode(serialized):
+        example = features.parse(serialized)
+        image = preprocess.decode_and_resize(example[features.IMAGE], image_size, channels)
+        return image, example[features.LABEL]
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training,
+    )
+    if training and cfg.shuffle_buffer > 1:
+        dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    dataset = dataset.batch(cfg.batch_size)
+    if num_examples is not None:
+        batches = -(-num_examples // cfg.batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    if training and augmenter is not None:
+        dataset = dataset.map(
+            lambda images, labels: (augmenter(images, training=True), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
