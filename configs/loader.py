@@ -103,19 +103,21 @@ def validate(raw: dict[str, Any]) -> schema.Config:
 
 
 def format_errors(error: pydantic.ValidationError) -> str:
-    lines = [f"invalid config ({error.error_count()} problem{'s' * (error.error_count() > 1)}):"]
+    lines = []
     for item in error.errors():
         key_path = ".".join(str(part) for part in item["loc"]) or "<top level>"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {key_path}: unknown key{suggest_key(item['loc'])}")
+            lines.append(f"{key_path}: unknown key{suggest_key(item['loc'])}")
             continue
         message = item["msg"].removeprefix("Value error, ")
         received = item.get("input")
         if item["type"] in ("missing", "value_error") or isinstance(received, dict):
-            lines.append(f"  {key_path}: {message}")
+            lines.append(f"{key_path}: {message}")
         else:
-            lines.append(f"  {key_path}: {message} (received {received!r})")
-    return "\n".join(lines)
+            lines.append(f"{key_path}: {message} (received {received!r})")
+    if len(lines) == 1:
+        return f"invalid config: {lines[0]}"
+    return f"invalid config ({len(lines)} problems):\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def suggest_key(loc: tuple) -> str:

@@ -44,6 +44,8 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
         raise InvalidImage("not an image (no known image format)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImage(f"corrupt or truncated image: {error}") from None
+    if image.format == "BMP" and image.mode == "1":
+        raise InvalidImage("unsupported format: 1-bit BMP (TensorFlow cannot decode it)")
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidImage(
             f"unsupported format {image.format}; supported: {', '.join(SUPPORTED_FORMATS)}"

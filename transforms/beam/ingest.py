@@ -1,5 +1,6 @@
 """Beam job: class-folder tree -> validated, deduplicated, split, sharded TFRecords."""
 
+import bisect
 import hashlib
 import json
 import logging
@@ -170,20 +171,24 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Pa
     split_records = unique.kept | "AssignSplit" >> beam.Map(
         lambda record: (split_of(record["sha256"], cfg.split), record)
     )
-    counts = (
+    # Hashes only (not image bytes) per split, sorted: a record's rank in its split picks its
+    # shard, so every shard but the last holds exactly examples_per_shard examples.
+    sorted_hashes = (
         split_records
-        | "SplitKeys" >> beam.Map(lambda kv: (kv[0], 1))
-        | "CountPerSplit" >> beam.CombinePerKey(sum)
+        | "SplitHashes" >> beam.Map(lambda kv: (kv[0], kv[1]["sha256"]))
+        | "GroupHashes" >> beam.GroupByKey()
+        | "SortHashes" >> beam.MapTuple(lambda split, hashes: (split, sorted(hashes)))
     )
+    counts = sorted_hashes | "CountPerSplit" >> beam.MapTuple(lambda split, h: (split, len(h)))
 
-    def assign_shard(split_and_record, counts):
+    def assign_shard(split_and_record, sorted_hashes):
         split, record = split_and_record
-        shard = int(record["sha256"][16:32], 16) % num_shards(counts[split], cfg.examples_per_shard)
-        return (split, shard), record
+        rank = bisect.bisect_left(sorted_hashes[split], record["sha256"])
+        return (split, rank // cfg.examples_per_shard), record
 
     shard_summaries = (
         split_records
-        | "AssignShard" >> beam.Map(assign_shard, counts=beam.pvalue.AsDict(counts))
+        | "AssignShard" >> beam.Map(assign_shard, sorted_hashes=beam.pvalue.AsDict(sorted_hashes))
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards"
         >> beam.Map(

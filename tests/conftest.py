@@ -1,0 +1,71 @@
+"""Shared fixtures: the bundled digits as PNGs, generated images and class-folder trees."""
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# What a tree spec maps a file name to: bytes are written as-is, a Path becomes a symlink to it.
+TreeSpec = dict[str, dict[str, bytes | Path]]
+
+
+def noise_image(seed: int, size: tuple[int, int] = (20, 16), mode: str = "RGB") -> Image.Image:
+    """Random pixels of (width, height) = size; every seed gives distinct bytes.
+
+    L, RGB and RGBA are generated directly; any other Pillow mode ("P", "1", "CMYK", "I;16")
+    is converted from the RGB noise.
+    """
+    base_mode = mode if mode in ("L", "RGB", "RGBA") else "RGB"
+    channels = len(base_mode)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, base_mode)
+    return image.convert(mode) if mode != base_mode else image
+
+
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def write_tree(root: Path, spec: TreeSpec) -> Path:
+    """Writes root/<class>/<file> for every entry of `spec` and returns root."""
+    for class_name, files in spec.items():
+        class_dir = root / class_name
+        class_dir.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            if isinstance(content, Path):
+                (class_dir / name).symlink_to(content)
+            else:
+                (class_dir / name).write_bytes(content)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's 1,797 digits as <dir>/<digit>/<n>.png, written once per session."""
+    # Imported here: scikit-learn takes about a second to import and most sessions never need it.
+    from transforms import digits
+
+    out = tmp_path_factory.mktemp("digits")
+    digits.write_digits(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_image() -> Callable[..., bytes]:
+    """make_image(seed, format="PNG", size=(20, 16), mode="RGB", **save_options) -> bytes."""
+
+    def make(seed: int, image_format: str = "PNG", size=(20, 16), mode="RGB", **options) -> bytes:
+        return encode(noise_image(seed, size, mode), image_format, **options)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_tree() -> Callable[[Path, TreeSpec], Path]:
+    """make_tree(root, {class: {file name: bytes or symlink target}}) -> root."""
+    return write_tree

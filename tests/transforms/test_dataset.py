@@ -1,0 +1,294 @@
+"""tf.data input pipelines, the shared decode/resize step and training-only augmentation."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from configs import loader, schema
+from transforms import augment, dataset, images, preprocess
+from transforms.beam import ingest
+
+IMAGE_SIZE = (24, 20)  # (height, width): not square, so a swapped axis shows
+BATCH_SIZE = 5
+NUM_IMAGES = 12
+
+
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def shaded_image(seed: int, dark: bool, size: tuple[int, int], mode: str) -> Image.Image:
+    """Noise in 0..60 (dark) or 195..255 (light), so a label can be checked from the pixels."""
+    low = 0 if dark else 195
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = np.random.default_rng(seed).integers(low, low + 61, (size[1], size[0], channels))
+    pixels = pixels.astype(np.uint8)
+    if mode == "RGBA":
+        pixels[..., 3] = 255
+    return Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+
+
+def data_config(source, output_dir, channels: int) -> schema.DataConfig:
+    return loader.load(
+        None,
+        [
+            f"data.source={source}",
+            f"data.output_dir={output_dir}",
+            f"data.channels={channels}",
+            f"data.image_size=[{IMAGE_SIZE[0]}, {IMAGE_SIZE[1]}]",
+            f"data.batch_size={BATCH_SIZE}",
+            "data.examples_per_shard=3",
+            "data.split={train: 1.0, val: 0.0, test: 0.0}",
+        ],
+    ).data
+
+
+@pytest.fixture(scope="module")
+def version_dir(tmp_path_factory, make_tree):
+    """12 images in classes dark/light: PNG (L, RGB, RGBA) and JPEG, of several sizes."""
+    kinds = [
+        ("PNG", "L", (20, 24)),
+        ("PNG", "RGB", (64, 48)),
+        ("PNG", "RGBA", (9, 7)),
+        ("JPEG", "RGB", (30, 30)),
+        ("JPEG", "L", (16, 40)),
+        ("PNG", "RGB", (24, 20)),
+    ]
+    spec = {}
+    for class_index, class_name in enumerate(["dark", "light"]):
+        spec[class_name] = {
+            f"{i}.{image_format.lower()}": encode(
+                shaded_image(10 * class_index + i, class_name == "dark", size, mode), image_format
+            )
+            for i, (image_format, mode, size) in enumerate(kinds)
+        }
+    root = tmp_path_factory.mktemp("dataset")
+    source = make_tree(root / "source", spec)
+    result = ingest.run(data_config(source, root / "out", 3))
+    assert result.dataset["written"] == NUM_IMAGES
+    return result.path
+
+
+def collect(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    batches = list(ds.as_numpy_iterator())
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+@pytest.fixture(params=[1, 3], ids=["channels1", "channels3"])
+def cfg(request, version_dir) -> schema.DataConfig:
+    return data_config("unused", version_dir.parent, request.param)
+
+
+def test_eval_batches_have_configured_shape_dtype_and_range(version_dir, cfg):
+    ds = dataset.build_dataset(version_dir, "train", cfg, training=False)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(labels) for _, labels in batches] == [5, 5, 2]
+    for pixels, labels in batches:
+        assert pixels.dtype == np.float32
+        assert pixels.shape[1:] == (*IMAGE_SIZE, cfg.channels)
+        assert pixels.min() >= 0.0 and pixels.max() <= 1.0
+        assert labels.dtype == np.int64
+
+
+def test_eval_labels_match_label_map(version_dir, cfg):
+    label_map = ingest.load_dataset_json(version_dir)["label_map"]
+    pixels, labels = collect(dataset.build_dataset(version_dir, "train", cfg, training=False))
+    assert len(labels) == NUM_IMAGES
+    for image, label in zip(pixels, labels, strict=True):
+        assert label_map[label] == ("dark" if image.mean() < 0.5 else "light")
+
+
+def test_eval_label_counts_match_dataset_json(version_dir, cfg):
+    info = ingest.load_dataset_json(version_dir)
+    _, labels = collect(dataset.build_dataset(version_dir, "train", cfg, training=False))
+    counts = {
+        info["label_map"][i]: int(n)
+        for i, n in zip(*np.unique(labels, return_counts=True), strict=True)
+    }
+    assert counts == info["splits"]["train"]["per_class"]
+
+
+def test_eval_order_is_deterministic(version_dir, cfg):
+    assert len(dataset.shard_files(version_dir, "train")) > 1  # so interleaving could reorder
+    ds = dataset.build_dataset(version_dir, "train", cfg, training=False)
+    first_images, first_labels = collect(ds)
+    second_images, second_labels = collect(ds)
+    rebuilt_images, rebuilt_labels = collect(
+        dataset.build_dataset(version_dir, "train", cfg, training=False)
+    )
+    np.testing.assert_array_equal(first_labels, second_labels)
+    np.testing.assert_array_equal(first_images, second_images)
+    np.testing.assert_array_equal(first_labels, rebuilt_labels)
+    np.testing.assert_array_equal(first_images, rebuilt_images)
+
+
+def test_num_examples_gives_known_length(version_dir, cfg):
+    ds = dataset.build_dataset(version_dir, "train", cfg, training=False, num_examples=NUM_IMAGES)
+    assert ds.cardinality().numpy() == 3
+
+
+def test_training_batches_are_augmented_in_range(version_dir, cfg):
+    layers = [{"random_rotation": {"factor": 0.2}}, {"random_contrast": {"factor": 0.5}}]
+    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=0)
+    ds = dataset.build_dataset(version_dir, "train", cfg, training=True, augmenter=augmenter)
+    pixels, labels = collect(ds)
+    assert pixels.shape == (NUM_IMAGES, *IMAGE_SIZE, cfg.channels)
+    assert pixels.min() >= 0.0 and pixels.max() <= 1.0
+    assert sorted(labels) == [0] * 6 + [1] * 6
+
+
+def test_split_without_shards_raises(version_dir, cfg):
+    with pytest.raises(FileNotFoundError, match="no val shards"):
+        dataset.build_dataset(version_dir, "val", cfg, training=False)
+
+
+# --- preprocess.decode_and_resize ---
+
+
+def decode(data: bytes, size=IMAGE_SIZE, channels: int = 3) -> np.ndarray:
+    return preprocess.decode_and_resize(tf.constant(data), size, channels).numpy()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    ("image_format", "options"), [("BMP", {}), ("WEBP", {"lossless": True})], ids=["bmp", "webp"]
+)
+def test_lossless_formats_give_same_pixels_as_png(make_image, image_format, options, channels):
+    png = decode(make_image(3, "PNG", size=(64, 48)), channels=channels)
+    other = decode(make_image(3, image_format, size=(64, 48), **options), channels=channels)
+    np.testing.assert_array_equal(png, other)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    ("image_format", "mode"),
+    [
+        ("PNG", "L"),
+        ("PNG", "RGB"),
+        ("PNG", "RGBA"),
+        ("PNG", "LA"),
+        ("PNG", "P"),
+        ("PNG", "1"),
+        ("PNG", "I;16"),
+        ("JPEG", "L"),
+        ("JPEG", "RGB"),
+        ("JPEG", "CMYK"),
+        ("GIF", "L"),
+        ("GIF", "P"),
+        ("BMP", "L"),
+        ("BMP", "RGB"),
+        ("BMP", "RGBA"),
+        ("BMP", "P"),
+        ("WEBP", "RGB"),
+        ("WEBP", "RGBA"),
+        ("WEBP", "LA"),
+    ],
+)
+def test_every_image_ingest_accepts_decodes(make_image, image_format, mode, channels):
+    data = make_image(4, image_format, mode=mode)
+    images.inspect(data, max_pixels=10_000)  # ingest keeps it, so training must be able to read it
+    image = decode(data, channels=channels)
+    assert image.shape == (*IMAGE_SIZE, channels)
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_one_bit_bmp_is_rejected_because_tensorflow_cannot_decode_it(make_image):
+    data = make_image(4, "BMP", mode="1")
+    with pytest.raises(images.InvalidImage, match="1-bit BMP"):
+        images.inspect(data, max_pixels=10_000)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        decode(data)
+
+
+@pytest.mark.parametrize("size", [(32, 32), IMAGE_SIZE])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resizes_64x48_image_to_configured_size(make_image, size, channels):
+    data = make_image(5, "PNG", size=(64, 48))
+    image = decode(data, size=size, channels=channels)
+    assert image.shape == (*size, channels)
+    assert image.dtype == np.float32
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_solid_color_survives_resize_scaled_to_unit_range():
+    data = encode(Image.new("RGB", (64, 48), (255, 0, 51)), "PNG")
+    np.testing.assert_allclose(
+        decode(data), np.broadcast_to([1.0, 0.0, 0.2], (*IMAGE_SIZE, 3)), atol=1e-6
+    )
+
+
+def test_grayscale_file_decoded_as_rgb_has_equal_channels(make_image):
+    image = decode(make_image(6, "PNG", mode="L"), channels=3)
+    np.testing.assert_array_equal(image[..., 0], image[..., 1])
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def test_decode_batch_matches_single_decodes(make_image):
+    blobs = [make_image(i, "PNG", size=(10 + i, 12)) for i in range(3)]
+    batch = preprocess.decode_batch(tf.constant(blobs), IMAGE_SIZE, 3).numpy()
+    assert batch.shape == (3, *IMAGE_SIZE, 3)
+    for blob, image in zip(blobs, batch, strict=True):
+        np.testing.assert_array_equal(decode(blob), image)
+
+
+# --- augment.build_augmenter ---
+
+AUGMENT_EXAMPLES = {
+    "random_flip": {"mode": "horizontal_and_vertical"},
+    "random_rotation": {"factor": 0.25},
+    "random_zoom": {"height_factor": 0.4},
+    "random_translation": {"height_factor": 0.3, "width_factor": 0.3},
+    "random_contrast": {"factor": 0.8},
+    "random_brightness": {"factor": 0.5},
+}
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return np.random.default_rng(0).random((8, *IMAGE_SIZE, 3), dtype=np.float32)
+
+
+def test_no_layers_means_no_augmenter():
+    assert augment.build_augmenter(schema.AugmentConfig(), seed=0) is None
+
+
+def test_every_augment_layer_has_an_example():
+    assert set(AUGMENT_EXAMPLES) == set(augment.AUGMENT_LAYERS)
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENT_EXAMPLES))
+def test_augment_layer_changes_pixels_keeping_shape_and_range(name, batch):
+    layers = schema.AugmentConfig(layers=[{name: AUGMENT_EXAMPLES[name]}])
+    augmenter = augment.build_augmenter(layers, seed=1)
+    out = np.asarray(augmenter(batch, training=True))
+    assert out.shape == batch.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+    assert not np.allclose(out, batch)
+
+
+def test_augmenter_is_identity_outside_training(batch):
+    layers = [{name: kwargs} for name, kwargs in AUGMENT_EXAMPLES.items()]
+    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=1)
+    np.testing.assert_allclose(np.asarray(augmenter(batch, training=False)), batch, atol=1e-6)
+
+
+def test_augmenter_repeats_with_same_seed(batch):
+    cfg = schema.AugmentConfig(layers=[{"random_rotation": {"factor": 0.25}}])
+    first = np.asarray(augment.build_augmenter(cfg, seed=3)(batch, training=True))
+    second = np.asarray(augment.build_augmenter(cfg, seed=3)(batch, training=True))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_digits_yaml_augmenter_has_its_two_layers():
+    cfg = loader.load(Path(__file__).resolve().parents[2] / "configs" / "digits.yaml")
+    augmenter = augment.build_augmenter(cfg.augment, seed=cfg.seed)
+    assert [type(layer).__name__ for layer in augmenter.layers] == [
+        "RandomRotation",
+        "RandomTranslation",
+    ]
