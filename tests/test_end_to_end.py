@@ -1,10 +1,12 @@
 """The demo path end to end: digits -> ingest -> train -> evaluate -> export -> REST predictions."""
 
+import csv
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from configs import loader
 from serving import signatures
@@ -46,6 +48,23 @@ def test_run_dir_has_every_artifact(demo_result):
     assert (demo_result.run.export_dir / "saved_model.pb").is_file()
     saved = loader.load(run_dir / runs.CONFIG)
     assert saved.train.epochs == 6 and saved.serving.model_name == "digits"
+
+
+def test_history_and_tensorboard_record_every_epoch(demo_result):
+    run_dir = demo_result.run.run_dir
+    with open(run_dir / runs.HISTORY) as history_file:
+        history = list(csv.DictReader(history_file))
+    epochs_run = json.loads((run_dir / runs.METRICS).read_text())["epochs_run"]
+    assert len(history) == epochs_run
+    accumulator = event_accumulator.EventAccumulator(
+        str(run_dir / runs.TENSORBOARD / "train"), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    losses = accumulator.Tensors("epoch_loss")
+    assert [event.step for event in losses] == list(range(epochs_run))
+    logged = [float(tf.make_ndarray(event.tensor_proto)) for event in losses]
+    np.testing.assert_allclose(logged, [float(row["loss"]) for row in history], rtol=1e-5)
+    assert "epoch_learning_rate" in accumulator.Tags()["tensors"]
 
 
 def test_rest_predictions_match_the_saved_model(demo_result):
