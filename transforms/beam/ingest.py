@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ DATASET_JSON = "dataset.json"
 QUARANTINE_JSONL = "quarantine.jsonl"
 LATEST = "latest"  # file in data.output_dir naming the last ingested version
 SHARDS_SUMMARY = "_shards.json"
+PROGRESS_SECONDS = 5.0
 DUPLICATES_SUMMARY = "_duplicates.json"
 
 log = logging.getLogger(__name__)
@@ -74,15 +76,24 @@ class ReadAndValidate(beam.DoFn):
 
     QUARANTINE = "quarantine"
 
-    def __init__(self, source: str, class_index: dict[str, int], max_pixels: int):
+    def __init__(self, source: str, class_index: dict[str, int], max_pixels: int, total: int):
         self.source = source
         self.class_index = class_index
         self.max_pixels = max_pixels
+        self.total = total
         self.seen = beam.metrics.Metrics.counter("ingest", "files_seen")
+
+    def setup(self):
+        self.read_here = 0
+        self.last_report = time.monotonic()
 
     def process(self, item):
         relative_path, class_name = item
         self.seen.inc()
+        self.read_here += 1
+        if time.monotonic() - self.last_report > PROGRESS_SECONDS:
+            self.last_report = time.monotonic()
+            print(f"ingest: {self.read_here}/{self.total} files read by this worker", flush=True)
         path = Path(self.source) / relative_path
         try:
             data = path.read_bytes()
@@ -158,9 +169,9 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Pa
         pipeline
         | "ListFiles" >> beam.Create(files, reshuffle=False)
         | "ReadAndValidate"
-        >> beam.ParDo(ReadAndValidate(cfg.source, class_index, cfg.max_pixels)).with_outputs(
-            ReadAndValidate.QUARANTINE, main="valid"
-        )
+        >> beam.ParDo(
+            ReadAndValidate(cfg.source, class_index, cfg.max_pixels, len(files))
+        ).with_outputs(ReadAndValidate.QUARANTINE, main="valid")
     )
     unique = (
         validated.valid
