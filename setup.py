@@ -7,7 +7,9 @@ setup(
     version="0.1.0",
     description="End-to-end image classification: ingest, train, evaluate, export, serve.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["configs", "transforms*", "trainer*", "serving*", "tfx_pipeline*"]),
+    packages=find_packages(
+        include=["configs", "transforms*", "trainer*", "serving*", "tfx_pipeline*"]
+    ),
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         "tensorflow==2.21.*",
@@ -28,7 +30,13 @@ setup(
         "grpcio>=1.60",
         "httpx>=0.27",
         "tqdm>=4.66",
+        "fsspec>=2024.6",
+        "s3fs>=2024.6",
+        "gcsfs>=2024.6",
+        "aiohttp>=3.9",
+        "matplotlib>=3.8",
+        "psutil>=5.9",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "moto[server]>=5"]},
     entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},
 )

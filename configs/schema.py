@@ -125,9 +125,40 @@ class SplitConfig(Section):
         return self
 
 
+class StoreConfig(Section):
+    max_side: int | None = Field(
+        None, gt=0, description="Images with a longer side are downscaled to it; null = never."
+    )
+    format: Literal["png", "jpeg"] = Field(
+        "png", description="Encoding of images ingest rewrites (png is lossless, jpeg smaller)."
+    )
+    jpeg_quality: int = Field(95, ge=50, le=100, description="Quality when format is jpeg.")
+
+
 class DataConfig(Section):
     source: str = Field(
-        "data/digits", description="Class-folder tree read by ingest: <source>/<class>/<image>."
+        "data/digits",
+        description="Where ingest reads images: a class-folder tree (optionally under "
+        "train/ val/ test/), a .csv or .jsonl manifest, s3://, gs://, http(s):// (image, "
+        "manifest, .zip or .tar.gz), or tfds:<name>[:<split>].",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for remote sources, e.g. {endpoint_url: http://127.0.0.1:9000}.",
+    )
+    read_retries: int = Field(3, ge=0, description="Retries of a failed remote read.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each time.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Timeout of one remote read.")
+    classes: list[str] | None = Field(
+        None, description="Allowed class names; a label outside them is an error. null = any."
+    )
+    background: tuple[int, int, int] = Field(
+        (255, 255, 255), description="RGB that transparent pixels are composited on."
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    leakage: Literal["keep_eval", "drop", "error"] = Field(
+        "keep_eval",
+        description="Same bytes in two given splits: keep the val/test copy, drop all, or stop.",
     )
     output_dir: str = Field(
         "data/tfrecords", description="Ingest writes <output_dir>/<dataset_version>/ here."
@@ -147,6 +178,10 @@ class DataConfig(Section):
     batch_size: int = Field(64, gt=0, description="Global batch size.")
     shuffle_buffer: int = Field(2048, ge=0, description="Training shuffle buffer (examples).")
     beam_runner: str = Field("DirectRunner", description="Apache Beam runner for ingest.")
+    beam_direct_mode: Literal["multi_processing", "in_memory", "multi_threading"] = Field(
+        "multi_processing", description="DirectRunner mode; multi_processing uses every core."
+    )
+    beam_workers: int = Field(0, ge=0, description="DirectRunner workers; 0 = one per core.")
     beam_options: list[str] = Field(
         default_factory=list,
         description="Extra Beam pipeline options, e.g. --direct_num_workers=2.",
@@ -158,6 +193,13 @@ class DataConfig(Section):
         if min(size) <= 0:
             raise ValueError(f"both sides must be > 0 (received {list(size)})")
         return size
+
+    @field_validator("background")
+    @classmethod
+    def _byte_values(cls, rgb):
+        if not all(0 <= value <= 255 for value in rgb):
+            raise ValueError(f"each of R, G, B must be in 0..255 (received {list(rgb)})")
+        return rgb
 
 
 class AugmentConfig(Section):

@@ -12,7 +12,11 @@ from transforms import preprocess
 
 
 def build_serving_functions(
-    model: keras.Model, image_size: tuple[int, int], channels: int, class_names: list[str]
+    model: keras.Model,
+    image_size: tuple[int, int],
+    channels: int,
+    class_names: list[str],
+    background: tuple[int, int, int] = preprocess.DEFAULT_BACKGROUND,
 ) -> dict[str, tf.types.experimental.PolymorphicFunction]:
     """The two signatures of the contract in serving/signatures.py, as tf.functions."""
     height, width = image_size
@@ -25,7 +29,7 @@ def build_serving_functions(
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)])
     def serve_bytes(image_bytes):
-        return outputs(preprocess.decode_batch(image_bytes, image_size, channels))
+        return outputs(preprocess.decode_batch(image_bytes, image_size, channels, background))
 
     @tf.function(
         input_signature=[
@@ -46,6 +50,7 @@ def export_saved_model(
     channels: int,
     class_names: list[str],
     metadata: dict,
+    background: tuple[int, int, int] = preprocess.DEFAULT_BACKGROUND,
 ) -> Path:
     """Writes `export_base/<version>/` (TF Serving layout) and returns that folder.
 
@@ -60,7 +65,8 @@ def export_saved_model(
     shutil.rmtree(staging, ignore_errors=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, function in build_serving_functions(model, image_size, channels, class_names).items():
+    functions = build_serving_functions(model, image_size, channels, class_names, background)
+    for name, function in functions.items():
         archive.add_endpoint(name=name, fn=function)
     archive.write_out(str(staging), verbose=False)
     metadata_dir = staging / signatures.METADATA_DIR

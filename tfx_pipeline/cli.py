@@ -1,6 +1,7 @@
 """The `imgclf` command: one sub-command per pipeline stage, all sharing --config/--set."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,12 @@ def cmd_data_digits(args: argparse.Namespace) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    cfg = resolved_config(args)
+    overrides = list(args.overrides)
+    if args.runner:
+        overrides.append(f"data.beam_runner={args.runner}")
+    cfg = loader.load(args.config, overrides)
+    passed = [f"--{option.removeprefix('--')}" for option in args.beam_options]
+    cfg.data.beam_options = [*cfg.data.beam_options, *passed]
     from transforms.beam import ingest
 
     result = ingest.run(cfg.data)
@@ -38,6 +44,70 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     print(
         f"ingest: dataset {result.version}: {info['written']} images ({counts}), "
         f"{info['duplicates']} duplicates, {info['quarantined']} quarantined -> {result.path}"
+    )
+
+
+def dataset_dir(args: argparse.Namespace, version: str) -> str:
+    """A version folder given as a path, or a version (or 'latest') under data.output_dir."""
+    from transforms import dataset_info
+
+    if os.path.isfile(os.path.join(version, dataset_info.DATASET_JSON)):
+        return version
+    return dataset_info.resolve_version_dir(resolved_config(args).data.output_dir, version)
+
+
+def cmd_data_stats(args: argparse.Namespace) -> None:
+    from transforms import dataset_info, plots
+
+    version_dir = dataset_dir(args, args.version)
+    info = dataset_info.load(version_dir)
+    stats = info["stats"]
+    print(f"dataset {info['version']} ({version_dir}) from {info['source']}")
+    print(
+        f"  {info['written']} images in {info['num_classes']} classes; {info['duplicates']} "
+        f"duplicates, {info['quarantined']} quarantined; imbalance ratio {info['imbalance_ratio']}"
+    )
+    print(f"  {'class':20}" + "".join(f"{split:>8}" for split in info["splits"]) + f"{'total':>8}")
+    for name in info["label_map"]:
+        row = "".join(f"{s['per_class'].get(name, 0):8d}" for s in info["splits"].values())
+        print(f"  {name:20}{row}{info['class_counts'][name]:8d}")
+    print(f"  channel mean {stats['channel_mean']}, std {stats['channel_std']}")
+    for key in (
+        "height_histogram",
+        "width_histogram",
+        "aspect_histogram",
+        "original_modes",
+        "original_formats",
+    ):
+        print(f"  {key.replace('_', ' ')}: {stats[key]}")
+    png = args.png or os.path.join(version_dir, "class_counts.png")
+    plots.plot_class_counts(info, png)
+    print(f"data stats: class counts chart in {png}")
+
+
+def cmd_data_diff(args: argparse.Namespace) -> None:
+    from transforms import dataset_info
+
+    report = dataset_info.diff(dataset_dir(args, args.old), dataset_dir(args, args.new))
+    print(f"dataset {report['old']} -> {report['new']}")
+    print(f"  {'class':20}{'old':>8}{'new':>8}{'change':>8}")
+    for name, counts in report["class_counts"].items():
+        print(f"  {name:20}{counts['old']:8d}{counts['new']:8d}{counts['change']:+8d}")
+    for key in (
+        "added_classes",
+        "removed_classes",
+        "added",
+        "removed",
+        "relabelled",
+        "moved_split",
+        "channel_mean_change",
+        "channel_std_change",
+        "imbalance_ratio",
+    ):
+        print(f"  {key.replace('_', ' ')}: {report[key]}")
+    print(
+        f"data diff: {report['added']} examples added, {report['removed']} removed, "
+        f"{report['relabelled']} relabelled"
     )
 
 
@@ -95,9 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     digits = data_commands.add_parser("digits", help="scikit-learn's 1,797 handwritten digits")
     digits.add_argument("--out", required=True, help="output folder (<out>/<class>/<n>.png)")
     digits.set_defaults(handler=cmd_data_digits)
+    stats = data_commands.add_parser("stats", help="print a dataset version's statistics")
+    stats.add_argument("version", help="version, 'latest', or a version folder")
+    stats.add_argument("--png", help="class-count chart path (default: in the version folder)")
+    loader.add_config_arguments(stats)
+    stats.set_defaults(handler=cmd_data_stats)
+    diff = data_commands.add_parser("diff", help="compare two dataset versions")
+    diff.add_argument("old", help="version, 'latest', or a version folder")
+    diff.add_argument("new", help="version, 'latest', or a version folder")
+    loader.add_config_arguments(diff)
+    diff.set_defaults(handler=cmd_data_diff)
 
     ingest = commands.add_parser("ingest", help="Beam job: images -> validated TFRecords")
     loader.add_config_arguments(ingest)
+    ingest.add_argument("--runner", help="Beam runner, e.g. DataflowRunner (data.beam_runner)")
+    ingest.add_argument(
+        "--beam-option",
+        dest="beam_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Beam pipeline option passed through, e.g. --beam-option project=my-proj "
+        "(repeatable; appended to data.beam_options)",
+    )
     ingest.set_defaults(handler=cmd_ingest)
 
     train = commands.add_parser("train", help="train, evaluate and export a run")

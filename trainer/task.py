@@ -1,17 +1,18 @@
 """`python -m trainer.task --config X`: train on an ingested dataset, evaluate, export a run."""
 
 import argparse
+import contextlib
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from configs import errors, loader, schema
 from trainer import evaluate, loop, models, optim, runs
-from transforms import augment, dataset
-from transforms.beam import ingest
+from transforms import augment, dataset, dataset_info
 
 
 class TrainingError(errors.UserError):
@@ -28,8 +29,8 @@ class RunResult:
 def run(cfg: schema.Config) -> RunResult:
     """Trains, evaluates on the test split and exports; everything lands in runs_dir/<run_id>/."""
     started = time.time()
-    version_dir = ingest.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
-    info = ingest.load_dataset_json(version_dir)
+    version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
+    info = dataset_info.load(version_dir)
     class_names, splits = info["label_map"], info["splits"]
     check_splits(cfg, splits)
     keras.utils.set_random_seed(cfg.seed)
@@ -64,7 +65,8 @@ def run(cfg: schema.Config) -> RunResult:
         f"{len(class_names)} classes, model {cfg.model.backbone}, "
         f"{model.count_params():,} parameters)"
     )
-    history = loop.fit(model, optimizer, train_data, val_data, cfg.train, run_dir)
+    with reading_shards(version_dir):
+        history = loop.fit(model, optimizer, train_data, val_data, cfg.train, run_dir)
     if any(not math.isfinite(v) for v in history.history.get("loss", [])):
         raise TrainingError(
             f"loss became NaN/Inf; run stopped (checkpoints in {run_dir / runs.CHECKPOINTS}). "
@@ -72,7 +74,8 @@ def run(cfg: schema.Config) -> RunResult:
         )
     train_seconds = time.time() - started
 
-    y_true, probabilities = evaluate.predict(model, test_data)
+    with reading_shards(version_dir):
+        y_true, probabilities = evaluate.predict(model, test_data)
     metrics = evaluate.classification_metrics(y_true, probabilities, class_names)
     metrics.update(
         dataset_version=info["version"],
@@ -93,6 +96,7 @@ def run(cfg: schema.Config) -> RunResult:
         image_size=image_size,
         channels=cfg.data.channels,
         class_names=class_names,
+        background=tuple(cfg.data.background),
         metadata={
             "run_id": run_dir.name,
             "dataset_version": info["version"],
@@ -105,6 +109,18 @@ def run(cfg: schema.Config) -> RunResult:
         f"macro F1 {metrics['macro_f1']:.4f}; run in {run_dir}, SavedModel in {export_dir}"
     )
     return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
+
+
+@contextlib.contextmanager
+def reading_shards(version_dir: str):
+    """A corrupt shard becomes a TrainingError naming the dataset and the fix."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        raise TrainingError(
+            f"a TFRecord shard in {version_dir} is corrupt ({error.message.splitlines()[0]}); "
+            "re-run `imgclf ingest` to rewrite the dataset"
+        ) from None
 
 
 def check_splits(cfg: schema.Config, splits: dict) -> None:

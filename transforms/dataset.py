@@ -31,11 +31,13 @@ def build_dataset(
     files = shard_files(version_dir, split)
     if not files:
         raise FileNotFoundError(f"no {split} shards in {version_dir}")
-    image_size, channels = tuple(cfg.image_size), cfg.channels
+    image_size, channels, background = tuple(cfg.image_size), cfg.channels, tuple(cfg.background)
 
     def decode(serialized):
         example = features.parse(serialized)
-        image = preprocess.decode_and_resize(example[features.IMAGE], image_size, channels)
+        image = preprocess.decode_and_resize(
+            example[features.IMAGE], image_size, channels, background
+        )
         return image, example[features.LABEL]
 
     dataset = tf.data.Dataset.from_tensor_slices(files)

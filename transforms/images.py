@@ -1,13 +1,27 @@
-"""Validates one image file by decoding it fully, and names the reason when it is unusable."""
+"""Turns one file's bytes into the image ingest stores, or names why the file is unusable.
+
+Pillow reads only the header (format, size, mode, EXIF orientation), so a decompression bomb is
+refused before any pixel is decoded. The pixels are decoded once, by transforms.preprocess: the
+same TensorFlow code the serving signature runs, so stored pixels equal served pixels.
+"""
 
 import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
+import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-# Formats tf.io.decode_image reads in the training and serving graphs: bytes are kept as-is.
-SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
+from configs import schema
+from transforms import preprocess
+
+# Decoded by TensorFlow in training and serving; bytes may be stored as they are.
+TF_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
+# Read by Pillow and stored re-encoded: TensorFlow cannot decode them itself.
+CONVERTED_FORMATS = {"TIFF": "tiff"}
+KEEPABLE = {"png", "jpeg"}  # formats stored as-is when nothing about them must change
+EXIF_ORIENTATION = 0x0112
 
 
 class InvalidImage(ValueError):
@@ -15,14 +29,32 @@ class InvalidImage(ValueError):
 
 
 @dataclass(frozen=True)
-class ImageInfo:
-    format: str
+class Header:
+    format: str  # lower-case, e.g. "png"
     height: int
     width: int
+    mode: str  # Pillow's mode: L, RGB, RGBA, P, I;16, CMYK, ...
+    tf_decodable: bool  # False: Pillow converts it first (TIFF, 1-bit and palette BMP)
+    needs_rewrite: bool  # stored pixels would differ from a plain decode of the bytes
 
 
-def inspect(data: bytes, max_pixels: int) -> ImageInfo:
-    """Decodes `data` once and returns its format and size, or raises InvalidImage with a reason."""
+@dataclass(frozen=True)
+class PreparedImage:
+    data: bytes  # what the shard stores
+    format: str
+    height: int  # of the stored image
+    width: int
+    original_height: int
+    original_width: int
+    original_mode: str
+    original_format: str
+    rewritten: bool  # False when `data` are the file's own bytes
+    channel_mean: tuple[float, float, float]  # of the stored RGB pixels, in [0, 1]
+    channel_std: tuple[float, float, float]
+
+
+def read_header(data: bytes, max_pixels: int) -> Header:
+    """Format, size and mode from the header alone; InvalidImage for anything unusable."""
     if not data:
         raise InvalidImage("empty file (0 bytes)")
     try:
@@ -35,7 +67,7 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
                     f"too many pixels: {width}x{height} > data.max_pixels={max_pixels} "
                     "(possible decompression bomb)"
                 )
-            image.load()
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -44,10 +76,93 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
         raise InvalidImage("not an image (no known image format)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImage(f"corrupt or truncated image: {error}") from None
-    if image.format == "BMP" and image.mode == "1":
-        raise InvalidImage("unsupported format: 1-bit BMP (TensorFlow cannot decode it)")
-    if image.format not in SUPPORTED_FORMATS:
-        raise InvalidImage(
-            f"unsupported format {image.format}; supported: {', '.join(SUPPORTED_FORMATS)}"
+    if image.format not in TF_FORMATS and image.format not in CONVERTED_FORMATS:
+        supported = ", ".join(sorted({*TF_FORMATS, *CONVERTED_FORMATS}))
+        raise InvalidImage(f"unsupported format {image.format}; supported: {supported}")
+    image_format = {**TF_FORMATS, **CONVERTED_FORMATS}[image.format]
+    # TensorFlow's BMP decoder reads palette indices as gray levels and cannot read 1-bit files.
+    tf_decodable = image.format in TF_FORMATS and not (
+        image.format == "BMP" and image.mode in ("1", "P")
+    )
+    transparent = "A" in image.mode or "transparency" in image.info
+    needs_rewrite = (
+        not tf_decodable
+        or image_format not in KEEPABLE
+        or transparent
+        or image.mode not in ("L", "RGB", "P", "CMYK")
+        or orientation not in (1, None)
+    )
+    return Header(image_format, height, width, image.mode, tf_decodable, needs_rewrite)
+
+
+def to_png_with_pillow(data: bytes) -> bytes:
+    """Formats TensorFlow cannot decode (TIFF, 1-bit and palette BMP) as an RGBA PNG."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        rgba = image.convert("RGBA")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InvalidImage(f"corrupt or truncated image: {error}") from None
+    buffer = io.BytesIO()
+    rgba.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class Preparer:
+    """Decodes, normalises and (when needed) re-encodes images with one traced TF function."""
+
+    def __init__(self, cfg: schema.DataConfig):
+        self.cfg = cfg
+        background = tuple(cfg.background)
+        self._decode = tf.function(
+            lambda image_bytes: preprocess.decode_rgb(image_bytes, background),
+            input_signature=[tf.TensorSpec([], tf.string)],
         )
-    return ImageInfo(format=SUPPORTED_FORMATS[image.format], height=height, width=width)
+
+    def prepare(self, data: bytes) -> PreparedImage:
+        header = read_header(data, self.cfg.max_pixels)
+        decodable = data if header.tf_decodable else to_png_with_pillow(data)
+        try:
+            pixels = self._decode(tf.constant(decodable)).numpy()
+        except tf.errors.InvalidArgumentError as error:
+            reason = str(error.message).strip().splitlines()[0]
+            raise InvalidImage(f"corrupt or truncated image: {reason}") from None
+        max_side = self.cfg.store.max_side
+        too_large = max_side is not None and max(pixels.shape[:2]) > max_side
+        if too_large:
+            pixels = downscale(pixels, max_side)
+        rewrite = header.needs_rewrite or too_large or decodable is not data
+        stored, stored_format = (data, header.format) if not rewrite else self.encode(pixels)
+        unit = pixels.reshape(-1, 3).astype(np.float64) / 255.0
+        return PreparedImage(
+            data=stored,
+            format=stored_format,
+            height=int(pixels.shape[0]),
+            width=int(pixels.shape[1]),
+            original_height=header.height,
+            original_width=header.width,
+            original_mode=header.mode,
+            original_format=header.format,
+            rewritten=rewrite,
+            channel_mean=tuple(float(v) for v in unit.mean(axis=0)),
+            channel_std=tuple(float(v) for v in unit.std(axis=0)),
+        )
+
+    def encode(self, pixels: np.ndarray) -> tuple[bytes, str]:
+        # Gray pictures are stored with one channel: decode_rgb replicates it back exactly.
+        gray = bool((pixels[..., :1] == pixels).all())
+        stored = pixels[..., :1] if gray else pixels
+        store = self.cfg.store
+        if store.format == "jpeg":
+            encoded = tf.io.encode_jpeg(stored, quality=store.jpeg_quality)
+        else:
+            encoded = tf.io.encode_png(stored)
+        return encoded.numpy(), store.format
+
+
+def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    scale = max_side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    resized = tf.image.resize(pixels, size, method="area")
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8).numpy()

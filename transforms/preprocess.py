@@ -1,21 +1,70 @@
-"""Deterministic image preprocessing shared by training, evaluation and serving."""
+"""Deterministic image preprocessing shared by ingest, training, evaluation and serving.
+
+Everything here is TensorFlow graph code, so the exported serving signature runs exactly what
+ingest and training ran: one set of rules turns any supported file into RGB pixels.
+"""
 
 import tensorflow as tf
 
+from transforms import exif
+
+DEFAULT_BACKGROUND = (255, 255, 255)
+
+
+def decode_rgb(image_bytes: tf.Tensor, background=DEFAULT_BACKGROUND) -> tf.Tensor:
+    """Encoded image -> uint8 [height, width, 3], normalised the same way for every format.
+
+    - JPEG: decoded to RGB (CMYK and grayscale included), then turned upright by its EXIF
+      orientation tag;
+    - anything with transparency (RGBA, gray + alpha, palette with a transparent colour, WebP
+      with alpha): composited on `background`;
+    - grayscale: replicated to three channels; 16-bit: the high byte (libpng's strip_16);
+    - animated GIF/WebP: the first frame.
+    """
+    is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"\xff\xd8\xff")
+    return tf.cond(
+        is_jpeg,
+        lambda: exif.apply_orientation(
+            tf.io.decode_jpeg(image_bytes, channels=3), exif.orientation(image_bytes)
+        ),
+        lambda: composite_on(
+            tf.io.decode_image(image_bytes, channels=0, expand_animations=False), background
+        ),
+    )
+
+
+def composite_on(image: tf.Tensor, background) -> tf.Tensor:
+    """uint8 [H, W, 1..4] -> uint8 [H, W, 3]: gray replicated, alpha blended onto `background`."""
+    image = tf.ensure_shape(image, (None, None, None))
+    channels = tf.shape(image)[-1]
+    # Channels 1 and 2 are gray (+ alpha), 3 and 4 are RGB (+ alpha).
+    rgb = tf.cond(
+        channels >= 3, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1)
+    )
+    has_alpha = tf.equal(channels % 2, 0)
+
+    def blend():
+        alpha = tf.cast(image[..., -1:], tf.float32) / 255.0
+        fill = tf.constant(background, tf.float32)
+        mixed = tf.cast(rgb, tf.float32) * alpha + fill * (1.0 - alpha)
+        return tf.cast(tf.round(mixed), tf.uint8)
+
+    return tf.cond(has_alpha, blend, lambda: rgb)
+
 
 def decode_and_resize(
-    image_bytes: tf.Tensor, image_size: tuple[int, int], channels: int
+    image_bytes: tf.Tensor,
+    image_size: tuple[int, int],
+    channels: int,
+    background=DEFAULT_BACKGROUND,
 ) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, channels] in [0, 1].
 
     The only path from bytes to model input: tf.data and the exported serving signature both
     trace this function, so a model sees identical pixels in training and in production.
     """
-    # Every format decodes to RGB first (BMP cannot decode to one channel), then to gray if asked,
-    # so one rule turns colour into gray whatever the file format.
-    image = decode_rgb(image_bytes)
     # Scale before resizing so that the interpolation works on the same [0, 1] values everywhere.
-    image = tf.image.convert_image_dtype(image, tf.float32)
+    image = tf.image.convert_image_dtype(decode_rgb(image_bytes, background), tf.float32)
     if channels == 1:
         image = tf.image.rgb_to_grayscale(image)
     height, width = image_size
@@ -24,23 +73,16 @@ def decode_and_resize(
     return tf.ensure_shape(image, (height, width, channels))
 
 
-def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Encoded image -> uint8 [height, width, 3]; alpha is dropped, gray is replicated."""
-    # WebP with alpha decodes only to 4 channels; every other format converts to RGB itself.
-    header = tf.strings.join([tf.strings.substr(image_bytes, 0, 12), "\0" * 12])
-    is_webp = tf.equal(tf.strings.substr(header, 8, 4), "WEBP")
-    return tf.cond(
-        is_webp,
-        lambda: tf.io.decode_image(image_bytes, channels=0, expand_animations=False)[..., :3],
-        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
-    )
-
-
-def decode_batch(image_bytes: tf.Tensor, image_size: tuple[int, int], channels: int) -> tf.Tensor:
+def decode_batch(
+    image_bytes: tf.Tensor,
+    image_size: tuple[int, int],
+    channels: int,
+    background=DEFAULT_BACKGROUND,
+) -> tf.Tensor:
     """1-D string tensor of encoded images -> float32 [N, height, width, channels]."""
     height, width = image_size
     return tf.map_fn(
-        lambda one: decode_and_resize(one, image_size, channels),
+        lambda one: decode_and_resize(one, image_size, channels, background),
         image_bytes,
         fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
     )

@@ -45,6 +45,7 @@ def ingested(tmp_path_factory):
         [
             f"data.source={root / 'images'}",
             f"data.output_dir={root / 'tfr'}",
+            "data.beam_direct_mode=in_memory",
             "data.split={train: 0.01, val: 0.0, test: 0.99}",
         ],
     )

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from configs import loader, schema
-from transforms import augment, dataset, images, preprocess
+from transforms import augment, dataset, dataset_info, images, preprocess
 from transforms.beam import ingest
 
 IMAGE_SIZE = (24, 20)  # (height, width): not square, so a swapped axis shows
@@ -40,6 +40,7 @@ def data_config(source, output_dir, channels: int) -> schema.DataConfig:
         [
             f"data.source={source}",
             f"data.output_dir={output_dir}",
+            "data.beam_direct_mode=in_memory",
             f"data.channels={channels}",
             f"data.image_size=[{IMAGE_SIZE[0]}, {IMAGE_SIZE[1]}]",
             f"data.batch_size={BATCH_SIZE}",
@@ -97,7 +98,7 @@ def test_eval_batches_have_configured_shape_dtype_and_range(version_dir, cfg):
 
 
 def test_eval_labels_match_label_map(version_dir, cfg):
-    label_map = ingest.load_dataset_json(version_dir)["label_map"]
+    label_map = dataset_info.load(version_dir)["label_map"]
     pixels, labels = collect(dataset.build_dataset(version_dir, "train", cfg, training=False))
     assert len(labels) == NUM_IMAGES
     for image, label in zip(pixels, labels, strict=True):
@@ -105,7 +106,7 @@ def test_eval_labels_match_label_map(version_dir, cfg):
 
 
 def test_eval_label_counts_match_dataset_json(version_dir, cfg):
-    info = ingest.load_dataset_json(version_dir)
+    info = dataset_info.load(version_dir)
     _, labels = collect(dataset.build_dataset(version_dir, "train", cfg, training=False))
     counts = {
         info["label_map"][i]: int(n)
@@ -190,20 +191,21 @@ def test_lossless_formats_give_same_pixels_as_png(make_image, image_format, opti
         ("WEBP", "LA"),
     ],
 )
-def test_every_image_ingest_accepts_decodes(make_image, image_format, mode, channels):
+def test_every_image_ingest_stores_decodes(make_image, image_format, mode, channels):
     data = make_image(4, image_format, mode=mode)
-    images.inspect(data, max_pixels=10_000)  # ingest keeps it, so training must be able to read it
-    image = decode(data, channels=channels)
+    stored = images.Preparer(loader.load(None).data).prepare(data).data
+    image = decode(stored, channels=channels)
     assert image.shape == (*IMAGE_SIZE, channels)
     assert image.min() >= 0.0 and image.max() <= 1.0
 
 
-def test_one_bit_bmp_is_rejected_because_tensorflow_cannot_decode_it(make_image):
+def test_one_bit_bmp_is_converted_because_tensorflow_cannot_decode_it(make_image):
     data = make_image(4, "BMP", mode="1")
-    with pytest.raises(images.InvalidImage, match="1-bit BMP"):
-        images.inspect(data, max_pixels=10_000)
     with pytest.raises(tf.errors.InvalidArgumentError):
         decode(data)
+    prepared = images.Preparer(loader.load(None).data).prepare(data)
+    assert prepared.rewritten and prepared.format == "png"
+    assert decode(prepared.data).shape == (*IMAGE_SIZE, 3)
 
 
 @pytest.mark.parametrize("size", [(32, 32), IMAGE_SIZE])

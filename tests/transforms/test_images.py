@@ -1,11 +1,17 @@
-"""transforms.images.inspect: which files ingest accepts, and the reason it gives for the rest."""
+"""transforms.images: which files ingest accepts, how it normalises them, why it refuses others."""
 
+import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image, ImageOps
 
-from transforms import images
+from configs import loader
+from tests.conftest import encode, noise_image
+from transforms import images, preprocess
 
 MAX_PIXELS = 10_000
 
@@ -30,77 +36,206 @@ def png_header_only(width: int, height: int) -> bytes:
     )
 
 
-@pytest.mark.parametrize(
-    ("pil_format", "mode", "expected_format"),
-    [
-        ("PNG", "RGB", "png"),
-        ("PNG", "L", "png"),
-        ("PNG", "RGBA", "png"),
-        ("JPEG", "RGB", "jpeg"),
-        ("JPEG", "L", "jpeg"),
-        ("GIF", "RGB", "gif"),
-        ("BMP", "RGB", "bmp"),
-        ("WEBP", "RGB", "webp"),
-    ],
-)
-def test_accepts_supported_format(make_image, pil_format, mode, expected_format):
-    data = make_image(0, pil_format, size=(30, 20), mode=mode)
-    info = images.inspect(data, MAX_PIXELS)
-    assert info == images.ImageInfo(format=expected_format, height=20, width=30)
+def exif_orientation_block(orientation: int, endian: str = "<") -> bytes:
+    order = b"II*\x00" if endian == "<" else b"MM\x00*"
+    return (
+        b"Exif\x00\x00"
+        + order
+        + struct.pack(endian + "IH", 8, 2)
+        + struct.pack(endian + "HHI", 0x010F, 2, 4)
+        + b"cam\x00"
+        + struct.pack(endian + "HHIH", 0x0112, 3, 1, orientation)
+        + b"\x00\x00"
+        + struct.pack(endian + "I", 0)
+    )
 
 
-def test_accepts_image_of_exactly_max_pixels(make_image):
-    data = make_image(0, "PNG", size=(100, 100))
-    assert images.inspect(data, max_pixels=100 * 100).height == 100
+def preparer(*overrides: str) -> images.Preparer:
+    return images.Preparer(loader.load(None, [f"data.max_pixels={MAX_PIXELS}", *overrides]).data)
 
 
-def test_rejects_empty_file():
+@pytest.fixture(scope="module")
+def default_preparer() -> images.Preparer:
+    return preparer()
+
+
+def served_pixels(data: bytes, background=(255, 255, 255)) -> np.ndarray:
+    """What the exported serving graph computes from the original bytes."""
+    return preprocess.decode_rgb(tf.constant(data), background).numpy()
+
+
+def animated_gif() -> bytes:
+    frames = [noise_image(seed, (12, 10)).convert("P") for seed in (1, 2, 3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    return buffer.getvalue()
+
+
+# One file of every kind ingest must handle: (id, bytes, stored as-is?).
+KINDS = [
+    ("jpeg-rgb", encode(noise_image(0), "JPEG", quality=90), True),
+    ("jpeg-gray", encode(noise_image(0, mode="L"), "JPEG"), True),
+    ("jpeg-cmyk", encode(noise_image(0, mode="CMYK"), "JPEG"), True),
+    ("jpeg-exif-6", encode(noise_image(0), "JPEG", exif=exif_orientation_block(6)), False),
+    (
+        "jpeg-exif-3-big-endian",
+        encode(noise_image(0), "JPEG", exif=exif_orientation_block(3, ">")),
+        False,
+    ),
+    ("png-rgb", encode(noise_image(1), "PNG"), True),
+    ("png-gray", encode(noise_image(1, mode="L"), "PNG"), True),
+    ("png-rgba", encode(noise_image(1, mode="RGBA"), "PNG"), False),
+    ("png-gray-alpha", encode(noise_image(1, mode="RGBA").convert("LA"), "PNG"), False),
+    ("png-palette", encode(noise_image(1, mode="P"), "PNG"), True),
+    ("png-palette-transparent", encode(noise_image(1, mode="P"), "PNG", transparency=0), False),
+    (
+        "png-16-bit",
+        encode(Image.fromarray(np.arange(320, dtype=np.uint16).reshape(16, 20) * 200), "PNG"),
+        False,
+    ),
+    ("gif-animated", animated_gif(), False),
+    ("bmp-rgb", encode(noise_image(2), "BMP"), False),
+    ("bmp-1-bit", encode(noise_image(2, mode="1"), "BMP"), False),
+    ("bmp-palette", encode(noise_image(2, mode="P"), "BMP"), False),
+    ("webp-rgb", encode(noise_image(3), "WEBP", lossless=True), False),
+    ("webp-rgba", encode(noise_image(3, mode="RGBA"), "WEBP", lossless=True), False),
+    ("tiff", encode(noise_image(4), "TIFF"), False),
+]
+
+
+@pytest.mark.parametrize(("data", "kept"), [k[1:] for k in KINDS], ids=[k[0] for k in KINDS])
+def test_stored_pixels_equal_what_serving_decodes(default_preparer, data, kept):
+    prepared = default_preparer.prepare(data)
+    assert prepared.rewritten is not kept
+    assert (prepared.data == data) is kept
+    stored = served_pixels(prepared.data)
+    assert stored.shape == (prepared.height, prepared.width, 3)
+    if images.read_header(data, MAX_PIXELS).tf_decodable:
+        # Formats TensorFlow reads: the serving graph on the original gives the stored pixels.
+        np.testing.assert_array_equal(stored, served_pixels(data))
+    else:
+        # Formats only Pillow reads (serving refuses them): the stored pixels are Pillow's.
+        expected = Image.open(io.BytesIO(data)).convert("RGBA")
+        white = Image.new("RGBA", expected.size, (255, 255, 255, 255))
+        np.testing.assert_array_equal(
+            stored, np.asarray(Image.alpha_composite(white, expected))[..., :3]
+        )
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_exif_orientation_matches_pillow(orientation, endian):
+    data = encode(
+        noise_image(5, (9, 6)),
+        "JPEG",
+        quality=100,
+        exif=exif_orientation_block(orientation, endian),
+    )
+    plain = tf.io.decode_jpeg(data, channels=3).numpy()
+    # Pillow's geometry applied to TensorFlow's pixels: JPEG decoders may differ by a level.
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    expected = Image.fromarray(plain)
+    transposes = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+    if orientation in transposes:
+        expected = expected.transpose(transposes[orientation])
+    got = served_pixels(data)
+    assert got.shape[:2] == (upright.height, upright.width)
+    np.testing.assert_array_equal(got, np.asarray(expected))
+
+
+def test_transparent_pixels_take_the_configured_background():
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:, :3, 3] = 255  # left half opaque grey, right half fully transparent
+    data = encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    pixels = preparer("data.background=[10,20,30]").prepare(data)
+    stored = served_pixels(pixels.data, (10, 20, 30))
+    assert (stored[:, :3] == 200).all()
+    assert (stored[:, 3:] == [10, 20, 30]).all()
+    np.testing.assert_array_equal(stored, served_pixels(data, (10, 20, 30)))
+
+
+def test_animated_gif_keeps_the_first_frame(default_preparer):
+    first = np.asarray(Image.open(io.BytesIO(animated_gif())).convert("RGB"))
+    stored = served_pixels(default_preparer.prepare(animated_gif()).data)
+    np.testing.assert_array_equal(stored, first)
+
+
+def test_gray_images_are_stored_with_one_channel(default_preparer):
+    prepared = default_preparer.prepare(encode(noise_image(1, mode="LA"), "PNG"))
+    assert Image.open(io.BytesIO(prepared.data)).mode == "L"
+
+
+def test_max_side_downscales_and_keeps_aspect():
+    data = encode(noise_image(6, (80, 40)), "PNG")
+    prepared = preparer("data.store.max_side=20").prepare(data)
+    assert (prepared.width, prepared.height) == (20, 10)
+    assert (prepared.original_width, prepared.original_height) == (80, 40)
+    assert prepared.rewritten
+
+
+def test_jpeg_store_format_encodes_rewritten_images_as_jpeg():
+    prepared = preparer("data.store.format=jpeg").prepare(
+        encode(noise_image(7, mode="RGBA"), "PNG")
+    )
+    assert prepared.format == "jpeg" and prepared.data[:3] == b"\xff\xd8\xff"
+
+
+def test_statistics_describe_the_stored_pixels(default_preparer):
+    solid = encode(Image.new("RGB", (8, 8), (255, 0, 51)), "PNG")
+    prepared = default_preparer.prepare(solid)
+    np.testing.assert_allclose(prepared.channel_mean, (1.0, 0.0, 0.2), atol=1e-9)
+    np.testing.assert_allclose(prepared.channel_std, (0.0, 0.0, 0.0), atol=1e-9)
+    assert prepared.original_mode == "RGB" and prepared.original_format == "png"
+
+
+def test_rejects_empty_file(default_preparer):
     with pytest.raises(images.InvalidImage, match=r"empty file \(0 bytes\)"):
-        images.inspect(b"", MAX_PIXELS)
+        default_preparer.prepare(b"")
 
 
-def test_rejects_text_file():
+def test_rejects_text_file(default_preparer):
     with pytest.raises(images.InvalidImage, match="not an image"):
-        images.inspect(b"label,file\ncat,cat.png\n", MAX_PIXELS)
+        default_preparer.prepare(b"label,file\ncat,cat.png\n")
 
 
-def test_rejects_truncated_png(make_image):
-    data = make_image(0, "PNG", size=(40, 30))
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_rejects_truncated_image(default_preparer, image_format):
+    data = encode(noise_image(0, (40, 30)), image_format)
     with pytest.raises(images.InvalidImage, match="corrupt or truncated"):
-        images.inspect(data[: len(data) // 2], MAX_PIXELS)
+        default_preparer.prepare(data[: len(data) // 2])
 
 
-def test_rejects_truncated_jpeg(make_image):
-    data = make_image(0, "JPEG", size=(40, 30))
-    with pytest.raises(images.InvalidImage, match="corrupt or truncated"):
-        images.inspect(data[: len(data) // 2], MAX_PIXELS)
-
-
-def test_rejects_too_many_pixels_naming_size_and_limit(make_image):
-    data = make_image(0, "PNG", size=(101, 100))
+def test_rejects_too_many_pixels_naming_size_and_limit(default_preparer):
     with pytest.raises(images.InvalidImage) as raised:
-        images.inspect(data, max_pixels=100 * 100)
+        default_preparer.prepare(encode(noise_image(0, (101, 100)), "PNG"))
     assert "too many pixels: 101x100 > data.max_pixels=10000" in str(raised.value)
 
 
 def test_checks_pixels_before_decoding():
     # A header alone must be enough to refuse a bomb: no pixel data is ever decoded.
     with pytest.raises(images.InvalidImage, match="too many pixels: 200x150"):
-        images.inspect(png_header_only(200, 150), MAX_PIXELS)
+        images.read_header(png_header_only(200, 150), MAX_PIXELS)
 
 
 @pytest.mark.parametrize("side", [10_000, 20_000], ids=["pillow-warning", "pillow-error"])
 def test_rejects_pillow_decompression_bomb_above_generous_limit(side):
-    # Pillow's own limit (~89 Mpx warns, ~179 Mpx errors) applies even if data.max_pixels is larger.
     with pytest.raises(images.InvalidImage, match="decompression bomb"):
-        images.inspect(png_header_only(side, side), max_pixels=10**12)
+        images.read_header(png_header_only(side, side), max_pixels=10**12)
 
 
-def test_rejects_unsupported_format_naming_supported_ones(make_image):
-    data = make_image(0, "TIFF", size=(30, 20))
+def test_rejects_unsupported_format_naming_supported_ones(default_preparer):
     with pytest.raises(images.InvalidImage) as raised:
-        images.inspect(data, MAX_PIXELS)
+        default_preparer.prepare(encode(noise_image(0), "PPM"))
     message = str(raised.value)
-    assert message.startswith("unsupported format TIFF")
-    for name in images.SUPPORTED_FORMATS:
+    assert message.startswith("unsupported format PPM")
+    for name in (*images.TF_FORMATS, *images.CONVERTED_FORMATS):
         assert name in message

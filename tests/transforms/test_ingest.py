@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from transforms import features
+from transforms import dataset_info, features, splits
 from transforms.beam import ingest
+from transforms.sources import base as source_base
 
 pytestmark = pytest.mark.beam
 
@@ -63,6 +64,7 @@ def run_ingest(source: Path, output_dir: Path, *overrides: str) -> ingest.Ingest
             f"data.source={source}",
             f"data.output_dir={output_dir}",
             f"data.max_pixels={MAX_PIXELS}",
+            "data.beam_direct_mode=in_memory",
             SPLIT,
             *overrides,
         ],
@@ -121,7 +123,7 @@ def test_report_balances_with_expected_counts(ingested):
 
 
 def test_quarantine_lists_each_bad_file_with_reason(ingested):
-    lines = (ingested.path / ingest.QUARANTINE_JSONL).read_text().splitlines()
+    lines = (ingested.path / dataset_info.QUARANTINE_JSONL).read_text().splitlines()
     reasons = {entry["path"]: entry["reason"] for entry in map(json.loads, lines)}
     assert set(reasons) == set(EXPECTED_REASONS)
     for path, expected in EXPECTED_REASONS.items():
@@ -153,20 +155,23 @@ def test_examples_carry_label_from_folder_and_label_map(ingested, examples):
         assert label_map[ex[features.LABEL]] == ex[features.LABEL_TEXT]
 
 
-def test_examples_keep_original_bytes_and_metadata(source, examples):
+def test_png_and_jpeg_keep_their_bytes_other_formats_are_rewritten(source, examples):
     for ex in (ex for split in examples.values() for ex in split):
         data = (source / ex[features.SOURCE]).read_bytes()
-        assert ex[features.IMAGE] == data
         assert ex[features.SHA256] == hashlib.sha256(data).hexdigest()
         assert (ex[features.HEIGHT], ex[features.WIDTH]) == (16, 20)
         suffix = ex[features.SOURCE].rsplit(".", 1)[1]
-        assert ex[features.FORMAT] == {"jpg": "jpeg"}.get(suffix, suffix)
+        if suffix in ("png", "jpg"):
+            assert ex[features.IMAGE] == data
+            assert ex[features.FORMAT] == {"jpg": "jpeg"}.get(suffix, suffix)
+        else:
+            assert ex[features.IMAGE] != data and ex[features.FORMAT] == "png"
 
 
 def test_version_folder_holds_only_shards_and_reports(ingested):
     names = {p.name for p in ingested.path.iterdir()}
     listed = {name for s in features.SPLITS for name in ingested.dataset["splits"][s]["shards"]}
-    assert names == listed | {ingest.DATASET_JSON, ingest.QUARANTINE_JSONL}
+    assert names == listed | {dataset_info.DATASET_JSON, dataset_info.QUARANTINE_JSONL}
     assert all(SHARD_NAME.match(name) for name in listed)
 
 
@@ -178,7 +183,7 @@ def test_shard_names_number_shards_of_their_split(ingested):
 
 
 def test_dataset_json_on_disk_matches_result(ingested):
-    on_disk = ingest.load_dataset_json(ingested.path)
+    on_disk = dataset_info.load(ingested.path)
     assert on_disk == ingested.dataset
     assert on_disk["version"] == ingested.version == ingested.path.name
     assert re.fullmatch(r"[0-9a-f]{16}", ingested.version)
@@ -186,9 +191,9 @@ def test_dataset_json_on_disk_matches_result(ingested):
 
 def test_latest_points_at_version(ingested):
     out = ingested.path.parent
-    assert (out / ingest.LATEST).read_text().strip() == ingested.version
-    assert ingest.resolve_version_dir(str(out), "latest") == ingested.path
-    assert ingest.resolve_version_dir(str(out), ingested.version) == ingested.path
+    assert (out / dataset_info.LATEST).read_text().strip() == ingested.version
+    assert dataset_info.resolve_version_dir(str(out), "latest") == str(ingested.path)
+    assert dataset_info.resolve_version_dir(str(out), ingested.version) == str(ingested.path)
 
 
 def test_rerun_gives_same_version_and_identical_bytes(source, ingested, tmp_path):
@@ -201,7 +206,9 @@ def test_rerun_into_same_output_keeps_one_version(source, tmp_path):
     first = run_ingest(source, tmp_path)
     second = run_ingest(source, tmp_path)
     assert second.version == first.version
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.version, ingest.LATEST])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.version, dataset_info.LATEST]
+    )
 
 
 def test_changing_split_fractions_changes_version(source, ingested, tmp_path):
@@ -210,11 +217,11 @@ def test_changing_split_fractions_changes_version(source, ingested, tmp_path):
     assert ingested.path.name != other.path.name
 
 
-def test_split_follows_content_hash(ingested, examples):
-    split_cfg = loader.load(None, [SPLIT]).data.split
-    for split, split_examples in examples.items():
-        for ex in split_examples:
-            assert ingest.split_of(ex[features.SHA256], split_cfg) == split
+def test_splits_are_stratified_by_class(ingested):
+    per_split = ingested.dataset["splits"]
+    for name in ("cat", "dog"):
+        counts = [per_split[split]["per_class"][name] for split in features.SPLITS]
+        assert counts == [4, 2, 2] if name == "cat" else [5, 2, 3]
 
 
 def test_same_bytes_under_other_names_land_in_same_split(source, examples, tmp_path):
@@ -233,13 +240,14 @@ def test_same_bytes_under_other_names_land_in_same_split(source, examples, tmp_p
     assert split_by_hash == original
 
 
-def test_split_of_uses_fraction_boundaries():
+def test_assign_stratified_depends_on_hashes_only():
     split_cfg = loader.load(None, [SPLIT]).data.split
-    assert ingest.split_of("0" * 64, split_cfg) == "train"
-    assert ingest.split_of("7f00000000000000" + "0" * 48, split_cfg) == "train"
-    assert ingest.split_of("8000000000000000" + "0" * 48, split_cfg) == "val"
-    assert ingest.split_of("c000000000000000" + "0" * 48, split_cfg) == "test"
-    assert ingest.split_of("f" * 64, split_cfg) == "test"
+    hashes = [f"{i:064x}" for i in range(8)]
+    assigned = splits.assign_stratified(hashes, split_cfg)
+    assert list(assigned.values()) == ["train"] * 4 + ["val"] * 2 + ["test"] * 2
+    assert splits.assign_stratified(list(reversed(hashes)), split_cfg) == assigned
+    one = splits.assign_stratified(["a" * 64], split_cfg)
+    assert one == {"a" * 64: "train"}
 
 
 def test_small_shards_hold_every_example_exactly_once(source, ingested, examples, tmp_path):
@@ -264,7 +272,7 @@ def test_small_shards_are_numbered_without_gaps_and_bounded(source, tmp_path):
 
 
 def test_missing_source_raises_ingest_error(tmp_path):
-    with pytest.raises(ingest.IngestError, match=r"data.source .*nope is not a folder"):
+    with pytest.raises(source_base.SourceError, match=r"data.source .*nope"):
         run_ingest(tmp_path / "nope", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -272,22 +280,29 @@ def test_missing_source_raises_ingest_error(tmp_path):
 def test_source_without_class_folders_raises_ingest_error(tmp_path):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "image.png").write_bytes(b"")
-    with pytest.raises(ingest.IngestError, match="has no class folders"):
+    with pytest.raises(source_base.SourceError, match="0 class folder"):
         run_ingest(tmp_path / "flat", tmp_path / "out")
 
 
 def test_unknown_version_raises_ingest_error(ingested):
-    with pytest.raises(ingest.IngestError, match="dataset version 0123 not found"):
-        ingest.resolve_version_dir(str(ingested.path.parent), "0123")
+    with pytest.raises(dataset_info.DatasetNotFound, match="dataset version 0123 not found"):
+        dataset_info.resolve_version_dir(str(ingested.path.parent), "0123")
 
 
 def test_latest_without_ingest_raises_ingest_error(tmp_path):
-    with pytest.raises(ingest.IngestError, match="run `imgclf ingest"):
-        ingest.resolve_version_dir(str(tmp_path), "latest")
+    with pytest.raises(dataset_info.DatasetNotFound, match="run `imgclf ingest"):
+        dataset_info.resolve_version_dir(str(tmp_path), "latest")
 
 
 def test_bundled_digits_ingest(digits_dir, tmp_path):
-    cfg = loader.load(None, [f"data.source={digits_dir}", f"data.output_dir={tmp_path}"])
+    cfg = loader.load(
+        None,
+        [
+            f"data.source={digits_dir}",
+            f"data.output_dir={tmp_path}",
+            "data.beam_direct_mode=in_memory",
+        ],
+    )
     info = ingest.run(cfg.data).dataset
     assert (info["files_seen"], info["written"], info["quarantined"]) == (1797, 1797, 0)
     assert info["label_map"] == [str(d) for d in range(10)]

@@ -1,11 +1,15 @@
-"""Beam job: class-folder tree -> validated, deduplicated, split, sharded TFRecords."""
+"""Beam job: any source -> validated, normalised, deduplicated, split, sharded TFRecords.
+
+Memory stays flat in the number of images: image bytes are read, prepared and written to a
+content-addressed staging area in one fused step; every shuffle after that (dedupe, splits,
+shards) moves small metadata records only, and shard writers read the staged bytes back.
+"""
 
 import bisect
 import hashlib
 import json
 import logging
-import math
-import shutil
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,20 +20,20 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import errors, schema
-from transforms import features, images
+from transforms import dataset_info, features, images, splits
+from transforms.beam import stats
+from transforms.sources import base as source_base
+from transforms.sources import registry as sources
 
-DATASET_JSON = "dataset.json"
-QUARANTINE_JSONL = "quarantine.jsonl"
-LATEST = "latest"  # file in data.output_dir naming the last ingested version
-SHARDS_SUMMARY = "_shards.json"
 PROGRESS_SECONDS = 5.0
-DUPLICATES_SUMMARY = "_duplicates.json"
+BLOBS = "_blobs"
+SUMMARIES = ("shards", "quarantine", "duplicates", "leakage", "labels", "stats", "seen")
 
 log = logging.getLogger(__name__)
 
 
 class IngestError(errors.UserError):
-    """The source cannot be ingested at all (missing folder, no classes); the message says why."""
+    """The source cannot be ingested as configured; the message says why and what to change."""
 
 
 @dataclass(frozen=True)
@@ -39,148 +43,200 @@ class IngestResult:
     dataset: dict
 
 
-def list_class_folders(source: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """Returns (sorted class names, sorted [(relative path, class name)]) of a class-folder tree."""
-    if not source.is_dir():
-        raise IngestError(
-            f"data.source {source} is not a folder (expected <source>/<class>/<image>)"
-        )
-    classes = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise IngestError(f"data.source {source} has no class folders (expected <source>/<class>/)")
-    files = []
-    for name in classes:
-        for path in sorted((source / name).rglob("*")):
-            if path.name.startswith(".") or path.is_dir():
-                continue
-            files.append((path.relative_to(source).as_posix(), name))
-    return classes, files
+def blob_path(staging: str, sha256: str) -> str:
+    return os.path.join(staging, BLOBS, sha256[:2], sha256)
 
 
-def split_of(sha256: str, split: schema.SplitConfig) -> str:
-    """Deterministic split keyed on content, so identical bytes always land in the same split."""
-    position = int(sha256[:16], 16) / 2**64
-    if position < split.train:
-        return "train"
-    if position < split.train + split.val:
-        return "val"
-    return "test"
-
-
-def num_shards(count: int, examples_per_shard: int) -> int:
-    return max(1, math.ceil(count / examples_per_shard))
-
-
-class ReadAndValidate(beam.DoFn):
-    """Reads and decodes each file once; unusable files go to the 'quarantine' output."""
+class ReadAndPrepare(beam.DoFn):
+    """Reads each unit's images, decodes each once, stages the bytes to store, emits metadata."""
 
     QUARANTINE = "quarantine"
+    SEEN = "seen"  # one element per image found, counted independently of the outcome
 
-    def __init__(self, source: str, class_index: dict[str, int], max_pixels: int, total: int):
-        self.source = source
-        self.class_index = class_index
-        self.max_pixels = max_pixels
-        self.total = total
-        self.seen = beam.metrics.Metrics.counter("ingest", "files_seen")
+    def __init__(self, cfg: schema.DataConfig, staging: str, total_units: int):
+        self.cfg = cfg
+        self.staging = staging
+        self.total_units = total_units
 
     def setup(self):
-        self.read_here = 0
+        self.preparer = images.Preparer(self.cfg)
+        self.units_done = 0
+        self.images_done = 0
         self.last_report = time.monotonic()
 
-    def process(self, item):
-        relative_path, class_name = item
-        self.seen.inc()
-        self.read_here += 1
+    def process(self, unit: source_base.ReadUnit):
+        for item, data in sources.read_unit(unit, self.cfg):
+            self.images_done += 1
+            yield beam.pvalue.TaggedOutput(self.SEEN, 1)
+            if isinstance(data, source_base.ReadFailure):
+                yield self.quarantine(item, data.reason)
+                continue
+            if not item.label:
+                yield self.quarantine(item, "no label")
+                continue
+            try:
+                prepared = self.preparer.prepare(data)
+            except images.InvalidImage as error:
+                yield self.quarantine(item, str(error))
+                continue
+            sha256 = hashlib.sha256(data).hexdigest()
+            path = blob_path(self.staging, sha256)
+            if not tf.io.gfile.exists(path):
+                tf.io.gfile.makedirs(os.path.dirname(path))
+                with tf.io.gfile.GFile(path, "wb") as blob:
+                    blob.write(prepared.data)
+            yield {
+                "sha256": sha256,
+                "label": item.label,
+                "given_split": item.split,
+                "source": relative_to_source(item.uri, self.cfg.source),
+                "format": prepared.format,
+                "height": prepared.height,
+                "width": prepared.width,
+                "original_height": prepared.original_height,
+                "original_width": prepared.original_width,
+                "original_mode": prepared.original_mode,
+                "original_format": prepared.original_format,
+                "rewritten": prepared.rewritten,
+                "channel_mean": prepared.channel_mean,
+                "channel_std": prepared.channel_std,
+            }
+        self.units_done += 1
         if time.monotonic() - self.last_report > PROGRESS_SECONDS:
             self.last_report = time.monotonic()
-            print(f"ingest: {self.read_here}/{self.total} files read by this worker", flush=True)
-        path = Path(self.source) / relative_path
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            reason = "broken symlink" if path.is_symlink() else f"unreadable: {error.strerror}"
-            yield beam.pvalue.TaggedOutput(
-                self.QUARANTINE, {"path": relative_path, "reason": reason}
+            print(
+                f"ingest: worker {os.getpid()}: {self.units_done} units, "
+                f"{self.images_done} images read (of {self.total_units} units in all)",
+                flush=True,
             )
-            return
-        try:
-            info = images.inspect(data, self.max_pixels)
-        except images.InvalidImage as error:
-            yield beam.pvalue.TaggedOutput(
-                self.QUARANTINE, {"path": relative_path, "reason": str(error)}
-            )
-            return
-        sha256 = hashlib.sha256(data).hexdigest()
-        yield (
-            sha256,
-            {
-                "image": data,
-                "image_format": info.format,
-                "height": info.height,
-                "width": info.width,
-                "label": self.class_index[class_name],
-                "label_text": class_name,
-                "sha256": sha256,
-                "source": relative_path,
-            },
-        )
+
+    def quarantine(self, item: source_base.SourceItem, reason: str):
+        path = relative_to_source(item.uri, self.cfg.source)
+        return beam.pvalue.TaggedOutput(self.QUARANTINE, {"path": path, "reason": reason})
 
 
-def keep_first_copy(sha_and_records):
-    """Keeps one record per content hash (the first path); the rest are duplicates or conflicts."""
-    _, records = sha_and_records
+def relative_to_source(uri: str, source: str) -> str:
+    """`uri` relative to the source folder (or a manifest's folder) when it lies inside it, so a
+    dataset's version does not change when its folder moves."""
+    root = source.rstrip("/")
+    for base in (root, root.rsplit("/", 1)[0] if "/" in root else ""):
+        if base and uri.startswith(base + "/"):
+            return uri[len(base) + 1 :]
+    return uri
+
+
+def resolve_copies(sha_and_records, leakage: str):
+    """One record per content hash. Copies with another label are quarantined; copies in two
+    given splits are leakage, resolved by `leakage` (keep_eval, drop or error)."""
+    sha256, records = sha_and_records
     records = sorted(records, key=lambda r: r["source"])
-    kept = records[0]
-    yield kept
-    for other in records[1:]:
-        if other["label"] == kept["label"]:
-            yield beam.pvalue.TaggedOutput("duplicate", other["source"])
-        else:
+    first = records[0]
+    same_label = [r for r in records if r["label"] == first["label"]]
+    for other in records:
+        if other["label"] != first["label"]:
             reason = (
-                f"same bytes as {kept['source']} but labelled {other['label_text']!r} "
-                f"instead of {kept['label_text']!r}"
+                f"same bytes as {first['source']} but labelled {other['label']!r} "
+                f"instead of {first['label']!r}"
             )
             yield beam.pvalue.TaggedOutput(
                 "quarantine", {"path": other["source"], "reason": reason}
             )
+    given = {r["given_split"] for r in same_label if r["given_split"]}
+    kept = first
+    if len(given) > 1:
+        yield beam.pvalue.TaggedOutput(
+            "leakage",
+            {"sha256": sha256, "splits": sorted(given), "paths": [r["source"] for r in same_label]},
+        )
+        if leakage == "drop":
+            for record in same_label:
+                reason = (
+                    f"leakage: same bytes in splits {', '.join(sorted(given))} (data.leakage: drop)"
+                )
+                yield beam.pvalue.TaggedOutput(
+                    "quarantine", {"path": record["source"], "reason": reason}
+                )
+            return
+        keep_split = next(s for s in splits.EVAL_FIRST if s in given)
+        kept = next(r for r in same_label if r["given_split"] == keep_split)
+    yield kept
+    for record in same_label:
+        if record is not kept:
+            yield beam.pvalue.TaggedOutput("duplicate", record["source"])
 
 
-def write_shard(key_and_records, out_dir: str, counts: dict[str, int], examples_per_shard: int):
-    """Writes one shard with its records sorted by hash, so re-runs produce identical bytes."""
+def assign_class_splits(label_and_records, split_cfg: schema.SplitConfig):
+    """Given splits are kept; the rest of the class is split stratified by content hash."""
+    _, records = label_and_records
+    records = list(records)
+    unassigned = [r["sha256"] for r in records if not r["given_split"]]
+    assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
+    for record in records:
+        yield record["given_split"] or assignment[record["sha256"]], record
+
+
+def write_shard(key_and_records, out_dir: str, staging: str, sorted_hashes, labels, cfg):
+    """Writes one shard, records sorted by hash, so re-runs produce identical bytes."""
     (split, index), records = key_and_records
-    total = num_shards(counts[split], examples_per_shard)
+    total = -(-len(sorted_hashes[split]) // cfg.examples_per_shard)
     name = features.shard_name(split, index, total)
+    label_index = {label: i for i, label in enumerate(labels)}
     per_class: dict[str, int] = {}
-    with tf.io.TFRecordWriter(str(Path(out_dir) / name)) as writer:
+    with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
         for record in sorted(records, key=lambda r: r["sha256"]):
-            example = features.build_example(**record)
-            writer.write(example.SerializeToString())
-            per_class[record["label_text"]] = per_class.get(record["label_text"], 0) + 1
+            with tf.io.gfile.GFile(blob_path(staging, record["sha256"]), "rb") as blob:
+                data = blob.read()
+            example = features.build_example(
+                image=data,
+                image_format=record["format"],
+                height=record["height"],
+                width=record["width"],
+                label=label_index[record["label"]],
+                label_text=record["label"],
+                sha256=record["sha256"],
+                source=record["source"],
+            )
+            writer.write(example.SerializeToString(deterministic=True))
+            per_class[record["label"]] = per_class.get(record["label"], 0) + 1
     return {"split": split, "file": name, "count": sum(per_class.values()), "per_class": per_class}
 
 
 def write_json(items, path: str):
-    Path(path).write_text(json.dumps(sorted(items, key=json.dumps), sort_keys=True))
+    with tf.io.gfile.GFile(path, "w") as out:
+        out.write(json.dumps(items, sort_keys=True))
 
 
-def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Path):
-    class_index = {name: i for i, name in enumerate(classes)}
-    validated = (
+def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
+    prepared = (
         pipeline
-        | "ListFiles" >> beam.Create(files, reshuffle=False)
-        | "ReadAndValidate"
-        >> beam.ParDo(
-            ReadAndValidate(cfg.source, class_index, cfg.max_pixels, len(files))
-        ).with_outputs(ReadAndValidate.QUARANTINE, main="valid")
+        | "ListUnits" >> beam.Create(units, reshuffle=False)
+        | "SpreadUnits" >> beam.Reshuffle()
+        | "ReadAndPrepare"
+        >> beam.ParDo(ReadAndPrepare(cfg, staging, len(units))).with_outputs(
+            ReadAndPrepare.QUARANTINE, ReadAndPrepare.SEEN, main="records"
+        )
     )
     unique = (
-        validated.valid
+        prepared.records
+        | "KeyByHash" >> beam.Map(lambda record: (record["sha256"], record))
         | "GroupByHash" >> beam.GroupByKey()
-        | "Dedupe"
-        >> beam.FlatMap(keep_first_copy).with_outputs("duplicate", "quarantine", main="kept")
+        | "ResolveCopies"
+        >> beam.FlatMap(resolve_copies, leakage=cfg.leakage).with_outputs(
+            "quarantine", "duplicate", "leakage", main="kept"
+        )
     )
-    split_records = unique.kept | "AssignSplit" >> beam.Map(
-        lambda record: (split_of(record["sha256"], cfg.split), record)
+    labels = (
+        unique.kept
+        | "Labels" >> beam.Map(lambda record: record["label"])
+        | "DistinctLabels" >> beam.Distinct()
+        | "CollectLabels" >> beam.combiners.ToList()
+        | "SortLabels" >> beam.Map(lambda found: order_labels(found, cfg.classes))
+    )
+    split_records = (
+        unique.kept
+        | "KeyByLabel" >> beam.Map(lambda record: (record["label"], record))
+        | "GroupByLabel" >> beam.GroupByKey()
+        | "AssignSplits" >> beam.FlatMap(assign_class_splits, split_cfg=cfg.split)
     )
     # Hashes only (not image bytes) per split, sorted: a record's rank in its split picks its
     # shard, so every shard but the last holds exactly examples_per_shard examples.
@@ -190,7 +246,6 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Pa
         | "GroupHashes" >> beam.GroupByKey()
         | "SortHashes" >> beam.MapTuple(lambda split, hashes: (split, sorted(hashes)))
     )
-    counts = sorted_hashes | "CountPerSplit" >> beam.MapTuple(lambda split, h: (split, len(h)))
 
     def assign_shard(split_and_record, sorted_hashes):
         split, record = split_and_record
@@ -204,124 +259,182 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, classes, files, staging: Pa
         | "WriteShards"
         >> beam.Map(
             write_shard,
-            out_dir=str(staging),
-            counts=beam.pvalue.AsDict(counts),
-            examples_per_shard=cfg.examples_per_shard,
+            out_dir=staging,
+            staging=staging,
+            sorted_hashes=beam.pvalue.AsDict(sorted_hashes),
+            labels=beam.pvalue.AsSingleton(labels),
+            cfg=cfg,
         )
     )
+    dataset_stats = (
+        split_records
+        | "Values" >> beam.Values()
+        | "Stats" >> beam.CombineGlobally(stats.DatasetStats())
+    )
     quarantined = (
-        validated[ReadAndValidate.QUARANTINE],
+        prepared[ReadAndPrepare.QUARANTINE],
         unique.quarantine,
     ) | "MergeQuarantine" >> beam.Flatten()
-    for label, pcoll, name in (
-        ("ShardSummaries", shard_summaries, SHARDS_SUMMARY),
-        ("Quarantined", quarantined, QUARANTINE_JSONL + ".json"),
-        ("Duplicates", unique.duplicate, DUPLICATES_SUMMARY),
-    ):
+    collected = {
+        "shards": shard_summaries,
+        "quarantine": quarantined,
+        "duplicates": unique.duplicate,
+        "leakage": unique.leakage,
+    }
+    for name, pcoll in collected.items():
         (
             pcoll
-            | f"Collect{label}" >> beam.combiners.ToList()
-            | f"Write{label}" >> beam.Map(write_json, path=str(staging / name))
+            | f"Collect_{name}" >> beam.combiners.ToList()
+            | f"Write_{name}" >> beam.Map(write_json, path=os.path.join(staging, f"_{name}.json"))
         )
+    labels | "Write_labels" >> beam.Map(write_json, path=os.path.join(staging, "_labels.json"))
+    (
+        prepared[ReadAndPrepare.SEEN]
+        | "CountSeen" >> beam.CombineGlobally(sum)
+        | "Write_seen" >> beam.Map(write_json, path=os.path.join(staging, "_seen.json"))
+    )
+    dataset_stats | "Write_stats" >> beam.Map(write_json, path=os.path.join(staging, "_stats.json"))
+
+
+def order_labels(found: list[str], vocabulary: list[str] | None) -> list[str]:
+    """The label map: the configured vocabulary's order, else sorted names."""
+    if vocabulary is None:
+        return sorted(found)
+    return list(vocabulary)
+
+
+def pipeline_options(cfg: schema.DataConfig) -> PipelineOptions:
+    options = ["--runner", cfg.beam_runner]
+    if cfg.beam_runner == "DirectRunner":
+        workers = cfg.beam_workers or os.cpu_count() or 1
+        options += [
+            f"--direct_running_mode={cfg.beam_direct_mode}",
+            f"--direct_num_workers={workers}",
+            "--default_sdk_harness_log_level=WARNING",  # worker processes log every step at INFO
+        ]
+    return PipelineOptions([*options, *cfg.beam_options])
 
 
 def run(cfg: schema.DataConfig) -> IngestResult:
     """Runs the ingest job and returns the dataset version it wrote (or found already written)."""
-    source = Path(cfg.source)
-    classes, files = list_class_folders(source)
-    out_root = Path(cfg.output_dir)
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = out_root / f".staging-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    print(f"ingest: {len(files)} files in {len(classes)} classes from {source} ({cfg.beam_runner})")
-    options = PipelineOptions(cfg.beam_options, runner=cfg.beam_runner)
+    units = sources.list_units(cfg)
+    check_vocabulary({u.label for u in units if u.label}, cfg.classes)
+    out_root = cfg.output_dir
+    tf.io.gfile.makedirs(out_root)
+    staging = os.path.join(out_root, f".staging-{uuid.uuid4().hex[:12]}")
+    tf.io.gfile.makedirs(staging)
+    mode = f", {cfg.beam_direct_mode}" if cfg.beam_runner == "DirectRunner" else ""
+    print(f"ingest: {len(units)} read units from {cfg.source} ({cfg.beam_runner}{mode})")
     try:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, cfg, classes, files, staging)
-        dataset = summarize(cfg, classes, len(files), staging)
+        with beam.Pipeline(options=pipeline_options(cfg)) as pipeline:
+            build_pipeline(pipeline, cfg, units, staging)
+        dataset = summarize(cfg, staging)
         version_dir = publish(staging, out_root, dataset)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return IngestResult(version=dataset["version"], path=version_dir, dataset=dataset)
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+    return IngestResult(version=dataset["version"], path=Path(version_dir), dataset=dataset)
 
 
-def summarize(cfg: schema.DataConfig, classes: list[str], files_seen: int, staging: Path) -> dict:
-    shards = json.loads((staging / SHARDS_SUMMARY).read_text())
-    quarantine = sorted(
-        json.loads((staging / (QUARANTINE_JSONL + ".json")).read_text()), key=lambda q: q["path"]
-    )
-    duplicates = json.loads((staging / DUPLICATES_SUMMARY).read_text())
-    (staging / QUARANTINE_JSONL).write_text("".join(json.dumps(q) + "\n" for q in quarantine))
-    for name in (SHARDS_SUMMARY, QUARANTINE_JSONL + ".json", DUPLICATES_SUMMARY):
-        (staging / name).unlink()
+def check_vocabulary(labels: set[str], vocabulary: list[str] | None) -> None:
+    if vocabulary is None:
+        return
+    unknown = sorted(labels - set(vocabulary))
+    if unknown:
+        raise IngestError(
+            f"labels outside data.classes: {', '.join(unknown[:20])}"
+            f"{' ...' if len(unknown) > 20 else ''}; add them to data.classes or remove "
+            "those images from the source"
+        )
 
-    splits = {}
+
+def read_summary(staging: str, name: str):
+    with tf.io.gfile.GFile(os.path.join(staging, f"_{name}.json")) as summary:
+        return json.loads(summary.read())
+
+
+def summarize(cfg: schema.DataConfig, staging: str) -> dict:
+    """dataset.json from the pipeline's summaries; raises IngestError for unusable results."""
+    summary = {name: read_summary(staging, name) for name in SUMMARIES}
+    labels = summary["labels"]
+    check_vocabulary(set(labels), cfg.classes)
+    if cfg.leakage == "error" and summary["leakage"]:
+        examples = "; ".join(", ".join(leak["paths"]) for leak in summary["leakage"][:5])
+        raise IngestError(
+            f"{len(summary['leakage'])} images appear in more than one given split "
+            f"(e.g. {examples}); remove the copies or set data.leakage to keep_eval or drop"
+        )
+    if len(labels) < 2:
+        raise IngestError(
+            f"ingest found {len(labels)} class(es) with usable images ({', '.join(labels)}); "
+            "a classifier needs at least 2"
+        )
+    quarantine = sorted(summary["quarantine"], key=lambda q: q["path"])
+    with tf.io.gfile.GFile(os.path.join(staging, dataset_info.QUARANTINE_JSONL), "w") as out:
+        out.write("".join(json.dumps(q) + "\n" for q in quarantine))
+    tf.io.gfile.rmtree(os.path.join(staging, BLOBS))
+    for name in SUMMARIES:
+        tf.io.gfile.remove(os.path.join(staging, f"_{name}.json"))
+
+    shards = summary["shards"]
+    split_info = {}
     for split in features.SPLITS:
         mine = sorted((s for s in shards if s["split"] == split), key=lambda s: s["file"])
-        per_class = {name: 0 for name in classes}
+        per_class = {name: 0 for name in labels}
         for shard in mine:
             for name, count in shard["per_class"].items():
                 per_class[name] += count
-        splits[split] = {
+        split_info[split] = {
             "count": sum(per_class.values()),
             "per_class": per_class,
             "shards": [s["file"] for s in mine],
         }
-    written = sum(s["count"] for s in splits.values())
+    totals = {
+        name: sum(split_info[s]["per_class"][name] for s in features.SPLITS) for name in labels
+    }
+    written = sum(totals.values())
     ingest_config = cfg.model_dump(
-        mode="json", include={"split", "examples_per_shard", "max_pixels"}
+        mode="json",
+        include={"split", "examples_per_shard", "max_pixels", "background", "store", "leakage"},
     )
-    digest = hashlib.sha256(json.dumps({"classes": classes, "config": ingest_config}).encode())
+    digest = hashlib.sha256(json.dumps({"classes": labels, "config": ingest_config}).encode())
     for split in features.SPLITS:
-        for name in splits[split]["shards"]:
+        for name in split_info[split]["shards"]:
             digest.update(name.encode())
-            digest.update(hashlib.sha256((staging / name).read_bytes()).digest())
-    dataset = {
+            with tf.io.gfile.GFile(os.path.join(staging, name), "rb") as shard:
+                digest.update(hashlib.sha256(shard.read()).digest())
+    seen = summary["seen"]
+    if seen != written + len(summary["duplicates"]) + len(quarantine):
+        raise RuntimeError(
+            f"ingest report does not balance: {seen} seen, {written} written, "
+            f"{len(summary['duplicates'])} duplicates, {len(quarantine)} quarantined"
+        )
+    return {
         "version": digest.hexdigest()[:16],
-        "source": str(cfg.source),
-        "label_map": classes,
-        "num_classes": len(classes),
-        "splits": splits,
-        "files_seen": files_seen,
+        "source": cfg.source,
+        "label_map": labels,
+        "num_classes": len(labels),
+        "splits": split_info,
+        "class_counts": totals,
+        "imbalance_ratio": round(max(totals.values()) / max(min(totals.values()), 1), 4),
+        "files_seen": seen,
         "written": written,
-        "duplicates": len(duplicates),
+        "duplicates": len(summary["duplicates"]),
         "quarantined": len(quarantine),
+        "leakage": summary["leakage"],
+        "stats": summary["stats"],
         "ingest_config": ingest_config,
     }
-    if files_seen != written + len(duplicates) + len(quarantine):
-        raise RuntimeError(f"ingest report does not balance: {dataset}")
-    return dataset
 
 
-def publish(staging: Path, out_root: Path, dataset: dict) -> Path:
+def publish(staging: str, out_root: str, dataset: dict) -> str:
     """Moves the staged version into place atomically and points `latest` at it."""
-    (staging / DATASET_JSON).write_text(json.dumps(dataset, indent=2) + "\n")
-    version_dir = out_root / dataset["version"]
-    if version_dir.exists():
+    with tf.io.gfile.GFile(os.path.join(staging, dataset_info.DATASET_JSON), "w") as out:
+        out.write(json.dumps(dataset, indent=2) + "\n")
+    version_dir = os.path.join(out_root, dataset["version"])
+    if tf.io.gfile.exists(version_dir):
         log.info("dataset version %s already exists; keeping it", dataset["version"])
     else:
-        staging.rename(version_dir)
-    latest_tmp = out_root / f".{LATEST}.{uuid.uuid4().hex[:8]}"
-    latest_tmp.write_text(dataset["version"] + "\n")
-    latest_tmp.replace(out_root / LATEST)
+        tf.io.gfile.rename(staging, version_dir)
+    dataset_info.write_latest(out_root, dataset["version"])
     return version_dir
-
-
-def resolve_version_dir(output_dir: str, version: str) -> Path:
-    """The folder of dataset `version` ('latest' follows the pointer ingest writes)."""
-    root = Path(output_dir)
-    if version == LATEST:
-        pointer = root / LATEST
-        if not pointer.is_file():
-            raise IngestError(
-                f"no dataset in data.output_dir {root}: run `imgclf ingest --config ...` first"
-            )
-        version = pointer.read_text().strip()
-    path = root / version
-    if not (path / DATASET_JSON).is_file():
-        raise IngestError(f"dataset version {version} not found under {root}")
-    return path
-
-
-def load_dataset_json(version_dir: Path) -> dict:
-    return json.loads((version_dir / DATASET_JSON).read_text())
