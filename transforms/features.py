@@ -2,13 +2,13 @@
 
 import tensorflow as tf
 
-IMAGE = "image/encoded"  # the image file's bytes as ingested (PNG, JPEG, GIF, BMP or WebP)
+IMAGE = "image/encoded"  # the stored image: original PNG/JPEG bytes or a normalised re-encoding
 FORMAT = "image/format"  # lower-case format name, e.g. b"png"
 HEIGHT = "image/height"
 WIDTH = "image/width"
 LABEL = "image/class/label"  # int64 index into the dataset's label map
 LABEL_TEXT = "image/class/text"  # the class name, so a shard is readable on its own
-SHA256 = "image/sha256"  # hex digest of IMAGE: the identity used for dedupe and splits
+SHA256 = "image/sha256"  # hex digest of the original file: the identity for dedupe and splits
 SOURCE = "image/source"  # where the file was read from
 
 FEATURE_SPEC = {
