@@ -53,6 +53,11 @@ def dataset_dir(args: argparse.Namespace, version: str) -> str:
 
     if os.path.isfile(os.path.join(version, dataset_info.DATASET_JSON)):
         return version
+    if os.sep in version or os.path.exists(version):
+        raise dataset_info.DatasetNotFound(
+            f"{version} holds no {dataset_info.DATASET_JSON}: give a dataset version folder, "
+            "a version id, or 'latest'"
+        )
     return dataset_info.resolve_version_dir(resolved_config(args).data.output_dir, version)
 
 
@@ -80,7 +85,7 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
         "original_formats",
     ):
         print(f"  {key.replace('_', ' ')}: {stats[key]}")
-    png = args.png or os.path.join(version_dir, "class_counts.png")
+    png = args.png or f"class-counts-{info['version']}.png"
     plots.plot_class_counts(info, png)
     print(f"data stats: class counts chart in {png}")
 
@@ -167,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     digits.set_defaults(handler=cmd_data_digits)
     stats = data_commands.add_parser("stats", help="print a dataset version's statistics")
     stats.add_argument("version", help="version, 'latest', or a version folder")
-    stats.add_argument("--png", help="class-count chart path (default: in the version folder)")
+    stats.add_argument("--png", help="chart path (default: ./class-counts-<version>.png)")
     loader.add_config_arguments(stats)
     stats.set_defaults(handler=cmd_data_stats)
     diff = data_commands.add_parser("diff", help="compare two dataset versions")

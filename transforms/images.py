@@ -67,7 +67,8 @@ def read_header(data: bytes, max_pixels: int) -> Header:
                     f"too many pixels: {width}x{height} > data.max_pixels={max_pixels} "
                     "(possible decompression bomb)"
                 )
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            # Only JPEG orientation is applied in the graph (transforms/exif.py).
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1) if image.format == "JPEG" else 1
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -125,7 +126,7 @@ class Preparer:
         try:
             pixels = self._decode(tf.constant(decodable)).numpy()
         except tf.errors.InvalidArgumentError as error:
-            reason = str(error.message).strip().splitlines()[0]
+            reason = preprocess.decode_error_reason(error)
             raise InvalidImage(f"corrupt or truncated image: {reason}") from None
         max_side = self.cfg.store.max_side
         too_large = max_side is not None and max(pixels.shape[:2]) > max_side

@@ -4,6 +4,8 @@ Everything here is TensorFlow graph code, so the exported serving signature runs
 ingest and training ran: one set of rules turns any supported file into RGB pixels.
 """
 
+import re
+
 import tensorflow as tf
 
 from transforms import exif
@@ -86,3 +88,16 @@ def decode_batch(
         image_bytes,
         fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
     )
+
+
+def decode_error_reason(error: tf.errors.OpError) -> str:
+    """The reason line of a failed decode, without graph-node names and stack boilerplate
+    (they change between runs, and a user cannot act on them)."""
+    boilerplate = ("Graph execution error", "Detected at node", "<stack traces", "[[")
+    reasons = [
+        re.sub(r"\{\{[^}]*\}\}\s*", "", line).strip()
+        for line in error.message.splitlines()
+        if line.strip() and not line.strip().startswith(boilerplate)
+    ]
+    reasons = [reason for reason in reasons if reason]
+    return reasons[-1] if reasons else error.message

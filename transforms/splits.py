@@ -16,8 +16,9 @@ def assign_stratified(hashes: list[str], split: schema.SplitConfig) -> dict[str,
     """
     ordered = sorted(hashes)
     count = len(ordered)
-    train_end = split.train
-    val_end = split.train + split.val
+    # Rounded: 0.1 + 0.2 is 0.30000000000000004, which would pull the image at 0.3 into val.
+    train_end = round(split.train, 9)
+    val_end = round(split.train + split.val, 9)
     assignment = {}
     for rank, sha in enumerate(ordered):
         position = rank / count  # the first image of a class always trains

@@ -10,6 +10,7 @@ from tensorflow.core.framework import types_pb2
 
 from configs import errors
 from serving import signatures
+from transforms import preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +63,6 @@ def build_warmup_png() -> bytes:
     return tf.io.encode_png(tf.zeros([1, 1, 1], tf.uint8)).numpy()
 
 
-def summarize_tf_error(error: tf.errors.OpError) -> str:
-    """The reason line of a TF op error, without the graph node and stack-trace boilerplate."""
-    boilerplate = ("Graph execution error", "Detected at node", "<stack traces", "[[")
-    reasons = [
-        line.strip()
-        for line in error.message.splitlines()
-        if line.strip() and not line.strip().startswith(boilerplate)
-    ]
-    return reasons[-1] if reasons else error.message
-
-
 class ServedModel:
     """One named model: the newest version under `base_path`, loaded and warmed up."""
 
@@ -109,7 +99,7 @@ class ServedModel:
         except tf.errors.InvalidArgumentError as error:
             raise InvalidImageError(
                 f"could not decode the images (JPEG, PNG, GIF or BMP expected): "
-                f"{summarize_tf_error(error)}"
+                f"{preprocess.decode_error_reason(error)}"
             ) from None
         return {key: value.numpy() for key, value in outputs.items()}
 

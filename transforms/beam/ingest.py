@@ -24,6 +24,7 @@ from transforms import dataset_info, features, images, splits
 from transforms.beam import stats
 from transforms.sources import base as source_base
 from transforms.sources import registry as sources
+from transforms.sources import storage
 
 PROGRESS_SECONDS = 5.0
 BLOBS = "_blobs"
@@ -57,6 +58,11 @@ class ReadAndPrepare(beam.DoFn):
         self.cfg = cfg
         self.staging = staging
         self.total_units = total_units
+        # Local units carry absolute paths; resolve a relative data.source the same way, here in
+        # the driver, so stored paths are relative to it and the version does not depend on it.
+        self.source_root = cfg.source
+        if sources.kind_of(cfg.source) != "tfds" and not storage.is_remote(cfg.source):
+            self.source_root = storage.to_uri(*storage.filesystem(cfg.source, cfg))
 
     def setup(self):
         self.preparer = images.Preparer(self.cfg)
@@ -89,7 +95,7 @@ class ReadAndPrepare(beam.DoFn):
                 "sha256": sha256,
                 "label": item.label,
                 "given_split": item.split,
-                "source": relative_to_source(item.uri, self.cfg.source),
+                "source": relative_to_source(item.uri, self.source_root),
                 "format": prepared.format,
                 "height": prepared.height,
                 "width": prepared.width,
@@ -111,7 +117,7 @@ class ReadAndPrepare(beam.DoFn):
             )
 
     def quarantine(self, item: source_base.SourceItem, reason: str):
-        path = relative_to_source(item.uri, self.cfg.source)
+        path = relative_to_source(item.uri, self.source_root)
         return beam.pvalue.TaggedOutput(self.QUARANTINE, {"path": path, "reason": reason})
 
 
@@ -142,7 +148,8 @@ def resolve_copies(sha_and_records, leakage: str):
                 "quarantine", {"path": other["source"], "reason": reason}
             )
     given = {r["given_split"] for r in same_label if r["given_split"]}
-    kept = first
+    # A copy with a given split wins over one without, so the given split is respected.
+    kept = next((r for r in same_label if r["given_split"]), first)
     if len(given) > 1:
         yield beam.pvalue.TaggedOutput(
             "leakage",
@@ -203,7 +210,8 @@ def write_shard(key_and_records, out_dir: str, staging: str, sorted_hashes, labe
 
 def write_json(items, path: str):
     with tf.io.gfile.GFile(path, "w") as out:
-        out.write(json.dumps(items, sort_keys=True))
+        # Key order kept: the stats histograms are ordered by bin, not by name.
+        out.write(json.dumps(items))
 
 
 def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
@@ -297,21 +305,25 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
 
 
 def order_labels(found: list[str], vocabulary: list[str] | None) -> list[str]:
-    """The label map: the configured vocabulary's order, else sorted names."""
+    """The label map: the configured vocabulary's order, else sorted names.
+
+    Labels found outside the vocabulary (archive and TFDS labels are only known to workers) are
+    appended, so shards can be written and `summarize` reports them as an IngestError.
+    """
     if vocabulary is None:
         return sorted(found)
-    return list(vocabulary)
+    return [*vocabulary, *sorted(set(found) - set(vocabulary))]
 
 
 def pipeline_options(cfg: schema.DataConfig) -> PipelineOptions:
     options = ["--runner", cfg.beam_runner]
     if cfg.beam_runner == "DirectRunner":
-        workers = cfg.beam_workers or os.cpu_count() or 1
         options += [
             f"--direct_running_mode={cfg.beam_direct_mode}",
-            f"--direct_num_workers={workers}",
             "--default_sdk_harness_log_level=WARNING",  # worker processes log every step at INFO
         ]
+        if cfg.beam_direct_mode != "in_memory":
+            options.append(f"--direct_num_workers={cfg.beam_workers or os.cpu_count() or 1}")
     return PipelineOptions([*options, *cfg.beam_options])
 
 
@@ -356,6 +368,7 @@ def read_summary(staging: str, name: str):
 def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     """dataset.json from the pipeline's summaries; raises IngestError for unusable results."""
     summary = {name: read_summary(staging, name) for name in SUMMARIES}
+    summary["leakage"] = sorted(summary["leakage"], key=lambda leak: leak["sha256"])
     labels = summary["labels"]
     check_vocabulary(set(labels), cfg.classes)
     if cfg.leakage == "error" and summary["leakage"]:
@@ -364,9 +377,11 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
             f"{len(summary['leakage'])} images appear in more than one given split "
             f"(e.g. {examples}); remove the copies or set data.leakage to keep_eval or drop"
         )
-    if len(labels) < 2:
+    # The label map holds every class of data.classes; count only classes with images.
+    usable = sorted({name for s in summary["shards"] for name, n in s["per_class"].items() if n})
+    if len(usable) < 2:
         raise IngestError(
-            f"ingest found {len(labels)} class(es) with usable images ({', '.join(labels)}); "
+            f"ingest found {len(usable)} class(es) with usable images ({', '.join(usable)}); "
             "a classifier needs at least 2"
         )
     quarantine = sorted(summary["quarantine"], key=lambda q: q["path"])
@@ -392,6 +407,7 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     totals = {
         name: sum(split_info[s]["per_class"][name] for s in features.SPLITS) for name in labels
     }
+    present = [count for count in totals.values() if count]
     written = sum(totals.values())
     ingest_config = cfg.model_dump(
         mode="json",
@@ -416,7 +432,8 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
         "num_classes": len(labels),
         "splits": split_info,
         "class_counts": totals,
-        "imbalance_ratio": round(max(totals.values()) / max(min(totals.values()), 1), 4),
+        "imbalance_ratio": round(max(present) / min(present), 4),
+        "empty_classes": [name for name, count in totals.items() if not count],
         "files_seen": seen,
         "written": written,
         "duplicates": len(summary["duplicates"]),
