@@ -264,7 +264,31 @@ class EarlyStoppingConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(20, gt=0, description="Maximum number of epochs.")
     runs_dir: str = Field("runs", description="Each run writes runs_dir/<run_id>/.")
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Run folder name; null = a new timestamped id. An existing run resumes.",
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
+        "auto",
+        description="tf.distribute strategy: auto = multi_worker when TF_CONFIG names several "
+        "workers, mirrored with several GPUs, else none.",
+    )
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "auto", description="auto = mixed_float16 on GPUs, float32 on CPUs."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches summed per optimizer step (batch = N x micro-batch)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    clip_global_norm: float | None = Field(
+        None, gt=0, description="Clip gradients to this global norm; null = no clipping."
+    )
+    checkpoint_every_steps: int | None = Field(
+        None, gt=0, description="Also checkpoint every N optimizer steps (always every epoch)."
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept (the newest).")
 
 
 class ServingConfig(Section):

@@ -1,58 +1,293 @@
-"""The training loop: compile, callbacks (checkpoints, TensorBoard, history, stopping), fit."""
+"""The one training loop for every strategy: a tf.function step under `strategy.run`.
 
+Keras 3 `fit` is broken under MultiWorkerMirroredStrategy and its optimizer-side gradient
+accumulation crashes under any strategy, so the loop is ours: micro-batches are summed inside one
+replica step (no cross-step accumulator state), then clipped and applied once. The same code runs
+with the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy.
+"""
+
+import csv
+import math
+import os
+import shutil
 import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from configs import schema
+from configs import errors, schema
 from trainer import runs
 
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+BEST_WEIGHTS = "best.weights.h5"
 
-def build_callbacks(cfg: schema.TrainConfig, run_dir: Path, has_validation: bool) -> list:
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / runs.CHECKPOINTS / "epoch-{epoch:03d}.weights.h5"),
-            save_weights_only=True,
-        ),
-        keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY)),
-        keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    stopping = cfg.early_stopping
-    if stopping.enabled and (has_validation or not stopping.monitor.startswith("val_")):
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=stopping.monitor,
-                patience=stopping.patience,
-                restore_best_weights=stopping.restore_best_weights,
-                verbose=1,
-            )
+
+class NonFiniteLoss(errors.UserError):
+    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    resumed_from: str | None = None  # the checkpoint a resumed run started from
+
+
+class TrainingLoop:
+    """Trains `model` with `optimizer`, both built under `strategy.scope()`."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        cfg: schema.TrainConfig,
+        global_batch_size: int,
+        num_classes: int,
+        run_dir: Path,
+        chief: bool = True,
+        class_weights: list[float] | None = None,
+    ):
+        self.model, self.optimizer, self.strategy, self.cfg = model, optimizer, strategy, cfg
+        self.global_batch_size = global_batch_size
+        self.num_classes = num_classes
+        self.run_dir = Path(run_dir)
+        self.chief = chief
+        self.accumulation = cfg.gradient_accumulation_steps
+        self.loss_fn = keras.losses.CategoricalCrossentropy(
+            label_smoothing=cfg.label_smoothing, reduction="none"
         )
-    return callbacks
+        self.class_weights = (
+            tf.constant(class_weights, tf.float32) if class_weights is not None else None
+        )
+        with strategy.scope():
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best")
+            self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=optimizer,
+            epoch=self.epoch,
+            step=self.step_in_epoch,
+            best=self.best,
+            best_epoch=self.best_epoch,
+        )
+        checkpoint_dir = self.run_dir / runs.CHECKPOINTS
+        if not chief:
+            # Every worker must take part in a save; only the chief's copy is kept.
+            checkpoint_dir = Path(tempfile.mkdtemp(prefix="imgclf-worker-ckpt-"))
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(checkpoint_dir), max_to_keep=cfg.keep_checkpoints
+        )
+        self.train_step = tf.function(self._distributed_step)
 
+    # --- the step ---
 
-def fit(
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    train_data: tf.data.Dataset,
-    val_data: tf.data.Dataset | None,
-    cfg: schema.TrainConfig,
-    run_dir: Path,
-) -> keras.callbacks.History:
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    # A live bar on a terminal; one line per epoch in logs and CI.
-    verbose = 1 if sys.stdout.isatty() else 2
-    return model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=cfg.epochs,
-        callbacks=build_callbacks(cfg, run_dir, val_data is not None),
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles
-    )
+    def _gradients(self, images, labels):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            probabilities = tf.cast(self.model(images, training=True), tf.float32)
+            targets = tf.one_hot(labels, self.num_classes)
+            per_example = self.loss_fn(targets, probabilities)
+            if self.class_weights is not None:
+                per_example *= tf.gather(self.class_weights, labels)
+            # Over the global batch: the sum over replicas and micro-batches is then the mean.
+            loss = tf.reduce_sum(per_example) / self.global_batch_size
+            if self.model.losses:
+                replicas = self.strategy.num_replicas_in_sync
+                loss += tf.add_n(self.model.losses) / (replicas * self.accumulation)
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(
+            scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        self.train_loss.update_state(per_example)
+        self.train_accuracy.update_state(labels, probabilities)
+        return gradients, loss
+
+    def _replica_step(self, images, labels):
+        if self.accumulation == 1:
+            gradients, loss = self._gradients(images, labels)
+        else:
+            gradients = [tf.zeros_like(v) for v in self.model.trainable_variables]
+            loss = tf.constant(0.0)
+            for index in tf.range(self.accumulation):
+                micro_gradients, micro_loss = self._gradients(images[index], labels[index])
+                gradients = [g + m for g, m in zip(gradients, micro_gradients, strict=True)]
+                loss += micro_loss
+        if self.cfg.clip_global_norm is not None:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.cfg.clip_global_norm)
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables, strict=True))
+        return loss
+
+    def _distributed_step(self, iterator):
+        images, labels = next(iterator)
+        per_replica = self.strategy.run(self._replica_step, args=(images, labels))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    # --- the loop ---
+
+    def fit(self, make_train_data, steps_per_epoch: int, val_data) -> FitResult:
+        """`make_train_data(epoch)` returns that epoch's distributed dataset (seeded per epoch, so
+        a resumed epoch replays the same batches); `val_data` is evaluated on every worker."""
+        result = FitResult()
+        latest = self.manager.restore_or_initialize()
+        if latest:
+            result.resumed_from = latest
+            print(
+                f"train: resuming from {latest} (epoch {int(self.epoch) + 1}, "
+                f"step {int(self.step_in_epoch)})"
+            )
+        result.history = self._read_history()
+        monitor = self.cfg.early_stopping.monitor
+        minimize = "loss" in monitor
+        patience = self.cfg.early_stopping.patience
+        while int(self.epoch) < self.cfg.epochs:
+            epoch = int(self.epoch)
+            self.train_loss.reset_state()
+            self.train_accuracy.reset_state()
+            skip = int(self.step_in_epoch)
+            iterator = iter(make_train_data(epoch, skip))
+            progress = keras.utils.Progbar(
+                steps_per_epoch, stateful_metrics=["loss", "accuracy"], verbose=self._verbosity()
+            )
+            print(f"Epoch {epoch + 1}/{self.cfg.epochs}")
+            for step in range(skip, steps_per_epoch):
+                step_loss = float(self.train_step(iterator))
+                if not math.isfinite(step_loss):
+                    raise NonFiniteLoss(
+                        f"loss became {step_loss} at epoch {epoch + 1}, step {step + 1}; "
+                        f"last good checkpoint: {self.manager.latest_checkpoint or 'none'}. "
+                        "Lower optimizer.learning_rate, set train.clip_global_norm, or check "
+                        "the data"
+                    )
+                self.step_in_epoch.assign(step + 1)
+                progress.update(
+                    step + 1,
+                    [
+                        ("loss", float(self.train_loss.result())),
+                        ("accuracy", float(self.train_accuracy.result())),
+                    ],
+                )
+                every = self.cfg.checkpoint_every_steps
+                if every and (step + 1) % every == 0 and step + 1 < steps_per_epoch:
+                    self.manager.save(checkpoint_number=epoch * steps_per_epoch + step + 1)
+            row = {
+                "epoch": epoch,
+                "loss": float(self.train_loss.result()),
+                "accuracy": float(self.train_accuracy.result()),
+                "learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+            }
+            if val_data is not None:
+                row["val_loss"], row["val_accuracy"] = self.evaluate(val_data)
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"))
+            stop = self._track_best(row, monitor, minimize, patience)
+            self.epoch.assign(epoch + 1)
+            self.step_in_epoch.assign(0)
+            self.manager.save(checkpoint_number=(epoch + 1) * steps_per_epoch)
+            self._record(result, row)
+            if stop:
+                print(f"early stopping: no {monitor} improvement in {patience} epochs")
+                break
+        result.epochs_run = len(result.history.get("loss", []))
+        if int(self.best_epoch) >= 0:
+            result.best_epoch = int(self.best_epoch)
+            if self.cfg.early_stopping.restore_best_weights and self._best_path().exists():
+                self.model.load_weights(self._best_path())
+                print(f"train: restored the weights of the best epoch ({result.best_epoch + 1})")
+        return result
+
+    def evaluate(self, dataset) -> tuple[float, float]:
+        """Mean loss and accuracy over a finite (images, labels) dataset, on this worker."""
+        total_loss, correct, count = 0.0, 0, 0
+        for images, labels in dataset:
+            probabilities = tf.cast(self._predict(images), tf.float32)
+            per_example = self.loss_fn(tf.one_hot(labels, self.num_classes), probabilities)
+            total_loss += float(tf.reduce_sum(per_example))
+            correct += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, 1) == labels, tf.int32)))
+            count += int(tf.shape(labels)[0])
+        return total_loss / max(count, 1), correct / max(count, 1)
+
+    @tf.function(reduce_retracing=True)
+    def _predict(self, images):
+        return self.model(images, training=False)
+
+    # --- bookkeeping ---
+
+    def _track_best(self, row: dict, monitor: str, minimize: bool, patience: int) -> bool:
+        """Updates the best epoch (saving its weights); True when early stopping should stop."""
+        if monitor not in row:
+            return False
+        value, best = row[monitor], float(self.best)
+        improved = math.isnan(best) or (value < best if minimize else value > best)
+        if improved:
+            self.best.assign(value)
+            self.best_epoch.assign(row["epoch"])
+            if self.chief:
+                self.model.save_weights(self._best_path())
+            return False
+        return self.cfg.early_stopping.enabled and row["epoch"] - int(self.best_epoch) >= patience
+
+    def _best_path(self) -> Path:
+        return self.run_dir / runs.CHECKPOINTS / BEST_WEIGHTS
+
+    def _read_history(self) -> dict[str, list[float]]:
+        """Rows already written by an interrupted run, up to the restored epoch."""
+        history: dict[str, list[float]] = {}
+        path = self.run_dir / runs.HISTORY
+        if not path.exists():
+            return history
+        with open(path) as file:
+            for row in csv.DictReader(file):
+                if int(row["epoch"]) >= int(self.epoch):
+                    break
+                for key, value in row.items():
+                    if key != "epoch" and value != "":
+                        history.setdefault(key, []).append(float(value))
+        return history
+
+    def _record(self, result: FitResult, row: dict) -> None:
+        for key, value in row.items():
+            if key != "epoch":
+                result.history.setdefault(key, []).append(value)
+        if not self.chief:
+            return
+        self._write_history(result.history)
+        for split, prefix in (("train", ""), ("validation", "val_")):
+            if f"{prefix}loss" not in row:
+                continue
+            writer = tf.summary.create_file_writer(str(self.run_dir / runs.TENSORBOARD / split))
+            with writer.as_default(step=row["epoch"]):
+                tf.summary.scalar("epoch_loss", row[f"{prefix}loss"])
+                tf.summary.scalar("epoch_accuracy", row[f"{prefix}accuracy"])
+                if split == "train":
+                    tf.summary.scalar("epoch_learning_rate", row["learning_rate"])
+            writer.close()
+
+    def _write_history(self, history: dict[str, list[float]]) -> None:
+        """Rewrites history.csv atomically, so a crash never leaves half a row."""
+        path = self.run_dir / runs.HISTORY
+        temporary = path.with_suffix(".tmp")
+        fields = [f for f in HISTORY_FIELDS if f == "epoch" or f in history]
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            for epoch in range(len(history["loss"])):
+                writer.writerow(
+                    {"epoch": epoch, **{k: history[k][epoch] for k in fields if k != "epoch"}}
+                )
+        os.replace(temporary, path)
+
+    def _verbosity(self) -> int:
+        # A live bar on a terminal; nothing per step in logs and CI (the epoch line is printed).
+        return 1 if sys.stdout.isatty() and self.chief else 0
+
+    def cleanup(self) -> None:
+        if not self.chief:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)

@@ -20,13 +20,25 @@ def new_run_id(name: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{uuid.uuid4().hex[:6]}"
 
 
-def create(cfg: schema.Config) -> Path:
-    """Makes runs_dir/<run_id>/ with its sub-folders and the resolved config."""
-    run_dir = Path(cfg.train.runs_dir) / new_run_id(cfg.name)
-    for sub in (TENSORBOARD, CHECKPOINTS, EXPORT):
-        (run_dir / sub).mkdir(parents=True)
-    loader.save(cfg, run_dir / CONFIG)
+def create(cfg: schema.Config, write: bool = True) -> Path:
+    """runs_dir/<run_id>/ with its sub-folders and the resolved config.
+
+    train.run_id names the folder (workers of one multi-worker run share it, and a run started
+    again with the same id resumes); without it a new id is made. `write=False` (non-chief
+    workers) only computes the path.
+    """
+    run_dir = Path(cfg.train.runs_dir) / (cfg.train.run_id or new_run_id(cfg.name))
+    if write:
+        for sub in (TENSORBOARD, CHECKPOINTS, EXPORT):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        loader.save(cfg, run_dir / CONFIG)
     return run_dir
+
+
+def next_export_version(run_dir: Path) -> int:
+    """1 for a new run; one more than the newest export when a finished run is resumed."""
+    numbers = [int(p.name) for p in (run_dir / EXPORT).iterdir() if p.name.isdigit()]
+    return max(numbers, default=0) + 1
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from configs import errors, loader, schema
-from trainer import evaluate, loop, models, optim, runs
+from trainer import distribute, evaluate, loop, models, optim, runs
 from transforms import augment, dataset, dataset_info
 
 
@@ -22,65 +21,87 @@ class TrainingError(errors.UserError):
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    export_dir: Path
+    export_dir: Path | None  # None on multi-worker workers other than the chief
     metrics: dict
 
 
 def run(cfg: schema.Config) -> RunResult:
-    """Trains, evaluates on the test split and exports; everything lands in runs_dir/<run_id>/."""
+    """Trains, evaluates on the test split and exports; everything lands in runs_dir/<run_id>/.
+
+    A run whose folder already holds checkpoints (same train.run_id) resumes where it stopped.
+    """
     started = time.time()
     version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
     info = dataset_info.load(version_dir)
     class_names, splits = info["label_map"], info["splits"]
     check_splits(cfg, splits)
     keras.utils.set_random_seed(cfg.seed)
-    image_size = tuple(cfg.data.image_size)
-    input_shape = (*image_size, cfg.data.channels)
-
+    strategy = distribute.build_strategy(cfg.train)
+    precision = distribute.resolve_precision(cfg.train)
+    distribute.set_precision(precision)
+    replicas = strategy.num_replicas_in_sync
+    accumulation = cfg.train.gradient_accumulation_steps
+    micro_batch = check_batch(cfg, replicas, accumulation)
+    steps_per_epoch = max(1, splits["train"]["count"] // cfg.data.batch_size)
+    input_shape = (*cfg.data.image_size, cfg.data.channels)
     augmenter = augment.build_augmenter(cfg.augment, cfg.seed)
 
-    def split_data(split: str, training: bool = False):
+    def make_train_data(epoch: int, skip_batches: int):
+        def per_pipeline(context: tf.distribute.InputContext):
+            return dataset.build_training_dataset(
+                version_dir,
+                cfg.data,
+                cfg.seed + epoch,
+                micro_batch,
+                accumulation,
+                augmenter,
+                shard=(context.num_input_pipelines, context.input_pipeline_id),
+                skip_batches=skip_batches,
+            )
+
+        return strategy.distribute_datasets_from_function(per_pipeline)
+
+    def eval_data(split: str):
         return dataset.build_dataset(
-            version_dir,
-            split,
-            cfg.data,
-            training,
-            cfg.seed,
-            augmenter if training else None,
-            num_examples=splits[split]["count"],
+            version_dir, split, cfg.data, False, num_examples=splits[split]["count"]
         )
 
-    train_data = split_data("train", training=True)
-    val_data = split_data("val") if splits["val"]["count"] else None
-    test_data = split_data("test")
-
-    model = models.build_model(cfg.model, input_shape, len(class_names))
-    steps_per_epoch = math.ceil(splits["train"]["count"] / cfg.data.batch_size)
-    optimizer = optim.build_optimizer(cfg.optimizer, steps_per_epoch, cfg.train.epochs)
-
-    run_dir = runs.create(cfg)
+    with strategy.scope():
+        model = models.build_model(cfg.model, input_shape, len(class_names))
+        optimizer = optim.build_optimizer(cfg.optimizer, steps_per_epoch, cfg.train.epochs)
+        if precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    chief = distribute.is_chief(strategy)
+    run_dir = runs.create(cfg, write=chief)
     print(
         f"train: run {run_dir.name} on dataset {info['version']} "
         f"({splits['train']['count']} train / {splits['val']['count']} val images, "
         f"{len(class_names)} classes, model {cfg.model.backbone}, "
-        f"{model.count_params():,} parameters)"
+        f"{model.count_params():,} parameters, {precision}, {replicas} replica(s) "
+        f"x {accumulation} micro-batch(es) of {micro_batch})"
+    )
+    training = loop.TrainingLoop(
+        model, optimizer, strategy, cfg.train, cfg.data.batch_size, len(class_names), run_dir, chief
     )
     with reading_shards(version_dir):
-        history = loop.fit(model, optimizer, train_data, val_data, cfg.train, run_dir)
-    if any(not math.isfinite(v) for v in history.history.get("loss", [])):
-        raise TrainingError(
-            f"loss became NaN/Inf; run stopped (checkpoints in {run_dir / runs.CHECKPOINTS}). "
-            "Lower optimizer.learning_rate or check the data."
+        fitted = training.fit(
+            make_train_data, steps_per_epoch, eval_data("val") if splits["val"]["count"] else None
         )
+    training.cleanup()
     train_seconds = time.time() - started
+    if not chief:
+        print(f"train: worker done in {train_seconds:.0f}s; the chief writes the run")
+        return RunResult(run_dir=run_dir, export_dir=None, metrics={})
 
     with reading_shards(version_dir):
-        y_true, probabilities = evaluate.predict(model, test_data)
+        y_true, probabilities = evaluate.predict(model, eval_data("test"))
     metrics = evaluate.classification_metrics(y_true, probabilities, class_names)
     metrics.update(
         dataset_version=info["version"],
         split="test",
-        epochs_run=len(history.history["loss"]),
+        epochs_run=fitted.epochs_run,
+        best_epoch=fitted.best_epoch,
+        resumed_from=fitted.resumed_from,
         train_seconds=round(train_seconds, 1),
     )
     runs.write_json(run_dir / runs.METRICS, metrics)
@@ -92,8 +113,8 @@ def run(cfg: schema.Config) -> RunResult:
     export_dir = export.export_saved_model(
         model,
         run_dir / runs.EXPORT,
-        version=1,
-        image_size=image_size,
+        version=runs.next_export_version(run_dir),
+        image_size=tuple(cfg.data.image_size),
         channels=cfg.data.channels,
         class_names=class_names,
         background=tuple(cfg.data.background),
@@ -109,6 +130,17 @@ def run(cfg: schema.Config) -> RunResult:
         f"macro F1 {metrics['macro_f1']:.4f}; run in {run_dir}, SavedModel in {export_dir}"
     )
     return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
+
+
+def check_batch(cfg: schema.Config, replicas: int, accumulation: int) -> int:
+    """The per-replica micro-batch size; the global batch must split evenly."""
+    parts = replicas * accumulation
+    if cfg.data.batch_size % parts:
+        raise TrainingError(
+            f"data.batch_size ({cfg.data.batch_size}) must be divisible by replicas ({replicas}) "
+            f"x train.gradient_accumulation_steps ({accumulation}) = {parts}"
+        )
+    return cfg.data.batch_size // parts
 
 
 @contextlib.contextmanager

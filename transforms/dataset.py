@@ -62,3 +62,62 @@ def build_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def build_training_dataset(
+    version_dir: str | Path,
+    cfg: schema.DataConfig,
+    seed: int,
+    micro_batch_size: int,
+    accumulation_steps: int = 1,
+    augmenter: keras.Layer | None = None,
+    shard: tuple[int, int] = (1, 0),
+    skip_batches: int = 0,
+) -> tf.data.Dataset:
+    """Endless training batches for one input pipeline of the training loop.
+
+    `seed` changes every epoch (the loop passes seed + epoch), so epochs see different orders and a
+    resumed epoch the same one. `shard = (count, index)` gives this pipeline its share of the data:
+    whole files when there are enough of them, else every count-th example in a fixed order, so
+    each example is read by exactly one pipeline. With accumulation, batches have a leading axis
+    of `accumulation_steps` micro-batches.
+    """
+    files = shard_files(version_dir, "train")
+    if not files:
+        raise FileNotFoundError(f"no train shards in {version_dir}")
+    count, index = shard
+    by_file = count > 1 and len(files) % count == 0
+    if by_file:
+        files = files[index::count]
+    image_size, channels, background = tuple(cfg.image_size), cfg.channels, tuple(cfg.background)
+
+    def decode(serialized):
+        example = features.parse(serialized)
+        image = preprocess.decode_and_resize(
+            example[features.IMAGE], image_size, channels, background
+        )
+        return image, example[features.LABEL]
+
+    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    exact_order = count > 1 and not by_file
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=exact_order,
+    )
+    if exact_order:
+        dataset = dataset.shard(count, index)
+    if cfg.shuffle_buffer > 1:
+        dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed)
+    dataset = dataset.repeat()
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = dataset.batch(micro_batch_size, drop_remainder=True)
+    if augmenter is not None:
+        dataset = dataset.map(
+            lambda images, labels: (augmenter(images, training=True), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    if accumulation_steps > 1:
+        dataset = dataset.batch(accumulation_steps, drop_remainder=True)
+    return dataset.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
