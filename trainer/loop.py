@@ -67,10 +67,11 @@ class TrainingLoop:
         with strategy.scope():
             self.train_loss = keras.metrics.Mean(name="loss")
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best")
-            self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+        # Loop bookkeeping, outside the strategy: plain host variables every worker keeps alike.
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best")
+        self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=model,
             optimizer=optimizer,
