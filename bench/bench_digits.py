@@ -21,20 +21,29 @@ import tensorflow as tf
 from configs import loader
 from tfx_pipeline import cli
 from trainer import models, optim, task
-from transforms import augment, dataset, digits, features, images
+from transforms import augment, dataset, digits, features
 from transforms.beam import ingest
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def baseline_ingest(source: Path, out_file: Path) -> int:
-    classes, files = ingest.list_class_folders(source)
+    """What a hand-written script does: walk the folders, decode each file once, write one shard."""
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir())
+    files = [(path, name) for name in classes for path in sorted((source / name).iterdir())]
     with tf.io.TFRecordWriter(str(out_file)) as writer:
-        for relative, name in files:
-            data = (source / relative).read_bytes()
-            info = images.inspect(data, 10**8)
+        for path, name in files:
+            data = path.read_bytes()
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
             example = features.build_example(
-                data, info.format, info.height, info.width, classes.index(name), name, "", relative
+                data,
+                "png",
+                int(image.shape[0]),
+                int(image.shape[1]),
+                classes.index(name),
+                name,
+                "",
+                str(path),
             )
             writer.write(example.SerializeToString())
     return len(files)

@@ -100,18 +100,19 @@ def build_training_dataset(
 
     dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
     exact_order = count > 1 and not by_file
+    # Deterministic throughout: a resumed epoch skips exactly the batches it already trained on.
     dataset = dataset.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), 8),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=exact_order,
+        deterministic=True,
     )
     if exact_order:
         dataset = dataset.shard(count, index)
     if cfg.shuffle_buffer > 1:
         dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed)
     dataset = dataset.repeat()
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(micro_batch_size, drop_remainder=True)
     if augmenter is not None:
         dataset = dataset.map(

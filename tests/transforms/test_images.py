@@ -193,7 +193,7 @@ def test_statistics_describe_the_stored_pixels(default_preparer):
     solid = encode(Image.new("RGB", (8, 8), (255, 0, 51)), "PNG")
     prepared = default_preparer.prepare(solid)
     np.testing.assert_allclose(prepared.channel_mean, (1.0, 0.0, 0.2), atol=1e-9)
-    np.testing.assert_allclose(prepared.channel_std, (0.0, 0.0, 0.0), atol=1e-9)
+    np.testing.assert_allclose(prepared.channel_std, (0.0, 0.0, 0.0), atol=1e-6)
     assert prepared.original_mode == "RGB" and prepared.original_format == "png"
 
 

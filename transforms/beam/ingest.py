@@ -6,6 +6,7 @@ shards) moves small metadata records only, and shard writers read the staged byt
 """
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,9 @@ from transforms.sources import storage
 
 PROGRESS_SECONDS = 5.0
 BLOBS = "_blobs"
-SUMMARIES = ("shards", "quarantine", "duplicates", "leakage", "labels", "stats", "seen")
+UNITS = "_units"
+UNITS_PER_CHUNK = 64
+SUMMARIES = ("shards", "quarantine", "duplicates", "leakage", "labels", "seen")
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,27 @@ class IngestResult:
 
 def blob_path(staging: str, sha256: str) -> str:
     return os.path.join(staging, BLOBS, sha256[:2], sha256)
+
+
+def stage_image(staging: str, sha256: str, prepared: images.PreparedImage) -> None:
+    """Writes the bytes to store and, beside them, the image's description (for shards, stats)."""
+    path = blob_path(staging, sha256)
+    if tf.io.gfile.exists(path + ".json"):
+        return  # a copy of these bytes was staged already
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as blob:
+        blob.write(prepared.data)
+    description = {k: v for k, v in dataclasses.asdict(prepared).items() if k != "data"}
+    with tf.io.gfile.GFile(path + ".json", "w") as sidecar:
+        sidecar.write(json.dumps(description))
+
+
+def read_staged(staging: str, sha256: str) -> tuple[bytes, dict]:
+    path = blob_path(staging, sha256)
+    with tf.io.gfile.GFile(path, "rb") as blob:
+        data = blob.read()
+    with tf.io.gfile.GFile(path + ".json") as sidecar:
+        return data, json.loads(sidecar.read())
 
 
 class ReadAndPrepare(beam.DoFn):
@@ -86,26 +110,13 @@ class ReadAndPrepare(beam.DoFn):
                 yield self.quarantine(item, str(error))
                 continue
             sha256 = hashlib.sha256(data).hexdigest()
-            path = blob_path(self.staging, sha256)
-            if not tf.io.gfile.exists(path):
-                tf.io.gfile.makedirs(os.path.dirname(path))
-                with tf.io.gfile.GFile(path, "wb") as blob:
-                    blob.write(prepared.data)
+            stage_image(self.staging, sha256, prepared)
+            # Only what dedupe, splits and sharding need travels through the shuffles.
             yield {
                 "sha256": sha256,
                 "label": item.label,
                 "given_split": item.split,
                 "source": relative_to_source(item.uri, self.source_root),
-                "format": prepared.format,
-                "height": prepared.height,
-                "width": prepared.width,
-                "original_height": prepared.original_height,
-                "original_width": prepared.original_width,
-                "original_mode": prepared.original_mode,
-                "original_format": prepared.original_format,
-                "rewritten": prepared.rewritten,
-                "channel_mean": prepared.channel_mean,
-                "channel_std": prepared.channel_std,
             }
         self.units_done += 1
         if time.monotonic() - self.last_report > PROGRESS_SECONDS:
@@ -129,6 +140,26 @@ def relative_to_source(uri: str, source: str) -> str:
         if base and uri.startswith(base + "/"):
             return uri[len(base) + 1 :]
     return uri
+
+
+def write_unit_chunks(units: list[source_base.ReadUnit], staging: str) -> int:
+    """Stages the listed units as small files, so the pipeline carries chunk numbers, not 100k
+    units held in the driver and pickled into a worker."""
+    chunks = 0
+    for start in range(0, len(units), UNITS_PER_CHUNK):
+        path = os.path.join(staging, UNITS, f"{chunks:06d}.jsonl")
+        tf.io.gfile.makedirs(os.path.dirname(path))
+        with tf.io.gfile.GFile(path, "w") as chunk:
+            for unit in units[start : start + UNITS_PER_CHUNK]:
+                chunk.write(json.dumps(dataclasses.asdict(unit)) + "\n")
+        chunks += 1
+    return chunks
+
+
+def read_unit_chunk(index: int, staging: str):
+    with tf.io.gfile.GFile(os.path.join(staging, UNITS, f"{index:06d}.jsonl")) as chunk:
+        for line in chunk:
+            yield source_base.ReadUnit(**json.loads(line))
 
 
 def resolve_copies(sha_and_records, leakage: str):
@@ -189,15 +220,17 @@ def write_shard(key_and_records, out_dir: str, staging: str, sorted_hashes, labe
     name = features.shard_name(split, index, total)
     label_index = {label: i for i, label in enumerate(labels)}
     per_class: dict[str, int] = {}
+    shard_stats = stats.DatasetStats()
+    accumulator = shard_stats.create_accumulator()
     with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
         for record in sorted(records, key=lambda r: r["sha256"]):
-            with tf.io.gfile.GFile(blob_path(staging, record["sha256"]), "rb") as blob:
-                data = blob.read()
+            data, description = read_staged(staging, record["sha256"])
+            accumulator = shard_stats.add_input(accumulator, description)
             example = features.build_example(
                 image=data,
-                image_format=record["format"],
-                height=record["height"],
-                width=record["width"],
+                image_format=description["format"],
+                height=description["height"],
+                width=description["width"],
                 label=label_index[record["label"]],
                 label_text=record["label"],
                 sha256=record["sha256"],
@@ -205,7 +238,13 @@ def write_shard(key_and_records, out_dir: str, staging: str, sorted_hashes, labe
             )
             writer.write(example.SerializeToString(deterministic=True))
             per_class[record["label"]] = per_class.get(record["label"], 0) + 1
-    return {"split": split, "file": name, "count": sum(per_class.values()), "per_class": per_class}
+    return {
+        "split": split,
+        "file": name,
+        "count": sum(per_class.values()),
+        "per_class": per_class,
+        "stats": accumulator,
+    }
 
 
 def write_json(items, path: str):
@@ -217,8 +256,9 @@ def write_json(items, path: str):
 def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
     prepared = (
         pipeline
-        | "ListUnits" >> beam.Create(units, reshuffle=False)
-        | "SpreadUnits" >> beam.Reshuffle()
+        | "UnitChunks" >> beam.Create(range(write_unit_chunks(units, staging)), reshuffle=False)
+        | "SpreadChunks" >> beam.Reshuffle()
+        | "ReadChunk" >> beam.FlatMap(read_unit_chunk, staging=staging)
         | "ReadAndPrepare"
         >> beam.ParDo(ReadAndPrepare(cfg, staging, len(units))).with_outputs(
             ReadAndPrepare.QUARANTINE, ReadAndPrepare.SEEN, main="records"
@@ -274,11 +314,6 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
             cfg=cfg,
         )
     )
-    dataset_stats = (
-        split_records
-        | "Values" >> beam.Values()
-        | "Stats" >> beam.CombineGlobally(stats.DatasetStats())
-    )
     quarantined = (
         prepared[ReadAndPrepare.QUARANTINE],
         unique.quarantine,
@@ -301,7 +336,6 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
         | "CountSeen" >> beam.CombineGlobally(sum)
         | "Write_seen" >> beam.Map(write_json, path=os.path.join(staging, "_seen.json"))
     )
-    dataset_stats | "Write_stats" >> beam.Map(write_json, path=os.path.join(staging, "_stats.json"))
 
 
 def order_labels(found: list[str], vocabulary: list[str] | None) -> list[str]:
@@ -388,10 +422,13 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     with tf.io.gfile.GFile(os.path.join(staging, dataset_info.QUARANTINE_JSONL), "w") as out:
         out.write("".join(json.dumps(q) + "\n" for q in quarantine))
     tf.io.gfile.rmtree(os.path.join(staging, BLOBS))
+    tf.io.gfile.rmtree(os.path.join(staging, UNITS))
     for name in SUMMARIES:
         tf.io.gfile.remove(os.path.join(staging, f"_{name}.json"))
 
     shards = summary["shards"]
+    dataset_stats = stats.DatasetStats()
+    merged = dataset_stats.merge_accumulators(shard.pop("stats") for shard in shards)
     split_info = {}
     for split in features.SPLITS:
         mine = sorted((s for s in shards if s["split"] == split), key=lambda s: s["file"])
@@ -439,7 +476,7 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
         "duplicates": len(summary["duplicates"]),
         "quarantined": len(quarantine),
         "leakage": summary["leakage"],
-        "stats": summary["stats"],
+        "stats": dataset_stats.extract_output(merged),
         "ingest_config": ingest_config,
     }
 
