@@ -20,6 +20,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench_digits.py
+	$(BIN)/python bench/bench_ingest.py --sizes 10000 100000
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
