@@ -43,7 +43,7 @@ def test_run_dir_has_every_artifact(demo_result):
     run_dir = demo_result.run.run_dir
     for name in (runs.CONFIG, runs.HISTORY, runs.METRICS, runs.KERAS_MODEL):
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / runs.CHECKPOINTS).glob("epoch-*.weights.h5"))
+    assert list((run_dir / runs.CHECKPOINTS).glob("ckpt-*.index"))
     assert list((run_dir / runs.TENSORBOARD).rglob("events.out.tfevents.*"))
     assert (demo_result.run.export_dir / "saved_model.pb").is_file()
     saved = loader.load(run_dir / runs.CONFIG)

@@ -7,6 +7,7 @@ with the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy.
 """
 
 import csv
+import hashlib
 import math
 import os
 import shutil
@@ -35,6 +36,17 @@ class FitResult:
     epochs_run: int = 0
     best_epoch: int | None = None
     resumed_from: str | None = None  # the checkpoint a resumed run started from
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """The first 16 hex digits of a sha256 over every weight's float32 bytes, in model order.
+
+    Workers of one synchronous run end with the same value; it also tells two models apart.
+    """
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(keras.ops.convert_to_numpy(weight).astype("float32").tobytes())
+    return digest.hexdigest()[:16]
 
 
 class TrainingLoop:
@@ -88,6 +100,7 @@ class TrainingLoop:
             self.checkpoint, str(checkpoint_dir), max_to_keep=cfg.keep_checkpoints
         )
         self.train_step = tf.function(self._distributed_step)
+        self.sync_statistics = tf.function(self._average_statistics)
 
     # --- the step ---
 
@@ -132,13 +145,24 @@ class TrainingLoop:
         per_replica = self.strategy.run(self._replica_step, args=(images, labels))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
+    def _average_statistics(self):
+        """Sets non-trainable weights (BatchNorm moving statistics), which each replica updates
+        from its own batches, to their mean over replicas: every worker then evaluates, decides
+        early stopping and saves the same model."""
+        weights = [w for w in self.model.non_trainable_weights if w.dtype.startswith("float")]
+        if not weights:
+            return
+        for weight in weights:
+            local = self.strategy.run(lambda w=weight: tf.identity(w.value))
+            weight.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+
     # --- the loop ---
 
     def fit(self, make_train_data, steps_per_epoch: int, val_data) -> FitResult:
         """`make_train_data(epoch)` returns that epoch's distributed dataset (seeded per epoch, so
         a resumed epoch replays the same batches); `val_data` is evaluated on every worker."""
         result = FitResult()
-        latest = self.manager.restore_or_initialize()
+        latest = self._restore()
         if latest:
             result.resumed_from = latest
             print(
@@ -179,6 +203,8 @@ class TrainingLoop:
                 every = self.cfg.checkpoint_every_steps
                 if every and (step + 1) % every == 0 and step + 1 < steps_per_epoch:
                     self.manager.save(checkpoint_number=epoch * steps_per_epoch + step + 1)
+            if self.strategy.num_replicas_in_sync > 1:
+                self.sync_statistics()
             row = {
                 "epoch": epoch,
                 "loss": float(self.train_loss.result()),
@@ -199,7 +225,8 @@ class TrainingLoop:
         result.epochs_run = len(result.history.get("loss", []))
         if int(self.best_epoch) >= 0:
             result.best_epoch = int(self.best_epoch)
-            if self.cfg.early_stopping.restore_best_weights and self._best_path().exists():
+            stopping = self.cfg.early_stopping
+            if stopping.enabled and stopping.restore_best_weights and self._best_path().exists():
                 self.model.load_weights(self._best_path())
                 print(f"train: restored the weights of the best epoch ({result.best_epoch + 1})")
         return result
@@ -230,13 +257,30 @@ class TrainingLoop:
         if improved:
             self.best.assign(value)
             self.best_epoch.assign(row["epoch"])
-            if self.chief:
-                self.model.save_weights(self._best_path())
+            # Every worker keeps its own copy: they restore it at the end, while the chief may be
+            # writing its file (h5 locks make that a crash).
+            self.model.save_weights(self._best_path())
             return False
         return self.cfg.early_stopping.enabled and row["epoch"] - int(self.best_epoch) >= patience
 
+    def _restore(self) -> str | None:
+        """Restores the newest checkpoint of the run, if any, and returns its path.
+
+        Non-chief workers save into a scratch folder but resume from the chief's checkpoints, so
+        every worker restarts at the same step (a worker that started over would hang the others).
+        """
+        if self.chief:
+            return self.manager.restore_or_initialize()
+        checkpoint_dir = self.run_dir / runs.CHECKPOINTS
+        latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+        if latest:
+            self.checkpoint.restore(latest)
+            if (checkpoint_dir / BEST_WEIGHTS).exists():
+                shutil.copyfile(checkpoint_dir / BEST_WEIGHTS, self._best_path())
+        return latest
+
     def _best_path(self) -> Path:
-        return self.run_dir / runs.CHECKPOINTS / BEST_WEIGHTS
+        return Path(self.manager.directory) / BEST_WEIGHTS
 
     def _read_history(self) -> dict[str, list[float]]:
         """Rows already written by an interrupted run, up to the restored epoch."""

@@ -89,8 +89,12 @@ def run(cfg: schema.Config) -> RunResult:
         )
     training.cleanup()
     train_seconds = time.time() - started
+    fingerprint = loop.weights_fingerprint(model)
     if not chief:
-        print(f"train: worker done in {train_seconds:.0f}s; the chief writes the run")
+        print(
+            f"train: worker done in {train_seconds:.0f}s (weights {fingerprint}); "
+            "the chief writes the run"
+        )
         return RunResult(run_dir=run_dir, export_dir=None, metrics={})
 
     with reading_shards(version_dir):
@@ -127,7 +131,8 @@ def run(cfg: schema.Config) -> RunResult:
     )
     print(
         f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
-        f"macro F1 {metrics['macro_f1']:.4f}; run in {run_dir}, SavedModel in {export_dir}"
+        f"macro F1 {metrics['macro_f1']:.4f} (weights {fingerprint}); run in {run_dir}, "
+        f"SavedModel in {export_dir}"
     )
     return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
 

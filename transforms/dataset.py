@@ -77,18 +77,14 @@ def build_training_dataset(
     """Endless training batches for one input pipeline of the training loop.
 
     `seed` changes every epoch (the loop passes seed + epoch), so epochs see different orders and a
-    resumed epoch the same one. `shard = (count, index)` gives this pipeline its share of the data:
-    whole files when there are enough of them, else every count-th example in a fixed order, so
-    each example is read by exactly one pipeline. With accumulation, batches have a leading axis
-    of `accumulation_steps` micro-batches.
+    resumed epoch the same one. `shard = (count, index)` gives this pipeline every count-th example
+    of that fixed order, so each example is trained on by exactly one pipeline. With accumulation,
+    batches have a leading axis of `accumulation_steps` micro-batches.
     """
     files = shard_files(version_dir, "train")
     if not files:
         raise FileNotFoundError(f"no train shards in {version_dir}")
     count, index = shard
-    by_file = count > 1 and len(files) % count == 0
-    if by_file:
-        files = files[index::count]
     image_size, channels, background = tuple(cfg.image_size), cfg.channels, tuple(cfg.background)
 
     def decode(serialized):
@@ -99,7 +95,6 @@ def build_training_dataset(
         return image, example[features.LABEL]
 
     dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-    exact_order = count > 1 and not by_file
     # Deterministic throughout: a resumed epoch skips exactly the batches it already trained on.
     dataset = dataset.interleave(
         tf.data.TFRecordDataset,
@@ -107,7 +102,9 @@ def build_training_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if exact_order:
+    if count > 1:
+        # Every count-th record of one fixed order (same seed everywhere): equal, disjoint shares
+        # even when shards hold different numbers of examples; only the share is decoded.
         dataset = dataset.shard(count, index)
     if cfg.shuffle_buffer > 1:
         dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed)
