@@ -5,7 +5,6 @@ content-addressed staging area in one fused step; every shuffle after that (dedu
 shards) moves small metadata records only, and shard writers read the staged bytes back.
 """
 
-import bisect
 import dataclasses
 import hashlib
 import json
@@ -203,20 +202,31 @@ def resolve_copies(sha_and_records, leakage: str):
             yield beam.pvalue.TaggedOutput("duplicate", record["source"])
 
 
-def assign_class_splits(label_and_records, split_cfg: schema.SplitConfig):
-    """Given splits are kept; the rest of the class is split stratified by content hash."""
-    _, records = label_and_records
-    records = list(records)
-    unassigned = [r["sha256"] for r in records if not r["given_split"]]
-    assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
-    for record in records:
-        yield record["given_split"] or assignment[record["sha256"]], record
+def plan_shards(_, class_members: dict, split_cfg: schema.SplitConfig, per_shard: int) -> dict:
+    """{sha256: (split, shard index)} for every kept image, from (sha256, given split) per class.
+
+    Given splits are kept; the rest of each class is split stratified by content hash. Within a
+    split, an image's rank in hash order picks its shard, so every shard but the last holds
+    exactly `per_shard` examples. Only hashes are held here, never records or image bytes.
+    """
+    by_split: dict[str, list[str]] = {name: [] for name in splits.SPLITS}
+    for members in class_members.values():
+        unassigned = [sha for sha, given in members if not given]
+        assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
+        for sha, given in members:
+            by_split[given or assignment[sha]].append(sha)
+    plan = {}
+    for split, hashes in by_split.items():
+        hashes.sort()
+        for rank, sha in enumerate(hashes):
+            plan[sha] = (split, rank // per_shard, len(hashes))
+    return plan
 
 
-def write_shard(key_and_records, out_dir: str, staging: str, sorted_hashes, labels, cfg):
+def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
     """Writes one shard, records sorted by hash, so re-runs produce identical bytes."""
-    (split, index), records = key_and_records
-    total = -(-len(sorted_hashes[split]) // cfg.examples_per_shard)
+    (split, index, split_size), records = key_and_records
+    total = -(-split_size // cfg.examples_per_shard)
     name = features.shard_name(split, index, total)
     label_index = {label: i for i, label in enumerate(labels)}
     per_class: dict[str, int] = {}
@@ -280,36 +290,37 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
         | "CollectLabels" >> beam.combiners.ToList()
         | "SortLabels" >> beam.Map(lambda found: order_labels(found, cfg.classes))
     )
-    split_records = (
+    class_members = (
         unique.kept
-        | "KeyByLabel" >> beam.Map(lambda record: (record["label"], record))
-        | "GroupByLabel" >> beam.GroupByKey()
-        | "AssignSplits" >> beam.FlatMap(assign_class_splits, split_cfg=cfg.split)
+        | "ClassMembers" >> beam.Map(lambda r: (r["label"], (r["sha256"], r["given_split"])))
+        | "GroupByClass" >> beam.GroupByKey()
+        | "ListMembers" >> beam.MapTuple(lambda label, members: (label, list(members)))
     )
-    # Hashes only (not image bytes) per split, sorted: a record's rank in its split picks its
-    # shard, so every shard but the last holds exactly examples_per_shard examples.
-    sorted_hashes = (
-        split_records
-        | "SplitHashes" >> beam.Map(lambda kv: (kv[0], kv[1]["sha256"]))
-        | "GroupHashes" >> beam.GroupByKey()
-        | "SortHashes" >> beam.MapTuple(lambda split, hashes: (split, sorted(hashes)))
+    shard_plan = (
+        pipeline
+        | "PlanSeed" >> beam.Create([None])
+        | "PlanShards"
+        >> beam.Map(
+            plan_shards,
+            class_members=beam.pvalue.AsDict(class_members),
+            split_cfg=cfg.split,
+            per_shard=cfg.examples_per_shard,
+        )
     )
 
-    def assign_shard(split_and_record, sorted_hashes):
-        split, record = split_and_record
-        rank = bisect.bisect_left(sorted_hashes[split], record["sha256"])
-        return (split, rank // cfg.examples_per_shard), record
+    def assign_shard(record, plan):
+        split, index, split_size = plan[record["sha256"]]
+        return (split, index, split_size), record
 
     shard_summaries = (
-        split_records
-        | "AssignShard" >> beam.Map(assign_shard, sorted_hashes=beam.pvalue.AsDict(sorted_hashes))
+        unique.kept
+        | "AssignShard" >> beam.Map(assign_shard, plan=beam.pvalue.AsSingleton(shard_plan))
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards"
         >> beam.Map(
             write_shard,
             out_dir=staging,
             staging=staging,
-            sorted_hashes=beam.pvalue.AsDict(sorted_hashes),
             labels=beam.pvalue.AsSingleton(labels),
             cfg=cfg,
         )
