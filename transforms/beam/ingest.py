@@ -1,8 +1,10 @@
 """Beam job: any source -> validated, normalised, deduplicated, split, sharded TFRecords.
 
-Memory stays flat in the number of images: image bytes are read, prepared and written to a
-content-addressed staging area in one fused step; every shuffle after that (dedupe, splits,
-shards) moves small metadata records only, and shard writers read the staged bytes back.
+Image bytes never cross a shuffle: they are read, prepared and written to a content-addressed
+staging area in one fused step, whose memory does not grow with the dataset; the shuffles after
+it (dedupe, shards) move small metadata records, and shard writers read the staged bytes back.
+On the DirectRunner those records are held in memory (about 1.3x the 10k peak RSS at 100k
+images); runners whose shuffles spill to disk keep it flat.
 """
 
 import dataclasses
