@@ -13,6 +13,20 @@ def shard_files(version_dir: str | Path, split: str) -> list[str]:
     return sorted(tf.io.gfile.glob(str(Path(version_dir) / features.shard_pattern(split))))
 
 
+def build_decoder(cfg: schema.DataConfig):
+    """Serialized Example -> (float32 image in [0, 1], int64 label) via transforms.preprocess."""
+    image_size, channels, background = tuple(cfg.image_size), cfg.channels, tuple(cfg.background)
+
+    def decode(serialized):
+        example = features.parse(serialized)
+        image = preprocess.decode_and_resize(
+            example[features.IMAGE], image_size, channels, background
+        )
+        return image, example[features.LABEL]
+
+    return decode
+
+
 def build_dataset(
     version_dir: str | Path,
     split: str,
@@ -31,14 +45,7 @@ def build_dataset(
     files = shard_files(version_dir, split)
     if not files:
         raise FileNotFoundError(f"no {split} shards in {version_dir}")
-    image_size, channels, background = tuple(cfg.image_size), cfg.channels, tuple(cfg.background)
-
-    def decode(serialized):
-        example = features.parse(serialized)
-        image = preprocess.decode_and_resize(
-            example[features.IMAGE], image_size, channels, background
-        )
-        return image, example[features.LABEL]
+    decode = build_decoder(cfg)
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
@@ -85,14 +92,7 @@ def build_training_dataset(
     if not files:
         raise FileNotFoundError(f"no train shards in {version_dir}")
     count, index = shard
-    image_size, channels, background = tuple(cfg.image_size), cfg.channels, tuple(cfg.background)
-
-    def decode(serialized):
-        example = features.parse(serialized)
-        image = preprocess.decode_and_resize(
-            example[features.IMAGE], image_size, channels, background
-        )
-        return image, example[features.LABEL]
+    decode = build_decoder(cfg)
 
     dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
     # Deterministic throughout: a resumed epoch skips exactly the batches it already trained on.
