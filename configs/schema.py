@@ -282,6 +282,11 @@ class TrainConfig(Section):
         1, ge=1, description="Micro-batches summed per optimizer step (batch = N x micro-batch)."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    class_weights: Literal["auto"] | dict[str, float] | None = Field(
+        None,
+        description="Loss weight per class: null (all 1), auto (total / (classes x count), from "
+        "the training split) or {class name: weight}.",
+    )
     clip_global_norm: float | None = Field(
         None, gt=0, description="Clip gradients to this global norm; null = no clipping."
     )

@@ -120,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = resolved_config(args)
     from trainer import task
 
-    task.run(cfg)
+    task.run(cfg, dry_run=args.dry_run)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train, evaluate and export a run")
     loader.add_config_arguments(train)
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config and dataset, build the model, print both; train nothing",
+    )
     train.set_defaults(handler=cmd_train)
 
     serve = commands.add_parser("serve", help="TF Serving-compatible REST server")

@@ -25,10 +25,11 @@ class RunResult:
     metrics: dict
 
 
-def run(cfg: schema.Config) -> RunResult:
+def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
     """Trains, evaluates on the test split and exports; everything lands in runs_dir/<run_id>/.
 
     A run whose folder already holds checkpoints (same train.run_id) resumes where it stopped.
+    `dry_run` stops after validating the dataset and building the model, and prints both.
     """
     started = time.time()
     version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
@@ -71,6 +72,16 @@ def run(cfg: schema.Config) -> RunResult:
         optimizer = optim.build_optimizer(cfg.optimizer, steps_per_epoch, cfg.train.epochs)
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    weights = class_weights(cfg.train.class_weights, class_names, splits["train"]["per_class"])
+    if dry_run:
+        print(loader.to_yaml(cfg), end="")
+        model.summary()
+        print(
+            f"train: dry run OK: dataset {info['version']}, model {cfg.model.backbone} with "
+            f"{model.count_params():,} parameters, {precision}, {replicas} replica(s); "
+            "nothing was written"
+        )
+        return None
     chief = distribute.is_chief(strategy)
     run_dir = runs.create(cfg, write=chief)
     print(
@@ -81,7 +92,15 @@ def run(cfg: schema.Config) -> RunResult:
         f"x {accumulation} micro-batch(es) of {micro_batch})"
     )
     training = loop.TrainingLoop(
-        model, optimizer, strategy, cfg.train, cfg.data.batch_size, len(class_names), run_dir, chief
+        model,
+        optimizer,
+        strategy,
+        cfg.train,
+        cfg.data.batch_size,
+        len(class_names),
+        run_dir,
+        chief,
+        class_weights=weights,
     )
     with reading_shards(version_dir):
         fitted = training.fit(
@@ -137,6 +156,22 @@ def run(cfg: schema.Config) -> RunResult:
     return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
 
 
+def class_weights(setting, class_names: list[str], train_counts: dict[str, int]):
+    """Per-class loss weights in label order, or None; `auto` balances classes by count."""
+    if setting is None:
+        return None
+    if setting == "auto":
+        total = sum(train_counts.values())
+        return [total / (len(class_names) * max(train_counts[name], 1)) for name in class_names]
+    unknown = sorted(set(setting) - set(class_names))
+    if unknown:
+        raise TrainingError(
+            f"train.class_weights names classes the dataset does not have: {', '.join(unknown)} "
+            f"(classes: {', '.join(class_names)})"
+        )
+    return [float(setting.get(name, 1.0)) for name in class_names]
+
+
 def check_batch(cfg: schema.Config, replicas: int, accumulation: int) -> int:
     """The per-replica micro-batch size; the global batch must split evenly."""
     parts = replicas * accumulation
@@ -150,13 +185,18 @@ def check_batch(cfg: schema.Config, replicas: int, accumulation: int) -> int:
 
 @contextlib.contextmanager
 def reading_shards(version_dir: str):
-    """A corrupt shard becomes a TrainingError naming the dataset and the fix."""
+    """A corrupt shard or running out of memory becomes a TrainingError naming the fix."""
     try:
         yield
     except tf.errors.DataLossError as error:
         raise TrainingError(
             f"a TFRecord shard in {version_dir} is corrupt ({error.message.splitlines()[0]}); "
             "re-run `imgclf ingest` to rewrite the dataset"
+        ) from None
+    except tf.errors.ResourceExhaustedError:
+        raise TrainingError(
+            "out of memory: lower data.batch_size, or keep the batch and raise "
+            "train.gradient_accumulation_steps so each step holds a smaller micro-batch"
         ) from None
 
 
@@ -172,8 +212,15 @@ def check_splits(cfg: schema.Config, splits: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__)
     loader.add_config_arguments(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config and dataset, build the model, print both; train nothing",
+    )
     args = parser.parse_args(argv)
-    return errors.exit_on_user_error(lambda: run(loader.load(args.config, args.overrides)))
+    return errors.exit_on_user_error(
+        lambda: run(loader.load(args.config, args.overrides), dry_run=args.dry_run)
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def examples(nan: bool = False) -> tuple[np.ndarray, np.ndarray]:
     return images, rng.integers(0, CLASSES, GLOBAL_BATCH * STEPS)
 
 
-def train(run_dir, strategy, accumulation=1, nan=False, **train_overrides) -> list[np.ndarray]:
+def train(
+    run_dir, strategy, accumulation=1, nan=False, class_weights=None, **train_overrides
+) -> list[np.ndarray]:
     """Two epochs of SGD on fixed data; the same examples form every global batch."""
     overrides = [
         f"train.gradient_accumulation_steps={accumulation}",
@@ -54,7 +56,15 @@ def train(run_dir, strategy, accumulation=1, nan=False, **train_overrides) -> li
         return strategy.distribute_datasets_from_function(per_pipeline)
 
     training = loop.TrainingLoop(
-        model, optimizer, strategy, cfg, GLOBAL_BATCH, CLASSES, run_dir, chief=True
+        model,
+        optimizer,
+        strategy,
+        cfg,
+        GLOBAL_BATCH,
+        CLASSES,
+        run_dir,
+        chief=True,
+        class_weights=class_weights,
     )
     training.fit(make_train_data, STEPS, None)
     return model.get_weights()
@@ -85,6 +95,16 @@ def test_clipping_changes_the_update(tmp_path):
     free = train(tmp_path / "free", strategy)
     clipped = train(tmp_path / "clipped", strategy, clip_global_norm=0.01)
     assert not np.allclose(free[0], clipped[0], atol=1e-4)
+
+
+def test_class_weights_weight_the_loss(tmp_path):
+    strategy = tf.distribute.get_strategy()
+    plain = train(tmp_path / "plain", strategy)
+    ones = train(tmp_path / "ones", strategy, class_weights=[1.0, 1.0, 1.0])
+    weighted = train(tmp_path / "weighted", strategy, class_weights=[5.0, 1.0, 1.0])
+    for a, b in zip(plain, ones, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+    assert not np.allclose(plain[0], weighted[0], atol=1e-4)
 
 
 def test_nan_loss_stops_naming_the_step_and_checkpoint(tmp_path):

@@ -43,3 +43,55 @@ def test_a_corrupt_train_shard_is_a_training_error(tmp_path, make_image, make_tr
     message = str(raised.value)
     assert str(result.path) in message
     assert "re-run `imgclf ingest`" in message
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory, make_image, make_tree):
+    """3 cat and 9 dog images, ingested: an imbalanced split for class weights."""
+    root = tmp_path_factory.mktemp("small")
+    spec = {
+        "cat": {f"{i}.png": make_image(100 + i, size=(16, 16)) for i in range(3)},
+        "dog": {f"{i}.png": make_image(200 + i, size=(16, 16)) for i in range(9)},
+    }
+    overrides = [
+        f"data.source={make_tree(root / 'tree', spec)}",
+        f"data.output_dir={root / 'data'}",
+        "data.beam_direct_mode=in_memory",
+        "data.split={train: 0.5, val: 0.25, test: 0.25}",
+        "data.image_size=[8, 8]",
+        "data.batch_size=2",
+        "model.cnn=[{conv: {filters: 2}}]",
+        "train.epochs=1",
+        f"train.runs_dir={root / 'runs'}",
+    ]
+    ingest.run(loader.load(None, overrides).data)
+    return root, overrides
+
+
+def test_dry_run_builds_the_model_and_writes_nothing(small_dataset, capsys):
+    root, overrides = small_dataset
+    assert task.run(loader.load(None, overrides), dry_run=True) is None
+    output = capsys.readouterr().out
+    assert "train: dry run OK" in output and "Total params" in output
+    assert "model:\n  backbone: cnn" in output  # the resolved config is printed
+    assert not (root / "runs").exists()
+
+
+def test_dry_run_still_validates_the_batch_split(small_dataset):
+    _, overrides = small_dataset
+    cfg = loader.load(None, [*overrides, "train.gradient_accumulation_steps=4"])
+    with pytest.raises(task.TrainingError, match=r"data.batch_size \(2\) must be divisible"):
+        task.run(cfg, dry_run=True)
+
+
+def test_auto_class_weights_balance_the_training_counts():
+    weights = task.class_weights("auto", ["cat", "dog"], {"cat": 2, "dog": 6})
+    assert weights == pytest.approx([2.0, 2 / 3])
+    assert weights[0] * 2 + weights[1] * 6 == pytest.approx(8)  # the mean weight stays 1
+
+
+def test_explicit_class_weights_default_to_one_and_reject_unknown_classes():
+    assert task.class_weights({"dog": 0.5}, ["cat", "dog"], {}) == [1.0, 0.5]
+    assert task.class_weights(None, ["cat", "dog"], {}) is None
+    with pytest.raises(task.TrainingError, match="does not have: bird"):
+        task.class_weights({"bird": 2.0}, ["cat", "dog"], {})
