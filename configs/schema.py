@@ -248,10 +248,21 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
-    name: Literal["adam"] = Field("adam", description="Optimizer.")
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Optimizer.")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    weight_decay: float = Field(
+        0.0, ge=0, description="Decoupled weight decay (AdamW's; applied by every optimizer)."
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of sgd and rmsprop.")
+    nesterov: bool = Field(False, description="Nesterov momentum for sgd.")
+    schedule: Literal["cosine", "constant", "step", "exponential"] = Field(
+        "cosine", description="Learning-rate schedule over the run."
+    )
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up before the schedule.")
+    decay_rate: float = Field(
+        0.1, gt=0, le=1, description="step: factor every step_epochs; exponential: per epoch."
+    )
+    step_epochs: int = Field(10, gt=0, description="Epochs between step-schedule decays.")
 
 
 class EarlyStoppingConfig(Section):

@@ -1,27 +1,74 @@
-"""Optimizer and learning-rate schedule from config."""
+"""Optimizers and learning-rate schedules from config."""
 
 import keras
 
 from configs import schema
 
 
+@keras.saving.register_keras_serializable(package="imgclf")
+class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to the wrapped schedule's value at `warmup_steps`, then the schedule
+    shifted by the warm-up (so its decay starts when warm-up ends)."""
+
+    def __init__(self, after: keras.optimizers.schedules.LearningRateSchedule, warmup_steps: int):
+        self.after = after
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = self.after(0) * step / float(self.warmup_steps)
+        return keras.ops.where(step < self.warmup_steps, warm, self.after(step - self.warmup_steps))
+
+    def get_config(self):
+        return {
+            "after": keras.saving.serialize_keras_object(self.after),
+            "warmup_steps": self.warmup_steps,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        after = keras.saving.deserialize_keras_object(config["after"])
+        return cls(after, config["warmup_steps"])
+
+
 def build_schedule(cfg: schema.OptimizerConfig, steps_per_epoch: int, epochs: int):
-    """A constant rate, or cosine decay to zero over the run after an optional linear warm-up."""
+    """The learning rate as a float (constant) or a schedule over optimizer steps."""
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if cfg.schedule == "constant":
-        return cfg.learning_rate
-    total_steps = max(1, steps_per_epoch * epochs)
-    decay_steps = max(1, total_steps - warmup_steps)
-    if warmup_steps == 0:
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=decay_steps,
-        warmup_target=cfg.learning_rate,
-        warmup_steps=warmup_steps,
-    )
+    decay_steps = max(1, steps_per_epoch * epochs - warmup_steps)
+    rate = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        if warmup_steps == 0:
+            return keras.optimizers.schedules.CosineDecay(rate, decay_steps)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps, warmup_target=rate, warmup_steps=warmup_steps
+        )
+    if cfg.schedule == "step":
+        every = cfg.step_epochs * steps_per_epoch
+        boundaries = list(range(every, max(every, steps_per_epoch * epochs) + 1, every))
+        values = [rate * cfg.decay_rate**k for k in range(len(boundaries) + 1)]
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    elif cfg.schedule == "exponential":
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_steps=steps_per_epoch, decay_rate=cfg.decay_rate
+        )
+    elif warmup_steps:
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay([1], [rate, rate])
+    else:
+        return rate  # constant: a plain float, kept as a variable by the optimizer
+    return Warmup(schedule, warmup_steps) if warmup_steps else schedule
+
+
+OPTIMIZERS = {
+    "adam": lambda cfg, lr: keras.optimizers.Adam(lr, weight_decay=cfg.weight_decay or None),
+    "adamw": lambda cfg, lr: keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay),
+    "sgd": lambda cfg, lr: keras.optimizers.SGD(
+        lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay or None
+    ),
+    "rmsprop": lambda cfg, lr: keras.optimizers.RMSprop(
+        lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None
+    ),
+}
 
 
 def build_optimizer(cfg: schema.OptimizerConfig, steps_per_epoch: int, epochs: int):
-    schedule = build_schedule(cfg, steps_per_epoch, epochs)
-    return keras.optimizers.Adam(learning_rate=schedule)
+    return OPTIMIZERS[cfg.name](cfg, build_schedule(cfg, steps_per_epoch, epochs))
