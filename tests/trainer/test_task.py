@@ -9,6 +9,21 @@ from transforms.beam import ingest
 pytestmark = pytest.mark.beam
 
 
+def tiny_run_overrides(source, root) -> list[str]:
+    """A dataset and run small enough to train in seconds."""
+    return [
+        f"data.source={source}",
+        f"data.output_dir={root / 'data'}",
+        "data.beam_direct_mode=in_memory",
+        "data.split={train: 0.5, val: 0.25, test: 0.25}",
+        "data.image_size=[8, 8]",
+        "data.batch_size=2",
+        "model.cnn=[{conv: {filters: 2}}]",
+        "train.epochs=1",
+        f"train.runs_dir={root / 'runs'}",
+    ]
+
+
 @pytest.mark.slow
 def test_a_corrupt_train_shard_is_a_training_error(tmp_path, make_image, make_tree):
     spec = {
@@ -16,20 +31,7 @@ def test_a_corrupt_train_shard_is_a_training_error(tmp_path, make_image, make_tr
         for c, name in enumerate(["cat", "dog"])
     }
     source = make_tree(tmp_path / "tree", spec)
-    cfg = loader.load(
-        None,
-        [
-            f"data.source={source}",
-            f"data.output_dir={tmp_path / 'data'}",
-            "data.beam_direct_mode=in_memory",
-            "data.split={train: 0.5, val: 0.25, test: 0.25}",
-            "data.image_size=[8, 8]",
-            "data.batch_size=2",
-            "model.cnn=[{conv: {filters: 2}}]",
-            "train.epochs=1",
-            f"train.runs_dir={tmp_path / 'runs'}",
-        ],
-    )
+    cfg = loader.load(None, tiny_run_overrides(source, tmp_path))
     result = ingest.run(cfg.data)
     [shard] = (result.path / name for name in result.dataset["splits"]["train"]["shards"])
     data = bytearray(shard.read_bytes())
@@ -53,17 +55,7 @@ def small_dataset(tmp_path_factory, make_image, make_tree):
         "cat": {f"{i}.png": make_image(100 + i, size=(16, 16)) for i in range(3)},
         "dog": {f"{i}.png": make_image(200 + i, size=(16, 16)) for i in range(9)},
     }
-    overrides = [
-        f"data.source={make_tree(root / 'tree', spec)}",
-        f"data.output_dir={root / 'data'}",
-        "data.beam_direct_mode=in_memory",
-        "data.split={train: 0.5, val: 0.25, test: 0.25}",
-        "data.image_size=[8, 8]",
-        "data.batch_size=2",
-        "model.cnn=[{conv: {filters: 2}}]",
-        "train.epochs=1",
-        f"train.runs_dir={root / 'runs'}",
-    ]
+    overrides = tiny_run_overrides(make_tree(root / "tree", spec), root)
     ingest.run(loader.load(None, overrides).data)
     return root, overrides
 
