@@ -71,14 +71,28 @@ AUGMENT_LAYER_SPECS: dict[str, type[Section]] = {
     "random_brightness": FactorSpec,
 }
 
-# Names of keras.applications backbones trainer/models.py builds (a test keeps the two in step).
-BACKBONE_NAMES = (
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-    "efficientnet_v2_b0",
-)
+# keras.applications backbones trainer/models.py builds (a test keeps the two in step), with the
+# smallest image side each accepts.
+BACKBONE_MIN_SIDE = {
+    "mobilenet_v2": 32,
+    "mobilenet_v3_small": 32,
+    "mobilenet_v3_large": 32,
+    **{f"efficientnet_b{n}": 32 for n in range(8)},
+    **{f"efficientnet_v2_b{n}": 32 for n in range(4)},
+    "efficientnet_v2_s": 32,
+    "resnet50": 32,
+    "resnet101": 32,
+    "resnet152": 32,
+    "resnet50_v2": 32,
+    "resnet101_v2": 32,
+    "resnet152_v2": 32,
+    "vgg16": 32,
+    "vgg19": 32,
+    "densenet121": 32,
+    "xception": 71,
+    "convnext_tiny": 32,
+}
+BACKBONE_NAMES = tuple(BACKBONE_MIN_SIDE)
 
 
 def validate_layer_list(layers: list[dict[str, Any]], specs: dict[str, type[Section]]):
@@ -247,6 +261,12 @@ class ModelConfig(Section):
         return validate_layer_list(layers, CNN_LAYER_SPECS)
 
 
+class PlateauConfig(Section):
+    monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss, val_accuracy.")
+    patience: int = Field(2, ge=0, description="Epochs without improvement before a decay.")
+    min_learning_rate: float = Field(0.0, ge=0, description="The rate never drops below this.")
+
+
 class OptimizerConfig(Section):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Optimizer.")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
@@ -255,14 +275,29 @@ class OptimizerConfig(Section):
     )
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of sgd and rmsprop.")
     nesterov: bool = Field(False, description="Nesterov momentum for sgd.")
-    schedule: Literal["cosine", "constant", "step", "exponential"] = Field(
-        "cosine", description="Learning-rate schedule over the run."
+    schedule: Literal["cosine", "constant", "step", "exponential", "plateau"] = Field(
+        "cosine",
+        description="Learning-rate schedule over the run; plateau = constant, multiplied by "
+        "decay_rate whenever plateau.monitor stops improving.",
     )
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up before the schedule.")
     decay_rate: float = Field(
-        0.1, gt=0, le=1, description="step: factor every step_epochs; exponential: per epoch."
+        0.1,
+        gt=0,
+        le=1,
+        description="step: factor every step_epochs; exponential: per epoch; plateau: per plateau.",
     )
     step_epochs: int = Field(10, gt=0, description="Epochs between step-schedule decays.")
+    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
+
+    @model_validator(mode="after")
+    def _plateau_without_warmup(self):
+        if self.schedule == "plateau" and self.warmup_epochs:
+            raise ValueError(
+                "optimizer.warmup_epochs is not supported with schedule: plateau "
+                "(use schedule: cosine for warm-up, or set warmup_epochs: 0)"
+            )
+        return self
 
 
 class EarlyStoppingConfig(Section):
@@ -270,6 +305,39 @@ class EarlyStoppingConfig(Section):
     monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss, val_accuracy.")
     patience: int = Field(5, ge=0, description="Epochs without improvement before stopping.")
     restore_best_weights: bool = True
+
+
+class FineTuneConfig(Section):
+    head_epochs: int = Field(
+        0,
+        ge=0,
+        description="Phase 1: epochs that train only the head, backbone frozen (0 = no phase 1).",
+    )
+    unfreeze_top_layers: int | None = Field(
+        None, gt=0, description="Phase 2 trains only the backbone's last N layers (null = all)."
+    )
+    unfreeze_from_layer: str | None = Field(
+        None, description="Phase 2 trains the backbone from this named layer to its top."
+    )
+    learning_rate_factor: float = Field(
+        0.1, gt=0, le=1, description="Phase 2 learning rate = optimizer.learning_rate x this."
+    )
+    freeze_batch_norm: bool = Field(
+        True, description="BatchNorm layers stay frozen, in inference mode, in phase 2."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Fine-tuning is on when any phase setting is given; otherwise every layer trains."""
+        return bool(self.head_epochs or self.unfreeze_top_layers or self.unfreeze_from_layer)
+
+    @model_validator(mode="after")
+    def _one_unfreeze_point(self):
+        if self.unfreeze_top_layers and self.unfreeze_from_layer:
+            raise ValueError(
+                "set only one of train.fine_tune.unfreeze_top_layers and unfreeze_from_layer"
+            )
+        return self
 
 
 class TrainConfig(Section):
@@ -301,6 +369,13 @@ class TrainConfig(Section):
     clip_global_norm: float | None = Field(
         None, gt=0, description="Clip gradients to this global norm; null = no clipping."
     )
+    clip_norm: float | None = Field(
+        None, gt=0, description="Clip each gradient tensor to this norm; null = no clipping."
+    )
+    fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
+    deterministic: bool = Field(
+        False, description="TF op determinism: repeat runs give identical results (slower)."
+    )
     checkpoint_every_steps: int | None = Field(
         None, gt=0, description="Also checkpoint every N optimizer steps (always every epoch)."
     )
@@ -322,6 +397,26 @@ class Config(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="after")
+    def _head_epochs_within_run(self):
+        if self.train.fine_tune.head_epochs > self.train.epochs:
+            raise ValueError(
+                f"train.fine_tune.head_epochs ({self.train.fine_tune.head_epochs}) exceeds "
+                f"train.epochs ({self.train.epochs})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _image_big_enough_for_backbone(self):
+        smallest = BACKBONE_MIN_SIDE.get(self.model.backbone, 1)
+        if min(self.data.image_size) < smallest:
+            raise ValueError(
+                f"model.backbone {self.model.backbone!r} needs images of at least "
+                f"{smallest}x{smallest}; set data.image_size to [{smallest}, {smallest}] or more "
+                f"(received {list(self.data.image_size)})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backbones_need_rgb(self):

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from configs import errors, schema
-from trainer import runs
+from trainer import checkpoints, optim, runs
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 BEST_WEIGHTS = "best.weights.h5"
@@ -28,6 +29,16 @@ BEST_WEIGHTS = "best.weights.h5"
 
 class NonFiniteLoss(errors.UserError):
     """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs from `first_epoch` train with `optimizer` after `set_trainable()` has run."""
+
+    first_epoch: int
+    optimizer: keras.optimizers.Optimizer
+    set_trainable: Callable[[], None] = lambda: None
+    name: str = "full"
 
 
 @dataclass
@@ -49,13 +60,21 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()[:16]
 
 
+def count_trainable(model: keras.Model) -> int:
+    return sum(int(keras.ops.size(weight)) for weight in model.trainable_weights)
+
+
 class TrainingLoop:
-    """Trains `model` with `optimizer`, both built under `strategy.scope()`."""
+    """Trains `model` with `phases` (or one optimizer), built under `strategy.scope()`.
+
+    Each phase has its own optimizer (a phase trains other variables, and a Keras optimizer is
+    bound to the variables it first saw); all of them are checkpointed.
+    """
 
     def __init__(
         self,
         model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
+        phases: list[Phase] | keras.optimizers.Optimizer,
         strategy: tf.distribute.Strategy,
         cfg: schema.TrainConfig,
         global_batch_size: int,
@@ -63,8 +82,19 @@ class TrainingLoop:
         run_dir: Path,
         chief: bool = True,
         class_weights: list[float] | None = None,
+        plateau: optim.Plateau | None = None,
     ):
-        self.model, self.optimizer, self.strategy, self.cfg = model, optimizer, strategy, cfg
+        if not isinstance(phases, list):
+            phases = [Phase(0, phases)]
+        self.phases = phases
+        self.active_phase: Phase | None = None
+        self.model, self.optimizer, self.strategy, self.cfg = (
+            model,
+            phases[0].optimizer,
+            strategy,
+            cfg,
+        )
+        self.plateau = plateau
         self.global_batch_size = global_batch_size
         self.num_classes = num_classes
         self.run_dir = Path(run_dir)
@@ -84,13 +114,19 @@ class TrainingLoop:
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best")
         self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.plateau_best = tf.Variable(math.nan, dtype=tf.float64, trainable=False)
+        self.plateau_wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+        later_optimizers = {f"optimizer_{i}": p.optimizer for i, p in enumerate(phases) if i}
         self.checkpoint = tf.train.Checkpoint(
             model=model,
-            optimizer=optimizer,
+            optimizer=phases[0].optimizer,
+            **later_optimizers,
             epoch=self.epoch,
             step=self.step_in_epoch,
             best=self.best,
             best_epoch=self.best_epoch,
+            plateau_best=self.plateau_best,
+            plateau_wait=self.plateau_wait,
         )
         checkpoint_dir = self.run_dir / runs.CHECKPOINTS
         if not chief:
@@ -99,7 +135,7 @@ class TrainingLoop:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(checkpoint_dir), max_to_keep=cfg.keep_checkpoints
         )
-        self.train_step = tf.function(self._distributed_step)
+        self.train_step = None  # traced per phase: each trains other variables
         self.sync_statistics = tf.function(self._average_statistics)
 
     # --- the step ---
@@ -135,6 +171,8 @@ class TrainingLoop:
                 micro_gradients, micro_loss = self._gradients(images[index], labels[index])
                 gradients = [g + m for g, m in zip(gradients, micro_gradients, strict=True)]
                 loss += micro_loss
+        if self.cfg.clip_norm is not None:
+            gradients = [tf.clip_by_norm(g, self.cfg.clip_norm) for g in gradients]
         if self.cfg.clip_global_norm is not None:
             gradients, _ = tf.clip_by_global_norm(gradients, self.cfg.clip_global_norm)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables, strict=True))
@@ -175,6 +213,7 @@ class TrainingLoop:
         patience = self.cfg.early_stopping.patience
         while int(self.epoch) < self.cfg.epochs:
             epoch = int(self.epoch)
+            self._enter_phase(epoch)
             self.train_loss.reset_state()
             self.train_accuracy.reset_state()
             skip = int(self.step_in_epoch)
@@ -202,22 +241,23 @@ class TrainingLoop:
                 )
                 every = self.cfg.checkpoint_every_steps
                 if every and (step + 1) % every == 0 and step + 1 < steps_per_epoch:
-                    self.manager.save(checkpoint_number=epoch * steps_per_epoch + step + 1)
+                    checkpoints.save(self.manager, epoch * steps_per_epoch + step + 1)
             if self.strategy.num_replicas_in_sync > 1:
                 self.sync_statistics()
             row = {
                 "epoch": epoch,
                 "loss": float(self.train_loss.result()),
                 "accuracy": float(self.train_accuracy.result()),
-                "learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+                "learning_rate": self._learning_rate(),
             }
             if val_data is not None:
                 row["val_loss"], row["val_accuracy"] = self.evaluate(val_data)
             print(" - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"))
             stop = self._track_best(row, monitor, minimize, patience)
+            self._track_plateau(row)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
-            self.manager.save(checkpoint_number=(epoch + 1) * steps_per_epoch)
+            checkpoints.save(self.manager, (epoch + 1) * steps_per_epoch)
             self._record(result, row)
             if stop:
                 print(f"early stopping: no {monitor} improvement in {patience} epochs")
@@ -246,6 +286,53 @@ class TrainingLoop:
     def _predict(self, images):
         return self.model(images, training=False)
 
+    # --- phases and learning rate ---
+
+    def _enter_phase(self, epoch: int) -> None:
+        """Switches to the phase `epoch` belongs to: trainable flags, optimizer, a fresh trace."""
+        phase = [p for p in self.phases if p.first_epoch <= epoch][-1]
+        if phase is self.active_phase:
+            return
+        phase.set_trainable()
+        self.active_phase, self.optimizer = phase, phase.optimizer
+        self.train_step = tf.function(self._distributed_step)
+        if len(self.phases) == 1:
+            return
+        if epoch == phase.first_epoch and phase is not self.phases[0]:
+            # A new phase's rate starts fresh; a run resumed inside the phase keeps its state.
+            self.plateau_best.assign(math.nan)
+            self.plateau_wait.assign(0)
+        print(
+            f"train: phase {phase.name} from epoch {epoch + 1}: "
+            f"{count_trainable(self.model):,} trainable "
+            f"parameters, learning rate {self._learning_rate():.3g}"
+        )
+
+    def _learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def _track_plateau(self, row: dict) -> None:
+        """Reduce-on-plateau: lowers the learning rate after `patience` epochs without progress."""
+        if self.plateau is None or self.plateau.monitor not in row:
+            return
+        value, best = row[self.plateau.monitor], float(self.plateau_best)
+        minimize = "loss" in self.plateau.monitor
+        if math.isnan(best) or (value < best if minimize else value > best):
+            self.plateau_best.assign(value)
+            self.plateau_wait.assign(0)
+            return
+        self.plateau_wait.assign_add(1)
+        if int(self.plateau_wait) >= self.plateau.patience:
+            rate = self._learning_rate()
+            lowered = max(rate * self.plateau.factor, self.plateau.min_learning_rate)
+            if lowered < rate:
+                self.optimizer.learning_rate = lowered
+                print(
+                    f"train: {self.plateau.monitor} stalled; "
+                    f"learning rate {rate:.3g} -> {lowered:.3g}"
+                )
+            self.plateau_wait.assign(0)
+
     # --- bookkeeping ---
 
     def _track_best(self, row: dict, monitor: str, minimize: bool, patience: int) -> bool:
@@ -261,7 +348,12 @@ class TrainingLoop:
             # writing its file (h5 locks make that a crash).
             self.model.save_weights(self._best_path())
             return False
-        return self.cfg.early_stopping.enabled and row["epoch"] - int(self.best_epoch) >= patience
+        # Only the last phase stops early, counting from its start: a head phase that levels off
+        # is what fine-tuning is for.
+        if self.active_phase is not self.phases[-1]:
+            return False
+        since = max(int(self.best_epoch), self.active_phase.first_epoch - 1)
+        return self.cfg.early_stopping.enabled and row["epoch"] - since >= patience
 
     def _restore(self) -> str | None:
         """Restores the newest checkpoint of the run, if any, and returns its path.

@@ -7,60 +7,137 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+from keras import ops
 
 from configs import loader, schema
+
+# What each backbone's ImageNet weights expect, from our [0, 1] RGB images (keras.applications'
+# preprocess_input modes; a test compares every backbone with its own preprocess_input).
+#   tf:    scaled to [-1, 1]
+#   torch: ImageNet mean and std normalised, RGB
+#   caffe: 0-255, RGB flipped to BGR, ImageNet BGR mean subtracted
+#   raw:   0-255; the model normalises inside its own graph
+PREPROCESSING_MODES = ("tf", "torch", "caffe", "raw")
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+class BackboneInput(keras.layers.Layer):
+    """Maps float RGB images in [0, 1] to the input a backbone's weights were trained on."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        images = ops.cast(images, self.compute_dtype)
+        if self.mode == "tf":
+            return images * 2.0 - 1.0
+        if self.mode == "torch":
+            return (images - ops.array(IMAGENET_MEAN_RGB, self.compute_dtype)) / ops.array(
+                IMAGENET_STD_RGB, self.compute_dtype
+            )
+        if self.mode == "caffe":
+            return ops.flip(images, axis=-1) * 255.0 - ops.array(CAFFE_MEAN_BGR, self.compute_dtype)
+        return images * 255.0
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 @dataclass(frozen=True)
 class Backbone:
-    """A keras.applications constructor and the pixel range its weights were trained on."""
+    """A keras.applications constructor, its input preprocessing and its cached weights file."""
 
     build: Callable[..., keras.Model]
-    input_range: tuple[float, float]  # our images are [0, 1]; a Rescaling layer maps them here
+    preprocessing: str  # one of PREPROCESSING_MODES
     imagenet_file: str  # glob of the no-top weights file in the Keras cache
     extra_kwargs: tuple[tuple[str, object], ...] = ()
 
 
+APPS = keras.applications
+WITH_PREPROCESSING = (("include_preprocessing", True),)
+
 # Keyed like configs.schema.BACKBONE_NAMES; a test builds every entry.
 BACKBONES = {
-    "mobilenet_v2": Backbone(
-        keras.applications.MobileNetV2, (-1.0, 1.0), "mobilenet_v2_weights_*_no_top.h5"
-    ),
+    "mobilenet_v2": Backbone(APPS.MobileNetV2, "tf", "mobilenet_v2_weights_*_no_top.h5"),
     "mobilenet_v3_small": Backbone(
-        keras.applications.MobileNetV3Small,
-        (0.0, 255.0),
+        APPS.MobileNetV3Small,
+        "raw",
         "weights_mobilenet_v3_small_*_no_top_v2.h5",
-        (("include_preprocessing", True),),
+        WITH_PREPROCESSING,
     ),
     "mobilenet_v3_large": Backbone(
-        keras.applications.MobileNetV3Large,
-        (0.0, 255.0),
+        APPS.MobileNetV3Large,
+        "raw",
         "weights_mobilenet_v3_large_*_no_top_v2.h5",
-        (("include_preprocessing", True),),
+        WITH_PREPROCESSING,
     ),
-    "efficientnet_b0": Backbone(
-        keras.applications.EfficientNetB0, (0.0, 255.0), "efficientnetb0_notop.h5"
+    **{
+        f"efficientnet_b{n}": Backbone(
+            getattr(APPS, f"EfficientNetB{n}"), "raw", f"efficientnetb{n}_notop.h5"
+        )
+        for n in range(8)
+    },
+    **{
+        f"efficientnet_v2_{size}": Backbone(
+            getattr(APPS, f"EfficientNetV2{size.upper()}"),
+            "raw",
+            f"efficientnetv2-{size}_notop.h5",
+            WITH_PREPROCESSING,
+        )
+        for size in ("b0", "b1", "b2", "b3", "s")
+    },
+    **{
+        f"resnet{depth}": Backbone(
+            getattr(APPS, f"ResNet{depth}"),
+            "caffe",
+            f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        )
+        for depth in (50, 101, 152)
+    },
+    **{
+        f"resnet{depth}_v2": Backbone(
+            getattr(APPS, f"ResNet{depth}V2"),
+            "tf",
+            f"resnet{depth}v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        )
+        for depth in (50, 101, 152)
+    },
+    "vgg16": Backbone(APPS.VGG16, "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "vgg19": Backbone(APPS.VGG19, "caffe", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "densenet121": Backbone(
+        APPS.DenseNet121, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
     ),
-    "efficientnet_v2_b0": Backbone(
-        keras.applications.EfficientNetV2B0,
-        (0.0, 255.0),
-        "efficientnetv2-b0_notop.h5",
-        (("include_preprocessing", True),),
+    "xception": Backbone(
+        APPS.Xception, "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    ),
+    "convnext_tiny": Backbone(
+        APPS.ConvNeXtTiny, "raw", "convnext_tiny_notop.h5", WITH_PREPROCESSING
     ),
 }
 
+# Layers get stable names (conv_1, max_pool_1, ...) so weight files and unfreeze_from_layer
+# can refer to them.
 CNN_LAYERS = {
-    "conv": lambda spec: keras.layers.Conv2D(
+    "conv": lambda spec, name: keras.layers.Conv2D(
         spec["filters"],
         spec["kernel_size"],
         strides=spec["strides"],
         padding=spec["padding"],
         activation=spec["activation"],
+        name=name,
     ),
-    "max_pool": lambda spec: keras.layers.MaxPooling2D(spec["pool_size"]),
-    "avg_pool": lambda spec: keras.layers.AveragePooling2D(spec["pool_size"]),
-    "batch_norm": lambda spec: keras.layers.BatchNormalization(momentum=spec["momentum"]),
-    "dropout": lambda spec: keras.layers.Dropout(spec["rate"]),
+    "max_pool": lambda spec, name: keras.layers.MaxPooling2D(spec["pool_size"], name=name),
+    "avg_pool": lambda spec, name: keras.layers.AveragePooling2D(spec["pool_size"], name=name),
+    "batch_norm": lambda spec, name: keras.layers.BatchNormalization(
+        momentum=spec["momentum"], name=name
+    ),
+    "dropout": lambda spec, name: keras.layers.Dropout(spec["rate"], name=name),
 }
 
 POOLING = {
@@ -70,21 +147,22 @@ POOLING = {
 }
 
 
+BACKBONE = "backbone"  # the name of the feature-extractor sub-model in every built model
+
+
 def build_model(
     cfg: schema.ModelConfig, input_shape: tuple[int, int, int], num_classes: int
 ) -> keras.Model:
-    """Backbone + pooling + dropout + dense head; takes float32 images in [0, 1]."""
+    """A feature extractor named `backbone` + pooling + dropout + dense head.
+
+    Takes float32 images in [0, 1]. The backbone is one sub-model for custom CNNs too, so
+    fine-tuning, weight files and freezing treat every model alike.
+    """
     inputs = keras.Input(input_shape, name="images")
-    if cfg.backbone == "cnn":
-        features = inputs
-        for spec in cfg.cnn:
-            ((name, kwargs),) = spec.items()
-            features = CNN_LAYERS[name](kwargs)(features)
-    else:
-        features = build_backbone(cfg, input_shape)(inputs)
-    x = POOLING[cfg.head.pooling]()(features)
+    features = build_feature_extractor(cfg, input_shape)(inputs)
+    x = POOLING[cfg.head.pooling](name="pool")(features)
     if cfg.head.dropout > 0:
-        x = keras.layers.Dropout(cfg.head.dropout)(x)
+        x = keras.layers.Dropout(cfg.head.dropout, name="head_dropout")(x)
     # The classifier stays float32 so softmax is stable under mixed precision.
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(
         x
@@ -92,22 +170,46 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"imgclf_{cfg.backbone}")
 
 
-def build_backbone(cfg: schema.ModelConfig, input_shape: tuple[int, int, int]) -> keras.Model:
-    """The named backbone without its top, fed by a rescaling from [0, 1] to its own range."""
-    backbone = BACKBONES[cfg.backbone]
+def build_feature_extractor(
+    cfg: schema.ModelConfig, input_shape: tuple[int, int, int]
+) -> keras.Model:
+    """The backbone as a model named BACKBONE, with `model.weights` loaded when it is a file."""
     weights = resolve_weights(cfg.backbone, cfg.weights)
-    low, high = backbone.input_range
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Rescaling(high - low, offset=low, name="to_backbone_range")(inputs)
-    base = backbone.build(
-        include_top=False,
-        weights="imagenet" if weights == "imagenet" else None,
-        input_shape=input_shape,
-        **dict(backbone.extra_kwargs),
-    )
+    inputs = keras.Input(input_shape, name="backbone_input")
+    if cfg.backbone == "cnn":
+        features = inputs
+        counts: dict[str, int] = {}
+        for spec in cfg.cnn:
+            ((name, kwargs),) = spec.items()
+            counts[name] = counts.get(name, 0) + 1
+            features = CNN_LAYERS[name](kwargs, f"{name}_{counts[name]}")(features)
+        extractor = keras.Model(inputs, features, name=BACKBONE)
+    else:
+        backbone = BACKBONES[cfg.backbone]
+        x = BackboneInput(backbone.preprocessing, name="to_backbone_input")(inputs)
+        # input_tensor makes the application's layers part of one flat graph from our input,
+        # so "the top N layers" of the backbone means the application's own layers.
+        base = backbone.build(
+            include_top=False,
+            weights="imagenet" if weights == "imagenet" else None,
+            input_tensor=x,
+            **dict(backbone.extra_kwargs),
+        )
+        extractor = keras.Model(inputs, base.output, name=BACKBONE)
     if weights not in (None, "imagenet"):
-        base.load_weights(weights)
-    return keras.Model(inputs, base(x), name=cfg.backbone)
+        load_backbone_weights(extractor, weights)
+    return extractor
+
+
+def load_backbone_weights(extractor: keras.Model, path: str) -> None:
+    try:
+        extractor.load_weights(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise loader.ConfigError(
+            f"model.weights: {path} does not fit the {extractor.name} of this model "
+            f"({str(error).splitlines()[0][:200]}); use a file saved from the same model.backbone "
+            "(a run's backbone.weights.h5, or Keras' no-top .h5 for it)"
+        ) from None
 
 
 def resolve_weights(backbone_name: str, weights: str | None) -> str | None:
@@ -115,6 +217,11 @@ def resolve_weights(backbone_name: str, weights: str | None) -> str | None:
     if weights is None:
         return None
     if weights == "imagenet":
+        if backbone_name == "cnn":
+            raise loader.ConfigError(
+                "model.weights: imagenet needs a keras.applications model.backbone; a custom cnn "
+                "takes null or a weights file"
+            )
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         if glob.glob(str(cache / BACKBONES[backbone_name].imagenet_file)):
             return "imagenet"

@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules from config."""
 
+from dataclasses import dataclass
+
 import keras
 
 from configs import schema
@@ -51,6 +53,8 @@ def build_schedule(cfg: schema.OptimizerConfig, steps_per_epoch: int, epochs: in
         schedule = keras.optimizers.schedules.ExponentialDecay(
             rate, decay_steps=steps_per_epoch, decay_rate=cfg.decay_rate
         )
+    elif cfg.schedule == "plateau":
+        return rate  # the training loop lowers this rate when plateau.monitor stalls
     elif warmup_steps:
         schedule = keras.optimizers.schedules.PiecewiseConstantDecay([1], [rate, rate])
     else:
@@ -72,3 +76,22 @@ OPTIMIZERS = {
 
 def build_optimizer(cfg: schema.OptimizerConfig, steps_per_epoch: int, epochs: int):
     return OPTIMIZERS[cfg.name](cfg, build_schedule(cfg, steps_per_epoch, epochs))
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Reduce-on-plateau: multiply the rate by `factor` after `patience` epochs without a better
+    `monitor`, never going below `min_learning_rate`. Applied by the training loop per epoch."""
+
+    monitor: str
+    patience: int
+    factor: float
+    min_learning_rate: float
+
+
+def plateau(cfg: schema.OptimizerConfig) -> Plateau | None:
+    if cfg.schedule != "plateau":
+        return None
+    return Plateau(
+        cfg.plateau.monitor, cfg.plateau.patience, cfg.decay_rate, cfg.plateau.min_learning_rate
+    )

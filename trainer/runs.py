@@ -14,6 +14,7 @@ TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"  # TF Serving layout: export/<version>/saved_model.pb
 KERAS_MODEL = "model.keras"
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # the feature extractor alone, for model.weights
 
 
 def new_run_id(name: str) -> str:

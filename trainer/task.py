@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from configs import errors, loader, schema
-from trainer import distribute, evaluate, loop, models, optim, runs
+from trainer import distribute, evaluate, loop, models, optim, runs, summaries, transfer
 from transforms import augment, dataset, dataset_info
 
 
@@ -37,6 +37,8 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
     class_names, splits = info["label_map"], info["splits"]
     check_splits(cfg, splits)
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = distribute.build_strategy(cfg.train)
     precision = distribute.resolve_precision(cfg.train)
     distribute.set_precision(precision)
@@ -69,13 +71,18 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
 
     with strategy.scope():
         model = models.build_model(cfg.model, input_shape, len(class_names))
-        optimizer = optim.build_optimizer(cfg.optimizer, steps_per_epoch, cfg.train.epochs)
-        if precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        phases = build_phases(cfg, model, steps_per_epoch, precision)
     weights = class_weights(cfg.train.class_weights, class_names, splits["train"]["per_class"])
     if dry_run:
         print(loader.to_yaml(cfg), end="")
         model.summary()
+        model.get_layer(models.BACKBONE).summary()
+        for phase in phases:
+            phase.set_trainable()
+            print(
+                f"train: phase {phase.name} from epoch {phase.first_epoch + 1}: "
+                f"{loop.count_trainable(model):,} trainable parameters"
+            )
         print(
             f"train: dry run OK: dataset {info['version']}, model {cfg.model.backbone} with "
             f"{model.count_params():,} parameters, {precision}, {replicas} replica(s); "
@@ -91,9 +98,11 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
         f"{model.count_params():,} parameters, {precision}, {replicas} replica(s) "
         f"x {accumulation} micro-batch(es) of {micro_batch})"
     )
+    if chief:
+        log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter)
     training = loop.TrainingLoop(
         model,
-        optimizer,
+        phases,
         strategy,
         cfg.train,
         cfg.data.batch_size,
@@ -101,6 +110,7 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
         run_dir,
         chief,
         class_weights=weights,
+        plateau=optim.plateau(cfg.optimizer),
     )
     with reading_shards(version_dir):
         fitted = training.fit(
@@ -129,6 +139,8 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
     )
     runs.write_json(run_dir / runs.METRICS, metrics)
     model.save(run_dir / runs.KERAS_MODEL)
+    # What `model.weights: <file>` takes to start another run from this one's backbone.
+    model.get_layer(models.BACKBONE).save_weights(run_dir / runs.BACKBONE_WEIGHTS)
 
     # Entry-point glue: export belongs to serving, which the library half of trainer never imports.
     from serving import export
@@ -154,6 +166,39 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
         f"SavedModel in {export_dir}"
     )
     return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
+
+
+def build_phases(
+    cfg: schema.Config, model: keras.Model, steps_per_epoch: int, precision: str
+) -> list[loop.Phase]:
+    """One loop.Phase per transfer-learning phase, each with its own optimizer and schedule."""
+    phases = []
+    for plan in transfer.plan(cfg.train):
+        optimizer_cfg = cfg.optimizer.model_copy(
+            update={"learning_rate": cfg.optimizer.learning_rate * plan.learning_rate_factor}
+        )
+        optimizer = optim.build_optimizer(optimizer_cfg, steps_per_epoch, plan.epochs)
+        if precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        setter = transfer.trainable_setter(model, plan, cfg.train.fine_tune)
+        phases.append(loop.Phase(plan.first_epoch, optimizer, setter, plan.name))
+    return phases
+
+
+def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):
+    """The run's hyperparameters and a grid of augmented training images, for TensorBoard."""
+    log_dir = run_dir / runs.TENSORBOARD
+    summaries.write_hparams(
+        log_dir / "train", summaries.flatten_hparams(loader.to_dict(cfg)), summaries.METRIC_TAGS
+    )
+    # The first batch of the train split in file order, through the run's own augmentation.
+    images, labels = next(iter(dataset.build_dataset(version_dir, "train", cfg.data, False)))
+    images, labels = images[:16], labels[:16]
+    if augmenter is not None:
+        images = augmenter(images, training=True)
+    summaries.write_image_grid(
+        log_dir / "train", "augmented_training_images", images, labels, class_names
+    )
 
 
 def class_weights(setting, class_names: list[str], train_counts: dict[str, int]):

@@ -94,7 +94,11 @@ def build_training_dataset(
     count, index = shard
     decode = build_decoder(cfg)
 
-    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    # One file order for every pass of the endless stream: a new order per pass would change
+    # which records dataset.shard gives each pipeline, and shares would overlap after a pass.
+    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(
+        len(files), seed=seed, reshuffle_each_iteration=False
+    )
     # Deterministic throughout: a resumed epoch skips exactly the batches it already trained on.
     dataset = dataset.interleave(
         tf.data.TFRecordDataset,

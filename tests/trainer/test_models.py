@@ -13,14 +13,62 @@ from trainer import models
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The no-top file each keras.applications constructor looks for in <KERAS_HOME>/models/.
-KERAS_IMAGENET_FILES = {
-    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-    "mobilenet_v3_small": "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-    "mobilenet_v3_large": "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-    "efficientnet_b0": "efficientnetb0_notop.h5",
-    "efficientnet_v2_b0": "efficientnetv2-b0_notop.h5",
+# The no-top file each keras.applications constructor looks for in <KERAS_HOME>/models/, and the
+# keras.applications module whose preprocess_input the backbone's weights expect.
+KERAS_APPLICATIONS = {
+    "mobilenet_v2": (
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        keras.applications.mobilenet_v2,
+    ),
+    "mobilenet_v3_small": (
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+        keras.applications.mobilenet_v3,
+    ),
+    "mobilenet_v3_large": (
+        "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+        keras.applications.mobilenet_v3,
+    ),
+    **{
+        f"efficientnet_b{n}": (f"efficientnetb{n}_notop.h5", keras.applications.efficientnet)
+        for n in range(8)
+    },
+    **{
+        f"efficientnet_v2_{size}": (
+            f"efficientnetv2-{size}_notop.h5",
+            keras.applications.efficientnet_v2,
+        )
+        for size in ("b0", "b1", "b2", "b3", "s")
+    },
+    **{
+        f"resnet{depth}": (
+            f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            keras.applications.resnet,
+        )
+        for depth in (50, 101, 152)
+    },
+    **{
+        f"resnet{depth}_v2": (
+            f"resnet{depth}v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            keras.applications.resnet_v2,
+        )
+        for depth in (50, 101, 152)
+    },
+    "vgg16": ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", keras.applications.vgg16),
+    "vgg19": ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", keras.applications.vgg19),
+    "densenet121": (
+        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        keras.applications.densenet,
+    ),
+    "xception": (
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        keras.applications.xception,
+    ),
+    "convnext_tiny": ("convnext_tiny_notop.h5", keras.applications.convnext),
 }
+KERAS_IMAGENET_FILES = {name: file for name, (file, _) in KERAS_APPLICATIONS.items()}
+# The backbones whose own graph normalises 0-255 input (their preprocess_input is a no-op).
+NORMALISE_IN_GRAPH = {"mobilenet_v3", "efficientnet", "efficientnet_v2", "convnext"}
+
 
 # One non-default spec per CNN layer kind, and what the built Keras layer must show for it.
 CNN_EXAMPLES = {
@@ -37,7 +85,8 @@ CNN_EXAMPLES = {
 
 
 def model_config(*overrides: str) -> schema.ModelConfig:
-    return loader.load(None, list(overrides)).model
+    # The image size only has to pass validation for every backbone; tests pick their own shapes.
+    return loader.load(None, ["data.image_size=[71, 71]", *overrides]).model
 
 
 def predict(model: keras.Model, shape: tuple[int, ...]) -> np.ndarray:
@@ -48,19 +97,41 @@ def predict(model: keras.Model, shape: tuple[int, ...]) -> np.ndarray:
 # --- backbones ---
 
 
+def side_for(name: str) -> int:
+    return schema.BACKBONE_MIN_SIDE[name]
+
+
 @pytest.mark.parametrize("name", sorted(models.BACKBONES))
-def test_backbone_builds_and_outputs_probabilities(name):
+def test_backbone_builds_and_feeds_its_weights_their_own_preprocessing(name):
+    side = side_for(name)
     model = models.build_model(
-        model_config(f"model.backbone={name}", "model.weights=null"), (32, 32, 3), 3
+        model_config(f"model.backbone={name}", "model.weights=null"), (side, side, 3), 3
     )
-    probs = predict(model, (32, 32, 3))
+    probs = predict(model, (side, side, 3))
     assert probs.shape == (2, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    low, high = models.BACKBONES[name].input_range
-    rescale = model.get_layer(name).get_layer("to_backbone_range")
-    np.testing.assert_allclose(
-        np.asarray(rescale(np.array([[0.0, 1.0]]))), [[low, high]], rtol=1e-6
-    )
+    # Our [0, 1] images through the backbone's first layer equal keras.applications'
+    # preprocess_input on the same images in 0-255, the input its ImageNet weights expect.
+    images = np.random.default_rng(1).random((2, side, side, 3), dtype=np.float32)
+    backbone = model.get_layer(models.BACKBONE)
+    ours = np.asarray(backbone.get_layer("to_backbone_input")(images))
+    module = KERAS_APPLICATIONS[name][1]
+    expected = module.preprocess_input(images * 255.0)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
+    in_graph = module.__name__.rsplit(".", 1)[-1] in NORMALISE_IN_GRAPH
+    assert (models.BACKBONES[name].preprocessing == "raw") == in_graph
+
+
+def test_caffe_mode_flips_rgb_to_bgr():
+    red = np.zeros((1, 1, 1, 3), np.float32)
+    red[..., 0] = 1.0
+    out = np.asarray(models.BackboneInput("caffe")(red))[0, 0, 0]
+    np.testing.assert_allclose(out, [-103.939, -116.779, 255.0 - 123.68], rtol=1e-5)
+
+
+def test_image_smaller_than_the_backbone_accepts_is_a_config_error():
+    with pytest.raises(loader.ConfigError, match=r"'xception' needs images of at least 71x71"):
+        loader.load(None, ["model.backbone=xception", "data.image_size=[64, 64]"])
 
 
 def test_every_backbone_has_a_keras_file_name():
@@ -108,7 +179,9 @@ def test_missing_weights_file_is_config_error(missing, tmp_path):
         models.build_model(cfg, (32, 32, 3), 3)
 
 
-def test_local_weights_file_round_trips(tmp_path):
+@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"], ids=["keras3", "legacy_h5"])
+def test_a_bare_keras_applications_weights_file_loads_into_the_backbone(suffix, tmp_path):
+    """Keras' own no-top files (legacy .h5) and files saved from the bare application load."""
     name = "mobilenet_v3_small"
     backbone = models.BACKBONES[name]
     kwargs = dict(
@@ -116,19 +189,58 @@ def test_local_weights_file_round_trips(tmp_path):
     )
     keras.utils.set_random_seed(1)
     saved = backbone.build(**kwargs)
-    path = tmp_path / "backbone.weights.h5"
-    saved.save_weights(path)
+    path = tmp_path / f"backbone{suffix}"
+    if suffix == ".h5":
+        from keras.src.legacy.saving import legacy_h5_format
+
+        legacy_h5_format.save_weights_to_hdf5_group(h5py_file(path), saved)
+    else:
+        saved.save_weights(path)
 
     keras.utils.set_random_seed(2)
     model = models.build_model(
         model_config(f"model.backbone={name}", f"model.weights={path}"), (32, 32, 3), 3
     )
-    loaded = model.get_layer(name).get_weights()
+    loaded = model.get_layer(models.BACKBONE).get_weights()
     fresh = backbone.build(**kwargs).get_weights()  # what seed 2 alone would have given
     expected = saved.get_weights()
     assert len(loaded) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(fresh, expected, strict=True))
+
+
+def h5py_file(path: Path):
+    import h5py
+
+    return h5py.File(path, "w")
+
+
+def test_a_weights_file_of_another_backbone_is_a_config_error(tmp_path):
+    path = tmp_path / "cnn.weights.h5"
+    models.build_model(model_config(), (32, 32, 3), 3).get_layer(models.BACKBONE).save_weights(path)
+    cfg = model_config("model.backbone=mobilenet_v3_small", f"model.weights={path}")
+    with pytest.raises(loader.ConfigError, match="does not fit the backbone"):
+        models.build_model(cfg, (32, 32, 3), 3)
+
+
+def test_cnn_backbone_weights_round_trip_through_a_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    trained = models.build_model(model_config(), (32, 32, 3), 3)
+    path = tmp_path / "backbone.weights.h5"
+    trained.get_layer(models.BACKBONE).save_weights(path)
+    keras.utils.set_random_seed(2)
+    loaded = models.build_model(model_config(f"model.weights={path}"), (32, 32, 3), 5)
+    for a, b in zip(
+        trained.get_layer(models.BACKBONE).get_weights(),
+        loaded.get_layer(models.BACKBONE).get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_imagenet_for_a_custom_cnn_is_a_config_error():
+    with pytest.raises(loader.ConfigError, match="imagenet needs a keras.applications"):
+        models.build_model(model_config("model.weights=imagenet"), (32, 32, 3), 3)
 
 
 # --- custom CNN and head ---
@@ -140,7 +252,7 @@ def test_digits_yaml_cnn_builds_for_grayscale():
     probs = predict(model, (32, 32, 1))
     assert probs.shape == (2, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    kinds = [type(layer).__name__ for layer in model.layers]
+    kinds = [type(layer).__name__ for layer in model.get_layer(models.BACKBONE).layers]
     assert kinds.count("Conv2D") == 4 and kinds.count("BatchNormalization") == 2
 
 
@@ -160,7 +272,9 @@ def test_cnn_layer_built_from_its_spec(name):
         f"model.cnn=[{{conv: {{filters: 8}}}}, {{{name}: {spec}}}]", "model.head.dropout=0"
     )
     model = models.build_model(cfg, (32, 32, 3), 3)
-    layer = [layer for layer in model.layers if type(layer) is layer_class][-1]
+    backbone_layers = model.get_layer(models.BACKBONE).layers
+    layer = [layer for layer in backbone_layers if type(layer) is layer_class][-1]
+    assert layer.name == (f"{name}_2" if name == "conv" else f"{name}_1")  # after conv_1
     assert {key: getattr(layer, key) for key in expected} == expected
     assert predict(model, (32, 32, 3)).shape == (2, 3)
 
@@ -169,7 +283,7 @@ def test_conv_activation_comes_from_spec():
     cfg = model_config("model.cnn=[{conv: {filters: 8, activation: tanh}}]")
     conv = next(
         layer
-        for layer in models.build_model(cfg, (16, 16, 1), 2).layers
+        for layer in models.build_model(cfg, (16, 16, 1), 2).get_layer(models.BACKBONE).layers
         if isinstance(layer, keras.layers.Conv2D)
     )
     assert conv.activation is keras.activations.tanh

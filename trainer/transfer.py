@@ -1,0 +1,80 @@
+"""Transfer-learning phases: which backbone layers train, and from which epoch.
+
+Phase `head` trains the head on a frozen backbone; phase `fine_tune` then unfreezes the
+backbone's top layers (all, the last N, or from a named layer) at a lower learning rate, with
+BatchNorm frozen. In Keras 3 a BatchNormalization layer with trainable=False runs in inference
+mode, so freezing it both keeps its moving statistics and stops it normalising with batch
+statistics of the new, small dataset. Without train.fine_tune settings a run has one phase,
+`full`, where every layer trains.
+"""
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+
+from configs import loader, schema
+from trainer import models
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    name: str  # "full", "head" or "fine_tune"
+    first_epoch: int
+    epochs: int
+    learning_rate_factor: float = 1.0
+
+
+def plan(cfg: schema.TrainConfig) -> list[PhasePlan]:
+    fine_tune = cfg.fine_tune
+    if not fine_tune.enabled:
+        return [PhasePlan("full", 0, cfg.epochs)]
+    phases = []
+    if fine_tune.head_epochs:
+        phases.append(PhasePlan("head", 0, fine_tune.head_epochs))
+    if fine_tune.head_epochs < cfg.epochs:
+        factor = fine_tune.learning_rate_factor if fine_tune.head_epochs else 1.0
+        remaining = cfg.epochs - fine_tune.head_epochs
+        phases.append(PhasePlan("fine_tune", fine_tune.head_epochs, remaining, factor))
+    return phases
+
+
+def trainable_setter(
+    model: keras.Model, phase: PhasePlan, cfg: schema.FineTuneConfig
+) -> Callable[[], None]:
+    """A function that sets the model's trainable flags for `phase` (checked now, run later)."""
+    backbone = model.get_layer(models.BACKBONE)
+    first = first_unfrozen_layer(backbone, cfg) if phase.name == "fine_tune" else 0
+
+    def apply() -> None:
+        backbone.trainable = phase.name != "head"  # propagates to every nested layer
+        if phase.name != "fine_tune":
+            return
+        for index, layer in enumerate(backbone.layers):
+            batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = index >= first and not (cfg.freeze_batch_norm and batch_norm)
+
+    return apply
+
+
+def first_unfrozen_layer(backbone: keras.Model, cfg: schema.FineTuneConfig) -> int:
+    """Index in backbone.layers of the first layer phase 2 trains."""
+    names = [layer.name for layer in backbone.layers]
+    if cfg.unfreeze_top_layers:
+        if cfg.unfreeze_top_layers > len(names):
+            raise loader.ConfigError(
+                f"train.fine_tune.unfreeze_top_layers: {cfg.unfreeze_top_layers} is more than "
+                f"the {len(names)} layers of the backbone"
+            )
+        return len(names) - cfg.unfreeze_top_layers
+    if cfg.unfreeze_from_layer:
+        if cfg.unfreeze_from_layer not in names:
+            close = difflib.get_close_matches(cfg.unfreeze_from_layer, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise loader.ConfigError(
+                f"train.fine_tune.unfreeze_from_layer: the backbone has no layer named "
+                f"{cfg.unfreeze_from_layer!r}{hint} (`imgclf train --dry-run` lists its layers)"
+            )
+        return names.index(cfg.unfreeze_from_layer)
+    return 0
