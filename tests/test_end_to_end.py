@@ -3,6 +3,7 @@
 import csv
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -65,6 +66,41 @@ def test_history_and_tensorboard_record_every_epoch(demo_result):
     logged = [float(tf.make_ndarray(event.tensor_proto)) for event in losses]
     np.testing.assert_allclose(logged, [float(row["loss"]) for row in history], rtol=1e-5)
     assert "epoch_learning_rate" in accumulator.Tags()["tensors"]
+
+
+def test_tensorboard_holds_the_run_hparams_and_augmented_images(demo_result):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir = demo_result.run.run_dir
+    accumulator = event_accumulator.EventAccumulator(
+        str(run_dir / runs.TENSORBOARD / "train"), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    assert session.hparams["model.backbone"].string_value == "cnn"
+    assert session.hparams["train.epochs"].number_value == 6
+    assert session.hparams["optimizer.learning_rate"].number_value == pytest.approx(0.003)
+    [grid] = accumulator.Tensors("augmented_training_images")
+    width, height, png = tf.make_ndarray(grid.tensor_proto)
+    image = tf.io.decode_png(png).numpy()
+    assert image.shape == (int(height), int(width), 3)
+    assert 0 < image.mean() < 255  # pixels, not a blank tile
+
+
+def test_run_saves_its_backbone_for_reuse_as_model_weights(demo_result, tmp_path):
+    from trainer import models
+
+    path = demo_result.run.run_dir / runs.BACKBONE_WEIGHTS
+    cfg = loader.load(cli.DIGITS_CONFIG, [f"model.weights={path}"])
+    reused = models.build_model(cfg.model, (32, 32, 1), 3).get_layer(models.BACKBONE)
+    trained = keras.saving.load_model(demo_result.run.run_dir / runs.KERAS_MODEL)
+    for a, b in zip(
+        reused.get_weights(), trained.get_layer(models.BACKBONE).get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_rest_predictions_match_the_saved_model(demo_result):

@@ -361,12 +361,13 @@ class TrainingLoop:
         Non-chief workers save into a scratch folder but resume from the chief's checkpoints, so
         every worker restarts at the same step (a worker that started over would hang the others).
         """
-        if self.chief:
-            return self.manager.restore_or_initialize()
         checkpoint_dir = self.run_dir / runs.CHECKPOINTS
         latest = tf.train.latest_checkpoint(str(checkpoint_dir))
         if latest:
-            self.checkpoint.restore(latest)
+            # Partial: an earlier phase's optimizer state stays unused after its phase ended.
+            self.checkpoint.restore(latest).expect_partial()
+        if self.chief:
+            return latest
             if (checkpoint_dir / BEST_WEIGHTS).exists():
                 shutil.copyfile(checkpoint_dir / BEST_WEIGHTS, self._best_path())
         return latest

@@ -45,7 +45,10 @@ def trainable_setter(
 ) -> Callable[[], None]:
     """A function that sets the model's trainable flags for `phase` (checked now, run later)."""
     backbone = model.get_layer(models.BACKBONE)
-    first = first_unfrozen_layer(backbone, cfg) if phase.name == "fine_tune" else 0
+    first = 0
+    if phase.name == "fine_tune":
+        first = first_unfrozen_layer(backbone, cfg)
+        check_something_trains(backbone.layers[first:], cfg)
 
     def apply() -> None:
         backbone.trainable = phase.name != "head"  # propagates to every nested layer
@@ -59,7 +62,11 @@ def trainable_setter(
 
 
 def first_unfrozen_layer(backbone: keras.Model, cfg: schema.FineTuneConfig) -> int:
-    """Index in backbone.layers of the first layer phase 2 trains."""
+    """Index in backbone.layers of the first layer phase 2 trains.
+
+    unfreeze_top_layers counts every layer, weightless ones too, as `base_model.layers[-N:]`
+    does in Keras' fine-tuning guide.
+    """
     names = [layer.name for layer in backbone.layers]
     if cfg.unfreeze_top_layers:
         if cfg.unfreeze_top_layers > len(names):
@@ -78,3 +85,17 @@ def first_unfrozen_layer(backbone: keras.Model, cfg: schema.FineTuneConfig) -> i
             )
         return names.index(cfg.unfreeze_from_layer)
     return 0
+
+
+def check_something_trains(layers: list[keras.Layer], cfg: schema.FineTuneConfig) -> None:
+    """Phase 2 must unfreeze at least one backbone layer that has weights."""
+    for layer in layers:
+        if cfg.freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if layer.weights:
+            return
+    names = ", ".join(layer.name for layer in layers)
+    raise loader.ConfigError(
+        f"train.fine_tune: phase 2 would unfreeze only layers without trainable weights "
+        f"({names}); raise unfreeze_top_layers or pick an earlier unfreeze_from_layer"
+    )

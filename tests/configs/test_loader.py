@@ -131,7 +131,12 @@ def test_unknown_key_in_yaml_file_is_rejected(tmp_path):
         ("train.epochs=many", "train.epochs", "valid integer", "'many'"),
         ("train.epochs=0", "train.epochs", "greater than 0", "0"),
         ("serving.port=70000", "serving.port", "less than or equal to 65535", "70000"),
-        ("optimizer.schedule=linear", "optimizer.schedule", "'step' or 'exponential'", "'linear'"),
+        (
+            "optimizer.schedule=linear",
+            "optimizer.schedule",
+            "'exponential' or 'plateau'",
+            "'linear'",
+        ),
         ("model.head.dropout=1.0", "model.head.dropout", "less than 1", "1.0"),
         ("serving.model_name=my model", "serving.model_name", "pattern", "'my model'"),
     ],
