@@ -171,12 +171,26 @@ class TrainingLoop:
                 micro_gradients, micro_loss = self._gradients(images[index], labels[index])
                 gradients = [g + m for g, m in zip(gradients, micro_gradients, strict=True)]
                 loss += micro_loss
+        gradients = self._clip(gradients)
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables, strict=True))
+        return loss
+
+    def _clip(self, gradients):
+        """Per-tensor then global clipping, on the true gradients: under a LossScaleOptimizer
+        they are scaled by the loss scale until apply_gradients, so they are unscaled to clip
+        and scaled back (clipping scaled gradients would shrink updates by the scale)."""
+        if self.cfg.clip_norm is None and self.cfg.clip_global_norm is None:
+            return gradients
+        scale = getattr(self.optimizer, "dynamic_scale", None)
+        if scale is not None:
+            gradients = [g / scale for g in gradients]
         if self.cfg.clip_norm is not None:
             gradients = [tf.clip_by_norm(g, self.cfg.clip_norm) for g in gradients]
         if self.cfg.clip_global_norm is not None:
             gradients, _ = tf.clip_by_global_norm(gradients, self.cfg.clip_global_norm)
-        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables, strict=True))
-        return loss
+        if scale is not None:
+            gradients = [g * scale for g in gradients]
+        return gradients
 
     def _distributed_step(self, iterator):
         images, labels = next(iterator)

@@ -1,6 +1,7 @@
 """The training loop: accumulation, strategies, non-finite losses, history and checkpoints."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from trainer import loop, runs
+from trainer import loop, optim, runs, task
 
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 32
@@ -145,3 +146,214 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
     differences = json.loads(done.stdout.strip().splitlines()[-1])
     assert differences["mirrored"] < 1e-5
     assert differences["mirrored_accumulated"] < 1e-5
+
+
+# --- per-tensor clipping (train.clip_norm) against global clipping (train.clip_global_norm) ---
+
+CLIP = 1.0
+SGD_RATE = 10.0  # large: an unclipped step would move the weights far
+
+
+def big_batch() -> tuple[np.ndarray, np.ndarray]:
+    """One global batch of large inputs, so the kernels' gradients are far above CLIP."""
+    images, labels = examples()
+    return images[:GLOBAL_BATCH] * 50.0, labels[:GLOBAL_BATCH]
+
+
+def seeded_model(*hidden: int) -> keras.Model:
+    """Flatten, `hidden` relu Dense layers and a softmax Dense; the same weights on every call."""
+    keras.utils.set_random_seed(1)
+    layers = [keras.layers.Dense(units, "relu") for units in hidden]
+    return keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Flatten(),
+            *layers,
+            keras.layers.Dense(CLASSES, "softmax"),
+        ]
+    )
+
+
+def gradients_of(model: keras.Model, images, labels) -> list[np.ndarray]:
+    """The mean cross-entropy's gradients, computed on a copy of `model` outside the loop."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    with tf.GradientTape() as tape:
+        targets = tf.one_hot(labels, CLASSES)
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(targets, copy(images)))
+    return [g.numpy() for g in tape.gradient(loss, copy.trainable_variables)]
+
+
+def sgd_step_updates(run_dir, model, images, labels, **train_overrides) -> list[np.ndarray]:
+    """Runs one plain-SGD step of the loop on one batch; returns (before - after) / rate per
+    tensor, which is the gradient the optimizer was given."""
+    overrides = ["train.epochs=1", "train.early_stopping.enabled=false"]
+    overrides += [f"train.{k}={v}" for k, v in train_overrides.items()]
+    cfg = loader.load(None, overrides).train
+    strategy = tf.distribute.get_strategy()
+    before = model.get_weights()
+
+    def make_train_data(epoch, skip):
+        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(len(labels)).repeat()
+        return strategy.distribute_datasets_from_function(lambda context: data)
+
+    optimizer = keras.optimizers.SGD(SGD_RATE)
+    training = loop.TrainingLoop(model, optimizer, strategy, cfg, len(labels), CLASSES, run_dir)
+    training.fit(make_train_data, 1, None)
+    after = model.get_weights()
+    return [(b - a) / SGD_RATE for b, a in zip(before, after, strict=True)]
+
+
+def norm(tensor: np.ndarray) -> float:
+    return float(np.linalg.norm(tensor.astype(np.float64)))
+
+
+def test_clip_norm_bounds_every_tensor_update(tmp_path):
+    images, labels = big_batch()
+    raw = gradients_of(seeded_model(8), images, labels)
+    free = sgd_step_updates(tmp_path / "free", seeded_model(8), images, labels)
+    clipped = sgd_step_updates(tmp_path / "clip", seeded_model(8), images, labels, clip_norm=CLIP)
+
+    assert len(raw) == 4  # two kernels, two biases
+    # Unclipped, the loop applies exactly the gradient, and some tensor's is far above CLIP.
+    for gradient, update in zip(raw, free, strict=True):
+        np.testing.assert_allclose(update, gradient, rtol=1e-4, atol=1e-5)
+    assert max(norm(update) for update in free) > 10 * CLIP
+    # Clipped, every tensor's update is within CLIP: the gradient scaled to CLIP if it was above.
+    for gradient, update in zip(raw, clipped, strict=True):
+        assert norm(update) <= CLIP * (1 + 1e-4)
+        expected = gradient * min(1.0, CLIP / norm(gradient))
+        np.testing.assert_allclose(update, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_clip_norm_scales_each_tensor_alone_and_global_clipping_scales_them_jointly(tmp_path):
+    images, labels = big_batch()
+    kernel, bias = gradients_of(seeded_model(), images, labels)
+    # The kernel sees the large inputs, the bias does not: norms on either side of CLIP.
+    assert norm(bias) < CLIP < 10 * CLIP < norm(kernel)
+    per_tensor = sgd_step_updates(
+        tmp_path / "per-tensor", seeded_model(), images, labels, clip_norm=CLIP
+    )
+    joint = sgd_step_updates(
+        tmp_path / "global", seeded_model(), images, labels, clip_global_norm=CLIP
+    )
+
+    # Per tensor: the kernel is scaled down to CLIP, the bias, already below it, is untouched.
+    np.testing.assert_allclose(per_tensor[0], kernel * CLIP / norm(kernel), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(per_tensor[1], bias, rtol=1e-4, atol=1e-6)
+    # Globally: one factor for both, so the small bias shrinks with the kernel.
+    factor = CLIP / math.hypot(norm(kernel), norm(bias))
+    np.testing.assert_allclose(joint[0], kernel * factor, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(joint[1], bias * factor, rtol=1e-4, atol=1e-6)
+    assert math.hypot(norm(joint[0]), norm(joint[1])) == pytest.approx(CLIP, rel=1e-4)
+    assert norm(joint[1]) < norm(per_tensor[1]) / 10
+
+
+# --- reduce-on-plateau ---
+
+PLATEAU_RATE = 0.1
+
+
+def fit_with_plateau(run_dir, images, labels, epochs: int, plateau: optim.Plateau, bias=True):
+    """Full-batch SGD, one step per epoch, validated on the training examples themselves."""
+    overrides = [f"train.epochs={epochs}", "train.early_stopping.enabled=false"]
+    cfg = loader.load(None, overrides).train
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(CLASSES, "softmax", use_bias=bias),
+        ]
+    )
+    strategy = tf.distribute.get_strategy()
+    count = len(labels)
+
+    def make_train_data(epoch, skip):
+        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(count).repeat()
+        return strategy.distribute_datasets_from_function(lambda context: data)
+
+    val_data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(count)
+    # runs.create makes this folder in a real run; the best epoch's weights are saved into it.
+    (run_dir / runs.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    optimizer = keras.optimizers.SGD(PLATEAU_RATE)
+    training = loop.TrainingLoop(
+        model, optimizer, strategy, cfg, count, CLASSES, run_dir, plateau=plateau
+    )
+    return training.fit(make_train_data, 1, val_data).history
+
+
+def stalled_examples() -> tuple[np.ndarray, np.ndarray]:
+    """Blank images: a bias-free linear model's logits stay 0 and its gradients are exactly 0,
+    so val_loss is log(3) in every epoch and can never improve."""
+    images, labels = examples()
+    return np.zeros_like(images), labels
+
+
+def test_plateau_halves_the_rate_after_each_stalled_epoch_down_to_the_minimum(tmp_path, capsys):
+    images, labels = stalled_examples()
+    plateau = optim.Plateau("val_loss", 1, 0.5, 0.3 * PLATEAU_RATE)
+    history = fit_with_plateau(tmp_path, images, labels, 5, plateau, bias=False)
+
+    assert history["val_loss"] == pytest.approx([math.log(CLASSES)] * 5, rel=1e-6)
+    assert len(set(history["val_loss"])) == 1
+    # Rows record the rate an epoch trained with; a stalled epoch lowers the next one's.
+    rate = PLATEAU_RATE
+    expected = [rate, rate, rate * 0.5, rate * 0.3, rate * 0.3]
+    assert history["learning_rate"] == pytest.approx(expected, rel=1e-6)
+    output = capsys.readouterr().out
+    assert "train: val_loss stalled; learning rate 0.1 -> 0.05" in output
+    assert output.count("stalled") == 2  # at the minimum, nothing more to lower or print
+
+
+def test_plateau_keeps_the_rate_while_val_loss_improves(tmp_path):
+    images, labels = examples()
+    plateau = optim.Plateau("val_loss", 1, 0.5, 0.0)
+    history = fit_with_plateau(tmp_path, images, labels, 5, plateau)
+
+    assert (np.diff(history["val_loss"]) < 0).all(), history["val_loss"]
+    assert history["learning_rate"] == pytest.approx([PLATEAU_RATE] * 5, rel=1e-6)
+
+
+def test_a_resumed_run_continues_the_plateau_sequence_of_an_uninterrupted_one(tmp_path):
+    images, labels = stalled_examples()
+    plateau = optim.Plateau("val_loss", 2, 0.5, 0.3 * PLATEAU_RATE)
+    straight = fit_with_plateau(tmp_path / "straight", images, labels, 6, plateau, bias=False)
+    rate = PLATEAU_RATE
+    expected = [rate, rate, rate, rate * 0.5, rate * 0.5, rate * 0.3]
+    assert straight["learning_rate"] == pytest.approx(expected, rel=1e-6)
+
+    # Stopped after epoch 4: the rate was lowered once and one more stalled epoch is counted.
+    fit_with_plateau(tmp_path / "resumed", images, labels, 4, plateau, bias=False)
+    state = tf.train.load_checkpoint(str(tmp_path / "resumed" / runs.CHECKPOINTS))
+    assert state.get_tensor("plateau_wait/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    best = state.get_tensor("plateau_best/.ATTRIBUTES/VARIABLE_VALUE")
+    assert best == pytest.approx(math.log(CLASSES), rel=1e-6)
+
+    # A fresh loop (new model, new optimizer at the initial rate) on the same run folder.
+    resumed = fit_with_plateau(tmp_path / "resumed", images, labels, 6, plateau, bias=False)
+    assert resumed["learning_rate"] == pytest.approx(straight["learning_rate"], rel=1e-6)
+
+
+def test_plateau_schedule_with_warmup_is_a_config_error_naming_warmup_epochs(capsys):
+    with pytest.raises(loader.ConfigError, match=r"optimizer\.warmup_epochs is not supported"):
+        loader.load(None, ["optimizer.schedule=plateau", "optimizer.warmup_epochs=1"])
+    # From the command line: one line, exit status 2, before any data is read.
+    arguments = ["--set", "optimizer.schedule=plateau", "--set", "optimizer.warmup_epochs=1"]
+    assert task.main(arguments) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: invalid config: ") and "warmup_epochs" in line
+
+
+def test_plateau_settings_come_from_the_optimizer_config():
+    cfg = loader.load(
+        None,
+        [
+            "optimizer.schedule=plateau",
+            "optimizer.decay_rate=0.25",
+            "optimizer.plateau={monitor: val_accuracy, patience: 3, min_learning_rate: 0.0001}",
+        ],
+    ).optimizer
+    assert optim.plateau(cfg) == optim.Plateau("val_accuracy", 3, 0.25, 1e-4)
+    assert optim.build_schedule(cfg, 10, 5) == cfg.learning_rate  # a constant the loop lowers
+    assert optim.plateau(loader.load(None, ["optimizer.schedule=cosine"]).optimizer) is None
