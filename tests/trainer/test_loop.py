@@ -108,6 +108,41 @@ def test_class_weights_weight_the_loss(tmp_path):
     assert not np.allclose(plain[0], weighted[0], atol=1e-4)
 
 
+def test_label_smoothing_is_the_loss_the_loop_trains_and_reports(tmp_path):
+    """A constant model's loss under smoothing eps is the cross-entropy against targets
+    (1 - eps) one-hot + eps / classes, computed here with numpy."""
+    probabilities = np.array([0.7, 0.2, 0.1], np.float32)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                CLASSES,
+                "softmax",
+                kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant(np.log(probabilities)),
+            ),
+        ]
+    )
+    images, labels = examples()
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    for smoothing in (0.0, 0.2):
+        cfg = loader.load(None, [f"train.label_smoothing={smoothing}"]).train
+        training = loop.TrainingLoop(
+            model,
+            keras.optimizers.SGD(0.1),
+            tf.distribute.get_strategy(),
+            cfg,
+            16,
+            CLASSES,
+            tmp_path,
+        )
+        loss, _ = training.evaluate(data)
+        targets = np.eye(CLASSES)[labels] * (1 - smoothing) + smoothing / CLASSES
+        expected = -(targets * np.log(probabilities)).sum(axis=1).mean()
+        assert loss == pytest.approx(expected, rel=1e-5)
+
+
 def test_nan_loss_stops_naming_the_step_and_checkpoint(tmp_path):
     with pytest.raises(loop.NonFiniteLoss, match=r"loss became nan at epoch 1, step 1; last good"):
         train(tmp_path, tf.distribute.get_strategy(), nan=True)
