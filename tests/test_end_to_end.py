@@ -103,6 +103,39 @@ def test_run_saves_its_backbone_for_reuse_as_model_weights(demo_result, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
+def test_export_writes_every_format_matching_the_saved_model(demo_result, capsys):
+    from serving import formats
+
+    run_dir = demo_result.run.run_dir
+    assert cli.main(["export", "--run", str(run_dir)]) == 0
+    out = run_dir / formats.FORMATS_DIR / demo_result.run.export_dir.name
+    parities = {
+        name: json.loads((out / f"{name}.parity.json").read_text())
+        for name in ("model.keras", "model.onnx", "model.tflite", "model.dynamic_range.tflite")
+    }
+    for name, parity in parities.items():
+        assert parity["passed"] and parity["num_images"] == 64, (name, parity)
+        assert parity["images"].startswith("test split")
+        assert parity["top1_agreement"] == 1.0 or "dynamic_range" in name
+    for name in ("model.keras", "model.onnx", "model.tflite"):
+        assert parities[name]["max_abs_diff"] <= 1e-5
+    quantised = parities["model.dynamic_range.tflite"]["size_bytes"]
+    assert quantised < 0.5 * parities["model.tflite"]["size_bytes"]
+    metadata = json.loads((out / signatures.METADATA_FILE).read_text())
+    assert metadata["class_names"] == [str(d) for d in range(10)]
+    assert (
+        metadata["dataset_version"]
+        == json.loads((run_dir / runs.METRICS).read_text())["dataset_version"]
+    )
+    assert "4 file(s) match the SavedModel" in capsys.readouterr().out
+
+
+def test_export_of_an_unknown_format_is_a_one_line_error(demo_result, capsys):
+    run_dir = demo_result.run.run_dir
+    assert cli.main(["export", "--run", str(run_dir), "--format", "onnx,caffe"]) == 2
+    assert "unknown caffe; choose from savedmodel,keras,onnx,tflite" in capsys.readouterr().err
+
+
 def test_rest_predictions_match_the_saved_model(demo_result):
     assert len(demo_result.predictions) == demo.SAMPLE_IMAGES
     signature = tf.saved_model.load(str(demo_result.run.export_dir)).signatures[

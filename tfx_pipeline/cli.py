@@ -123,6 +123,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     task.run(cfg, dry_run=args.dry_run)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from serving import formats
+
+    out, results = formats.export_run(args.run, formats.parse_formats(args.format))
+    checked = ", ".join(
+        f"{Path(r['converted']).name} (max diff {r['max_abs_diff']:.1e}, "
+        f"top-1 {r['top1_agreement']:.0%})"
+        for r in results
+    )
+    print(f"export: {len(results)} file(s) match the SavedModel in {out}: {checked or 'none'}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     cfg = resolved_config(args)
     from serving.server import rest
@@ -203,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the config and dataset, build the model, print both; train nothing",
     )
     train.set_defaults(handler=cmd_train)
+
+    export_parser = commands.add_parser(
+        "export", help="convert a run's SavedModel to keras/onnx/tflite, checked for parity"
+    )
+    export_parser.add_argument("--run", required=True, help="a run folder (runs/<run_id>)")
+    export_parser.add_argument(
+        "--format",
+        default="savedmodel,keras,onnx,tflite",
+        help="comma-separated: savedmodel, keras, onnx, tflite (float and dynamic-range)",
+    )
+    export_parser.set_defaults(handler=cmd_export)
 
     serve = commands.add_parser("serve", help="TF Serving-compatible REST server")
     loader.add_config_arguments(serve)
