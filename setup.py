@@ -8,9 +8,9 @@ setup(
     description="End-to-end image classification: ingest, train, evaluate, export, serve.",
     python_requires=">=3.11,<3.12",
     packages=find_packages(
-        include=["configs", "transforms*", "trainer*", "serving*", "tfx_pipeline*"]
+        include=["configs", "transforms*", "trainer*", "serving*", "registry*", "tfx_pipeline*"]
     ),
-    package_data={"configs": ["*.yaml"]},
+    package_data={"configs": ["*.yaml", "examples/*.yaml"]},
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.15,<4",

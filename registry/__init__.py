@@ -1,0 +1,1 @@
+"""Model registry: exported SavedModels as numbered versions in TF Serving's layout, with labels."""
