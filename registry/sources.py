@@ -8,25 +8,20 @@ from registry import errors
 from trainer import runs
 
 BLESSING_FILE = "blessing.json"  # {"blessed": bool, ...}, written by the evaluator
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def find_export(source: str | Path) -> Path:
     """The SavedModel folder a push copies: `source` itself or its newest numbered export."""
     source = Path(os.path.abspath(source))
-    if (source / SAVED_MODEL_FILE).is_file():
+    if (source / runs.SAVED_MODEL_FILE).is_file():
         return source
     for base in (source, source / runs.EXPORT):
-        numbered = {
-            int(child.name): child
-            for child in (base.iterdir() if base.is_dir() else [])
-            if child.name.isdigit() and (child / SAVED_MODEL_FILE).is_file()
-        }
+        numbered = runs.saved_model_versions(base)
         if numbered:
             return numbered[max(numbered)]
     raise errors.ExportNotFound(
         f"{source} holds no SavedModel: expected a run folder (<run>/{runs.EXPORT}/<n>/), an "
-        f"export folder (<export>/<n>/) or a folder with {SAVED_MODEL_FILE}"
+        f"export folder (<export>/<n>/) or a folder with {runs.SAVED_MODEL_FILE}"
     )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from registry import atomic, errors, models_config, sources, staging
 from serving import signatures
+from trainer import runs
 
 logger = logging.getLogger(__name__)
 
@@ -352,12 +353,10 @@ def status(version_dir: Path) -> str:
 
 def version_dirs(model_dir: Path) -> dict[int, Path]:
     """{number: folder} of every complete version, active and archived."""
-    found = {}
-    for base in (model_dir, model_dir / ARCHIVE_DIR):
-        if base.is_dir():
-            for child in base.iterdir():
-                if child.name.isdigit() and (child / sources.SAVED_MODEL_FILE).is_file():
-                    found[int(child.name)] = child
+    found = {
+        **runs.saved_model_versions(model_dir),
+        **runs.saved_model_versions(model_dir / ARCHIVE_DIR),
+    }
     return dict(sorted(found.items()))
 
 

@@ -134,37 +134,50 @@ def build_parity_images(saved_model_dir: str | Path, count: int = 16, seed: int 
     return rng.random((count, height, width, channels), dtype=np.float32)
 
 
+def saved_model_outputs(
+    saved_model_dir: str | Path, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, class names) of the SavedModel's `predict_images` on `images`: the reference
+    every converted model is compared with (compute it once when checking several)."""
+    signature = tf.saved_model.load(str(saved_model_dir)).signatures[signatures.PREDICT_IMAGES]
+    expected = signature(**{signatures.IMAGES: tf.constant(images)})
+    return expected[signatures.SCORES].numpy(), _strings(expected[signatures.CLASSES].numpy())
+
+
 def check_parity(
     saved_model_dir: str | Path,
     converted_path: str | Path,
     images: np.ndarray,
     tolerance: float | None = None,
+    expected: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Runs `predict_images` and the converted model on `images`; a JSON-able verdict.
 
-    The format comes from the suffix (.onnx, .tflite) and, for TFLite, from its weights (int8
-    weights mean dynamic-range quantisation). Float formats pass when the largest probability
-    difference is <= tolerance (default FLOAT_TOLERANCE). Quantised ones pass when the top-1
-    agreement is >= QUANTIZED_TOP1_AGREEMENT and, only if a tolerance is given, within it.
-    Every format must also return the same class names as the SavedModel.
+    The format comes from the suffix (.keras, .onnx, .tflite) and, for TFLite, from its weights
+    (int8 weights mean dynamic-range quantisation). Float formats pass when the largest
+    probability difference is <= tolerance (default FLOAT_TOLERANCE). Quantised ones pass when
+    the top-1 agreement is >= QUANTIZED_TOP1_AGREEMENT and, only if a tolerance is given, within
+    it. Every format must also return the same class names as the SavedModel (a .keras model
+    outputs probabilities only; its labels travel in the export's metadata). `expected` is
+    `saved_model_outputs(saved_model_dir, images)`, computed here when not given.
     """
     converted_path = Path(converted_path)
     kind = converted_path.suffix.lstrip(".")
-    if kind not in ("onnx", "tflite"):
+    if kind not in ("keras", "onnx", "tflite"):
         raise ConversionError(
-            f"parity: converted model must end in .onnx or .tflite (received {converted_path})"
+            "parity: converted model must end in .keras, .onnx or .tflite "
+            f"(received {converted_path})"
         )
     if not converted_path.is_file():
         raise ConversionError(f"{kind} parity: no converted model at {converted_path}")
     saved_model_dir = _check_saved_model(kind, saved_model_dir)
     images = _check_images(kind, images, _image_shape(kind, saved_model_dir))
 
-    signature = tf.saved_model.load(str(saved_model_dir)).signatures[signatures.PREDICT_IMAGES]
-    expected = signature(**{signatures.IMAGES: tf.constant(images)})
-    expected_scores = expected[signatures.SCORES].numpy()
-    expected_classes = _strings(expected[signatures.CLASSES].numpy())
+    expected_scores, expected_classes = expected or saved_model_outputs(saved_model_dir, images)
     if kind == "onnx":
         quantize, (scores, classes) = "none", _run_onnx(converted_path, images)
+    elif kind == "keras":
+        quantize, (scores, classes) = "none", (_run_keras(converted_path, images), expected_classes)
     else:
         quantize, (scores, classes) = _run_tflite(converted_path, images)
 
@@ -253,6 +266,16 @@ def _check_images(kind: str, images: np.ndarray, shape: tuple[int, int, int]) ->
             f"{kind} parity: images must be in [0, 1] (received {images.min()}..{images.max()})"
         )
     return images.astype(np.float32)
+
+
+def _run_keras(path: Path, images: np.ndarray) -> np.ndarray:
+    # Imported here: only .keras files need the trainer's custom layers and schedules registered.
+    import keras
+
+    from trainer import models, optim  # noqa: F401
+
+    model = keras.saving.load_model(path, compile=False)
+    return np.asarray(model(images, training=False), np.float32)
 
 
 def _run_onnx(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

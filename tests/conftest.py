@@ -44,6 +44,25 @@ def write_tree(root: Path, spec: TreeSpec) -> Path:
     return root
 
 
+def export_dense_model(
+    base: Path, side: int, channels: int, class_names: list[str], version: int = 1
+) -> Path:
+    """Exports Input (side, side, channels) -> Flatten -> Dense(softmax), seeded, as
+    `base/<version>/` with the project's signatures: a real SavedModel in about a second."""
+    import keras  # here: most test sessions never need Keras at collection time
+
+    from serving import export
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((side, side, channels))
+    outputs = keras.layers.Dense(len(class_names), activation="softmax")(
+        keras.layers.Flatten()(inputs)
+    )
+    return export.export_saved_model(
+        keras.Model(inputs, outputs), base, version, (side, side), channels, class_names, {}
+    )
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's 1,797 digits as <dir>/<digit>/<n>.png, written once per session."""

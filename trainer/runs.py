@@ -13,6 +13,7 @@ METRICS = "metrics.json"  # test-split evaluation
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"  # TF Serving layout: export/<version>/saved_model.pb
+SAVED_MODEL_FILE = "saved_model.pb"  # what makes export/<n>/ a complete SavedModel
 KERAS_MODEL = "model.keras"
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # the feature extractor alone, for model.weights
 
@@ -40,6 +41,19 @@ def next_export_version(run_dir: Path) -> int:
     """1 for a new run; one more than the newest export when a finished run is resumed."""
     numbers = [int(p.name) for p in (run_dir / EXPORT).iterdir() if p.name.isdigit()]
     return max(numbers, default=0) + 1
+
+
+def saved_model_versions(base: Path) -> dict[int, Path]:
+    """{n: base/n} for every numbered folder under `base` holding a complete SavedModel, in
+    TF Serving's layout (a run's export/, or a model's folder in a store), sorted by n."""
+    if not base.is_dir():
+        return {}
+    found = {
+        int(child.name): child
+        for child in base.iterdir()
+        if child.name.isdigit() and (child / SAVED_MODEL_FILE).is_file()
+    }
+    return dict(sorted(found.items()))
 
 
 def write_json(path: Path, payload: dict) -> None:

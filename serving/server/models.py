@@ -10,11 +10,10 @@ from tensorflow.core.framework import types_pb2
 
 from configs import errors
 from serving import signatures
+from trainer import runs
 from transforms import preprocess
 
 logger = logging.getLogger(__name__)
-
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 class ModelLoadError(errors.UserError):
@@ -28,14 +27,10 @@ class InvalidImageError(ValueError):
 def find_latest_version(base_path: str | Path) -> tuple[int, Path]:
     """The highest numbered `<base_path>/<N>/` holding a saved_model.pb, as (N, folder)."""
     base_path = Path(base_path)
-    expected = f"numbered version folders such as {base_path / '1' / SAVED_MODEL_FILE}"
+    expected = f"numbered version folders such as {base_path / '1' / runs.SAVED_MODEL_FILE}"
     if not base_path.is_dir():
         raise ModelLoadError(f"model path {base_path} is not a folder; expected {expected}")
-    versions = {
-        int(child.name): child
-        for child in base_path.iterdir()
-        if child.name.isdigit() and (child / SAVED_MODEL_FILE).is_file()
-    }
+    versions = runs.saved_model_versions(base_path)
     if not versions:
         found = sorted(child.name for child in base_path.iterdir()) or "nothing"
         raise ModelLoadError(

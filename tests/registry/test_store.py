@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from configs import errors as config_errors
 from registry import errors, store
-from serving import export, signatures
+from serving import signatures
+from tests.conftest import export_dense_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "digits"
@@ -28,13 +28,7 @@ BIG_FILE_BYTES = 256 << 20  # sparse at the source; copying it takes a good frac
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real SavedModel (Input (4, 4, 1) -> Dense(2)), exported once for the module."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((4, 4, 1))
-    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
-    base = tmp_path_factory.mktemp("template")
-    return export.export_saved_model(
-        keras.Model(inputs, outputs), base, 1, (4, 4), 1, ["a", "b"], {}
-    )
+    return export_dense_model(tmp_path_factory.mktemp("template"), 4, 1, ["a", "b"])
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from serving import export
 from serving.server import models, rest
+from tests.conftest import export_dense_model
 
 MODEL_NAME = "digits"
 CLASS_NAMES = ["a", "b", "c"]
@@ -45,11 +44,8 @@ def png_images() -> list[bytes]:
 @pytest.fixture(scope="module")
 def export_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`<base>/1/`: Input (32, 32, 1) -> Flatten -> Dense(3, softmax), exported for serving."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 1))
-    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
     base = tmp_path_factory.mktemp("export")
-    export.export_saved_model(keras.Model(inputs, outputs), base, 1, (32, 32), 1, CLASS_NAMES, {})
+    export_dense_model(base, 32, 1, CLASS_NAMES)
     return base
 
 

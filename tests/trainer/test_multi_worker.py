@@ -17,7 +17,6 @@ import pytest
 from configs import loader
 from trainer import runs
 from transforms import dataset
-from transforms.beam import ingest
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.beam]
 
@@ -37,18 +36,9 @@ FINGERPRINT = re.compile(r"\(weights ([0-9a-f]{16})\)")
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory, digits_dir):
-    """(root, version_dir): the bundled digits ingested once for the module."""
-    root = tmp_path_factory.mktemp("multi_worker")
-    cfg = loader.load(
-        DIGITS_CONFIG,
-        [
-            f"data.source={digits_dir}",
-            f"data.output_dir={root / 'tfrecords'}",
-            "data.beam_direct_mode=in_memory",
-        ],
-    )
-    return root, ingest.run(cfg.data).path
+def digits(tmp_path_factory, ingested_digits):
+    """(root for this module's runs, the shared digits version folder)."""
+    return tmp_path_factory.mktemp("multi_worker"), ingested_digits.path
 
 
 def free_ports(count: int) -> list[int]:

@@ -18,7 +18,6 @@ import tensorflow as tf
 from configs import loader
 from trainer import runs
 from transforms import dataset
-from transforms.beam import ingest
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
 
@@ -48,7 +47,7 @@ class Digits:
     def overrides(self) -> list[str]:
         return [
             f"data.source={self.source}",
-            f"data.output_dir={self.root / 'tfrecords'}",
+            f"data.output_dir={self.version_dir.parent}",
             f"train.runs_dir={self.root / 'runs'}",
         ]
 
@@ -57,19 +56,14 @@ class Digits:
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory, digits_dir) -> Digits:
-    root = tmp_path_factory.mktemp("resume")
-    cfg = loader.load(
-        DIGITS_CONFIG,
-        [
-            f"data.source={digits_dir}",
-            f"data.output_dir={root / 'tfrecords'}",
-            "data.beam_direct_mode=in_memory",
-        ],
+def digits(tmp_path_factory, digits_dir, ingested_digits) -> Digits:
+    train_count = ingested_digits.dataset["splits"]["train"]["count"]
+    return Digits(
+        tmp_path_factory.mktemp("resume"),
+        digits_dir,
+        ingested_digits.path,
+        train_count // BATCH_SIZE,
     )
-    result = ingest.run(cfg.data)
-    train_count = result.dataset["splits"]["train"]["count"]
-    return Digits(root, digits_dir, result.path, train_count // BATCH_SIZE)
 
 
 def train_command(digits: Digits, run_id: str, *overrides: str) -> list[str]:
