@@ -36,6 +36,8 @@ setup(
         "aiohttp>=3.9",
         "matplotlib>=3.8",
         "psutil>=5.9",
+        "prometheus-client>=0.20",
+        "python-multipart>=0.0.9",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6", "moto[server]>=5"]},
     entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},

@@ -382,10 +382,54 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept (the newest).")
 
 
+class BatchingConfig(Section):
+    """Server-side batching: concurrent requests to one model version share one model call."""
+
+    enabled: bool = Field(
+        False, description="Batch concurrent requests (TF Serving's --enable_batching)."
+    )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one model call.")
+    batch_timeout_ms: float = Field(
+        2.0, ge=0, le=10_000, description="Longest a request waits for others to fill a batch."
+    )
+    max_enqueued_batches: int = Field(
+        16, ge=1, description="Queue length in batches; a request beyond it is answered 429."
+    )
+
+
 class ServingConfig(Section):
-    model_name: str = Field("model", pattern=r"^[A-Za-z0-9_.-]+$", description="Served name.")
-    host: str = Field("127.0.0.1", description="Address the REST server binds.")
+    model_name: str = Field(
+        "model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Served name."
+    )
+    host: str = Field("127.0.0.1", description="Address the REST and gRPC servers bind.")
     port: int = Field(8501, ge=0, le=65535, description="REST port (0 = any free port).")
+    grpc_port: int | None = Field(
+        8500, ge=0, le=65535, description="gRPC port (0 = any free port, null = no gRPC)."
+    )
+    poll_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often model folders and models.config are rescanned (0 = never).",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a predict request may take; then 504 / DEADLINE_EXCEEDED."
+    )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Predict requests in progress at once; more get 429 / RESOURCE_EXHAUSTED.",
+    )
+    top_k: int = Field(5, ge=1, description="Classes returned per image by :classify-images.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+
+class RegistryConfig(Section):
+    store: str = Field(
+        "model_store", description="Model store folder (TF Serving layout plus models.config)."
+    )
 
 
 class Config(Section):
@@ -397,6 +441,7 @@ class Config(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @model_validator(mode="after")
     def _head_epochs_within_run(self):

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from serving import signatures
+from serving import signatures, warmup
 from transforms import preprocess
 
 
@@ -51,11 +51,14 @@ def export_saved_model(
     class_names: list[str],
     metadata: dict,
     background: tuple[int, int, int] = preprocess.DEFAULT_BACKGROUND,
+    model_name: str = "model",
 ) -> Path:
     """Writes `export_base/<version>/` (TF Serving layout) and returns that folder.
 
     The version folder appears atomically (written beside it, then renamed), so a server
-    watching `export_base` never loads a half-written model.
+    watching `export_base` never loads a half-written model. It carries TF Serving warm-up
+    requests (serving/warmup.py); `model_name` only labels them, since TF Serving replays them
+    against the version it is loading whatever name they carry.
     """
     export_base = Path(export_base)
     final = export_base / str(version)
@@ -74,6 +77,7 @@ def export_saved_model(
     (metadata_dir / signatures.METADATA_FILE).write_text(
         json.dumps({"class_names": class_names, **metadata}, indent=2, default=str) + "\n"
     )
+    warmup.write_warmup_requests(staging, model_name, image_size, channels)
     staging.rename(final)
     return final
 

@@ -52,6 +52,8 @@ def run(cfg: schema.Config) -> DemoResult:
             cfg.serving.host,
             "--port",
             str(port),
+            "--grpc-port",
+            "0",
         ],
     )
     try:

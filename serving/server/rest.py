@@ -1,31 +1,66 @@
-"""TF Serving's REST API (predict, status, metadata) over loaded SavedModels, on FastAPI."""
+"""TF Serving's REST API plus an upload endpoint for people, on FastAPI.
+
+Routes (as TF Serving has them, with `[/versions/<n>|/labels/<l>]` after the model name):
+    POST /v1/models/<m>:predict            row (`instances`) or columnar (`inputs`) JSON
+    GET  /v1/models/<m>                    version status
+    GET  /v1/models/<m>/metadata           signature defs
+    POST /v1/models/<m>:classify-images    multipart image uploads -> top-k labels per file
+    GET  /monitoring/prometheus/metrics    Prometheus text format
+    GET  /docs, /openapi.json              OpenAPI documentation
+"""
 
 import base64
 import binascii
 import json
 import logging
 import re
-import socket
+import time
 
-import uvicorn
+import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import signatures
-from serving.server import models as served_models
+from serving.server import manager, metrics, models, service
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
-# One catch-all route per method, parsed here, so every URL shape TF Serving accepts (versions,
-# metadata, verbs) and its 404 wording live in one place.
-PREDICT_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d{1,18}))?:(?P<verb>\w+)$")
-GET_PATH = re.compile(
-    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d{1,18}))?(?P<metadata>/metadata)?$"
-)
+# `<m>[/versions/<n>|/labels/<l>]` then `:verb` (POST) or nothing / `/metadata` (GET). Names are
+# only looked up in the loaded models, never joined to a path.
+MODEL_PATH = r"(?P<name>[^/:]+)(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[^/:]+))?"
+POST_PATH = re.compile(rf"^{MODEL_PATH}:(?P<verb>[\w-]+)$")
+GET_PATH = re.compile(rf"^{MODEL_PATH}(?P<metadata>/metadata)?$")
+
+PREDICT_BODY_SCHEMA = {
+    "type": "object",
+    "description": (
+        "TF Serving's predict request: exactly one of `instances` (row format) or `inputs` "
+        '(columnar format). Encoded images go as {"b64": "<base64>"}.'
+    ),
+    "properties": {
+        "signature_name": {"type": "string", "default": signatures.SERVING_DEFAULT},
+        "instances": {"type": "array", "items": {}},
+        "inputs": {},
+    },
+    "example": {"instances": [{"b64": "iVBORw0KGgo..."}]},
+}
+UPLOAD_BODY_SCHEMA = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "files": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "One or more images (JPEG, PNG, GIF, BMP).",
+        }
+    },
+}
 
 
 class RequestError(Exception):
@@ -35,17 +70,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-
-
-def find_model(
-    models: dict[str, served_models.ServedModel], name: str, version: str | None
-) -> served_models.ServedModel:
-    """The model a URL names, or TF Serving's 404 when the name or version is not loaded."""
-    model = models.get(name)
-    if model is None or (version is not None and int(version) != model.version):
-        request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
-        raise RequestError(404, f"Servable not found for request: {request}")
-    return model
 
 
 def shorten(value: object, limit: int = 80) -> str:
@@ -67,39 +91,65 @@ def decode_b64(value: object, where: str) -> bytes:
         raise RequestError(400, f"{where}.b64 is not valid base64 ({error})") from None
 
 
-def parse_instances(instances: object) -> list[bytes]:
-    """Row format: `[{"b64": ...}, ...]` or `[{"image_bytes": {"b64": ...}}, ...]`."""
+def to_array(values: list, spec, where: str) -> np.ndarray:
+    """A batch of JSON values as the array the signature input `spec` takes."""
+    if spec.dtype.name == "string":
+        array = np.empty(len(values), dtype=object)
+        array[:] = [decode_b64(value, f"{where}[{index}]") for index, value in enumerate(values)]
+        return array
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise RequestError(
+            400,
+            f"{where} must be numbers nested as equal-length lists, one per example "
+            f"(received {shorten(values)})",
+        ) from None
+
+
+def parse_rows(instances: object, input_specs: dict) -> dict[str, np.ndarray]:
+    """Row format: one entry per example, either the value or {input name: value}."""
     if not isinstance(instances, list) or not instances:
         raise RequestError(
-            400, f"'instances' must be a non-empty list of images (received {shorten(instances)})"
+            400, f"'instances' must be a non-empty list of examples (received {shorten(instances)})"
         )
-    images = []
+    names = sorted(input_specs)
+    columns: dict[str, list] = {name: [] for name in names}
     for index, instance in enumerate(instances):
-        if isinstance(instance, dict) and set(instance) == {signatures.IMAGE_BYTES}:
-            instance = instance[signatures.IMAGE_BYTES]
-        images.append(decode_b64(instance, f"instances[{index}]"))
-    return images
+        if isinstance(instance, dict) and set(instance) == set(names):
+            for name in names:
+                columns[name].append(instance[name])
+        elif len(names) == 1:
+            columns[names[0]].append(instance)
+        else:
+            raise RequestError(400, f"instances[{index}] must be an object with the keys {names}")
+    return {name: to_array(columns[name], input_specs[name], "instances") for name in names}
 
 
-def parse_inputs(inputs: object) -> list[bytes]:
-    """Columnar format: `{"image_bytes": [{"b64": ...}, ...]}` or `[{"b64": ...}, ...]`."""
-    if isinstance(inputs, dict):
-        if set(inputs) != {signatures.IMAGE_BYTES}:
+def parse_columns(inputs: object, input_specs: dict) -> dict[str, np.ndarray]:
+    """Columnar format: {input name: batch} or, for a one-input signature, the batch itself."""
+    names = sorted(input_specs)
+    if isinstance(inputs, dict) and not (len(names) == 1 and set(inputs) == {"b64"}):
+        if set(inputs) != set(names):
+            keys = f"one key {names[0]!r}" if len(names) == 1 else f"the keys {names}"
+            raise RequestError(400, f"'inputs' must have {keys} (received keys {sorted(inputs)})")
+    elif len(names) == 1:
+        inputs = {names[0]: inputs}
+    else:
+        raise RequestError(400, f"'inputs' must be an object with the keys {names}")
+    arrays = {}
+    for name in names:
+        batch = inputs[name]
+        if not isinstance(batch, list) or not batch:
             raise RequestError(
-                400,
-                f"'inputs' must have the one key {signatures.IMAGE_BYTES!r} "
-                f"(received keys {sorted(inputs)})",
+                400, f"'inputs' must hold a non-empty list per input (received {shorten(batch)})"
             )
-        inputs = inputs[signatures.IMAGE_BYTES]
-    if not isinstance(inputs, list) or not inputs:
-        raise RequestError(
-            400, f"'inputs' must be a non-empty list of images (received {shorten(inputs)})"
-        )
-    return [decode_b64(value, f"inputs[{index}]") for index, value in enumerate(inputs)]
+        arrays[name] = to_array(batch, input_specs[name], "inputs")
+    return arrays
 
 
-def predict(model: served_models.ServedModel, body: bytes) -> dict:
-    """One predict request body -> TF Serving's response document (blocking: run off the loop)."""
+def parse_predict(model: models.ServedModel, body: bytes) -> tuple[str, dict, bool]:
+    """(signature name, input arrays, row format?) of a predict body, or a 400."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError) as error:
@@ -111,36 +161,53 @@ def predict(model: served_models.ServedModel, body: bytes) -> dict:
             f"or 'inputs' (columnar format) (received {shorten(request)})",
         )
     signature_name = request.get("signature_name", signatures.SERVING_DEFAULT)
-    if signature_name != signatures.SERVING_DEFAULT:
+    signature = model.signatures.get(signature_name) if isinstance(signature_name, str) else None
+    if signature is None:
         raise RequestError(
             400,
-            f"signature_name must be {signatures.SERVING_DEFAULT!r} or left out "
+            f"signature_name must be one of {sorted(model.signatures)} or left out "
             f"(received {shorten(signature_name)})",
         )
     row_format = "instances" in request
-    images = (
-        parse_instances(request["instances"]) if row_format else parse_inputs(request["inputs"])
-    )
-    try:
-        outputs = model.predict(images)
-    except served_models.InvalidImageError as error:
-        raise RequestError(400, str(error)) from None
-    scores = outputs[signatures.SCORES].tolist()
-    classes = [[name.decode("utf-8") for name in row] for row in outputs[signatures.CLASSES]]
     if row_format:
-        return {
-            "predictions": [
-                {signatures.SCORES: row_scores, signatures.CLASSES: row_classes}
-                for row_scores, row_classes in zip(scores, classes, strict=True)
-            ]
-        }
-    return {"outputs": {signatures.SCORES: scores, signatures.CLASSES: classes}}
+        inputs = parse_rows(request["instances"], signature.inputs)
+    else:
+        inputs = parse_columns(request["inputs"], signature.inputs)
+    return signature_name, inputs, row_format
+
+
+def to_json(array: np.ndarray) -> list:
+    if array.dtype == object:
+        return np.vectorize(lambda v: v.decode("utf-8", "replace"), otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def predict_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    columns = {key: to_json(value) for key, value in outputs.items()}
+    if not row_format:
+        return {"outputs": columns}
+    count = len(next(iter(columns.values())))
+    return {
+        "predictions": [{key: column[i] for key, column in columns.items()} for i in range(count)]
+    }
+
+
+def top_labels(outputs: dict[str, np.ndarray], top_k: int) -> list[list[dict]]:
+    scores, classes = outputs[signatures.SCORES], outputs[signatures.CLASSES]
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    return [
+        [
+            {"label": classes[row, column].decode("utf-8"), "score": float(scores[row, column])}
+            for column in columns
+        ]
+        for row, columns in enumerate(ranked)
+    ]
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `max_bytes`."""
     too_large = RequestError(
-        413, f"request body exceeds {max_bytes} bytes; send fewer images per request"
+        413, f"request body exceeds {max_bytes} bytes; send fewer or smaller images per request"
     )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
@@ -155,11 +222,56 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+class RequestMetrics:
+    """Pure ASGI middleware: counts and times every /v1/models request by the model, version
+    and method the handler stored in the request state, and the status code answered."""
+
+    def __init__(self, app, server_metrics: metrics.ServerMetrics):
+        self.app = app
+        self.metrics = server_metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/models/"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_recording(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            state = scope.get("state", {})
+            self.metrics.observe(
+                "rest",
+                state.get("model", "unknown"),
+                state.get("version", ""),
+                state.get("method", scope["method"].lower()),
+                status["code"],
+                time.perf_counter() - started,
+            )
+
+
 def build_app(
-    models: dict[str, served_models.ServedModel], max_body_bytes: int = MAX_BODY_BYTES
+    models_manager: manager.ModelManager,
+    predict_service: service.PredictService,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    top_k: int = 5,
 ) -> FastAPI:
-    """The REST app serving `models` by name under /v1/models/, as TF Serving does."""
-    app = FastAPI(title="imgclf model server", docs_url=None, redoc_url=None, openapi_url=None)
+    """The REST app over the manager's models, under /v1/models/ as TF Serving has them."""
+    app = FastAPI(
+        title="imgclf model server",
+        description=(
+            "TF Serving's REST API (predict, status, metadata) over the loaded models, plus "
+            "`:classify-images` for multipart uploads. Models may be addressed as "
+            "`<model>`, `<model>/versions/<n>` or `<model>/labels/<label>`."
+        ),
+    )
+    app.add_middleware(RequestMetrics, server_metrics=models_manager.metrics)
 
     @app.exception_handler(RequestError)
     async def answer_request_error(_: Request, error: RequestError) -> JSONResponse:
@@ -169,72 +281,155 @@ def build_app(
     async def answer_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
-    @app.get("/v1/models/{rest:path}")
-    def get_model(rest: str) -> dict:
-        match = GET_PATH.match(rest)
+    def resolve(request: Request, match: re.Match, method: str) -> models.ServedModel:
+        request.state.model, request.state.method = match["name"], method
+        version = None if match["version"] is None else int(match["version"])
+        try:
+            model = models_manager.resolve(match["name"], version, match["label"])
+        except manager.NotFound as error:
+            raise RequestError(404, str(error)) from None
+        request.state.version = model.version
+        return model
+
+    def run(model: models.ServedModel, signature_name: str, inputs: dict) -> dict:
+        try:
+            return predict_service.predict(model, signature_name, inputs)
+        except models.InvalidInputError as error:
+            raise RequestError(400, str(error)) from None
+        except service.Overloaded as error:
+            raise RequestError(429, str(error)) from None
+        except service.DeadlineExceeded as error:
+            raise RequestError(504, str(error)) from None
+
+    def predict(model: models.ServedModel, body: bytes) -> dict:
+        signature_name, inputs, row_format = parse_predict(model, body)
+        return predict_response(run(model, signature_name, inputs), row_format)
+
+    async def classify_images(model: models.ServedModel, request: Request, body: bytes) -> dict:
+        k = request.query_params.get("top_k", str(top_k))
+        if not k.isdigit() or int(k) < 1:
+            raise RequestError(400, f"top_k must be a whole number >= 1 (received {k!r})")
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form()
+        except Exception as error:  # noqa: BLE001 - any malformed multipart body
+            raise RequestError(
+                400, f"could not read the multipart form ({error}); send files as 'files' fields"
+            ) from None
+        uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
+        if not uploads:
+            raise RequestError(
+                400,
+                "no images uploaded: send one or more files in multipart fields named 'files', "
+                "e.g. curl -F files=@cat.jpg",
+            )
+        names = [upload.filename or f"file {index}" for index, upload in enumerate(uploads)]
+        images = [await upload.read() for upload in uploads]
+
+        def classify() -> list[list[dict]]:
+            try:
+                return top_labels(
+                    run(model, signatures.SERVING_DEFAULT, image_inputs(images)), int(k)
+                )
+            except RequestError as error:
+                if error.status_code != 400 or len(images) == 1:
+                    raise
+            bad = [
+                name for name, image in zip(names, images, strict=True) if not decodes(model, image)
+            ]
+            raise RequestError(400, f"not decodable as images (JPEG, PNG, GIF, BMP): {bad}")
+
+        results = await run_in_threadpool(classify)
+        return {
+            "model": model.name,
+            "version": model.version,
+            "results": [
+                {"filename": name, "top": top} for name, top in zip(names, results, strict=True)
+            ],
+        }
+
+    @app.post(
+        "/v1/models/{model_path:path}",
+        summary="Predict (TF Serving) or classify uploaded images",
+        description=(
+            "`<model>[/versions/<n>|/labels/<label>]:predict` takes TF Serving's JSON predict "
+            "request. `<model>[...]:classify-images` takes multipart uploads (fields named "
+            "`files`) and an optional `top_k` query parameter, and answers the `top_k` labels "
+            "with their scores per file."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": PREDICT_BODY_SCHEMA},
+                    "multipart/form-data": {"schema": UPLOAD_BODY_SCHEMA},
+                }
+            }
+        },
+    )
+    async def post_model(model_path: str, request: Request) -> JSONResponse:
+        match = POST_PATH.match(model_path)
+        if match is None or match["verb"] not in ("predict", "classify-images"):
+            raise RequestError(404, f"Malformed request: POST /v1/models/{model_path}")
+        model = resolve(request, match, match["verb"])
+        body = await read_body(request, max_body_bytes)
+        if match["verb"] == "classify-images":
+            return JSONResponse(await classify_images(model, request, body))
+        # JSON, base64 and the TF call all block: keep them off the event loop.
+        return JSONResponse(await run_in_threadpool(predict, model, body))
+
+    @app.get(
+        "/v1/models/{model_path:path}",
+        summary="Model status or metadata (TF Serving)",
+        description="`<model>[/versions/<n>|/labels/<label>]` answers the version status; "
+        "with `/metadata` appended, the signature defs.",
+    )
+    def get_model(model_path: str, request: Request) -> dict:
+        match = GET_PATH.match(model_path)
         if match is None:
-            raise RequestError(404, f"Malformed request: GET /v1/models/{rest}")
-        model = find_model(models, match["name"], match["version"])
+            raise RequestError(404, f"Malformed request: GET /v1/models/{model_path}")
+        request.state.model = match["name"]
+        request.state.method = "metadata" if match["metadata"] else "status"
         if not match["metadata"]:
-            return model.status()
+            version = None if match["version"] is None else int(match["version"])
+            try:
+                return {
+                    "model_version_status": models_manager.status(
+                        match["name"], version, match["label"]
+                    )
+                }
+            except manager.NotFound as error:
+                raise RequestError(404, str(error)) from None
+        model = resolve(request, match, "metadata")
+        signature_defs = {
+            key: json_format.MessageToDict(value, preserving_proto_field_name=True)
+            for key, value in model.signature_defs.items()
+        }
         return {
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
             # Nested twice on purpose: TF Serving's JSON of a SignatureDefMap proto.
-            "metadata": {
-                "signature_def": {
-                    "signature_def": {signatures.SERVING_DEFAULT: model.signature_def()}
-                }
-            },
+            "metadata": {"signature_def": {"signature_def": signature_defs}},
         }
 
-    @app.post("/v1/models/{rest:path}")
-    async def post_model(rest: str, request: Request) -> JSONResponse:
-        match = PREDICT_PATH.match(rest)
-        if match is None or match["verb"] != "predict":
-            raise RequestError(404, f"Malformed request: POST /v1/models/{rest}")
-        model = find_model(models, match["name"], match["version"])
-        body = await read_body(request, max_body_bytes)
-        # JSON, base64 and the TF call all block: keep them off the event loop.
-        return JSONResponse(await run_in_threadpool(predict, model, body))
+    @app.get(metrics.METRICS_PATH, summary="Prometheus metrics")
+    def prometheus_metrics() -> Response:
+        body, content_type = models_manager.metrics.exposition()
+        return Response(body, media_type=content_type)
 
     return app
 
 
-class AnnouncingServer(uvicorn.Server):
-    """A uvicorn server that prints where each model is served once its socket is listening."""
-
-    def __init__(self, config: uvicorn.Config, models: dict[str, served_models.ServedModel]):
-        super().__init__(config)
-        self.models = models
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.should_exit:
-            return
-        host, port = self.servers[0].sockets[0].getsockname()[:2]
-        for model in self.models.values():
-            print(
-                f"serving {model.name} version {model.version} at "
-                f"http://{host}:{port}/v1/models/{model.name}",
-                flush=True,
-            )
+def image_inputs(images: list[bytes]) -> dict[str, np.ndarray]:
+    array = np.empty(len(images), dtype=object)
+    array[:] = images
+    return {signatures.IMAGE_BYTES: array}
 
 
-def build_server(
-    models: dict[str, served_models.ServedModel],
-    host: str,
-    port: int,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    log_level: str = "info",
-) -> AnnouncingServer:
-    """A ready-to-run server; call `.run()` (blocking) and set `.should_exit` to stop it."""
-    config = uvicorn.Config(
-        build_app(models, max_body_bytes), host=host, port=port, log_level=log_level
-    )
-    return AnnouncingServer(config, models)
-
-
-def serve(model_path: str, model_name: str, host: str, port: int) -> None:
-    """Loads the newest version under `model_path` and serves it until interrupted."""
-    model = served_models.ServedModel(model_name, model_path)
-    build_server({model_name: model}, host, port).run()
+def decodes(model: models.ServedModel, image: bytes) -> bool:
+    try:
+        model.run(signatures.SERVING_DEFAULT, image_inputs([image]))
+    except models.InvalidInputError:
+        return False
+    return True

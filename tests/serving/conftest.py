@@ -1,9 +1,6 @@
 """Fixtures for the serving tests: a tiny exported model and real REST servers on 127.0.0.1."""
 
 import io
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.server import models, rest
+from configs import schema
+from serving.server import models, server
 from tests.conftest import export_dense_model
 
 MODEL_NAME = "digits"
@@ -51,43 +49,37 @@ def export_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def served_model(export_base: Path) -> models.ServedModel:
-    return models.ServedModel(MODEL_NAME, export_base)
+    return models.ServedModel.latest(MODEL_NAME, export_base)
+
+
+def serving_config(**overrides) -> schema.ServingConfig:
+    """Any free ports on 127.0.0.1, no rescans unless asked."""
+    values = {"host": "127.0.0.1", "port": 0, "grpc_port": 0, "poll_seconds": 0, **overrides}
+    return schema.ServingConfig(**values)
 
 
 @pytest.fixture(scope="module")
-def start_server() -> Iterator[Callable[..., rest.AnnouncingServer]]:
-    """Starts servers in background threads and stops them all when the module ends."""
+def start_server() -> Iterator[Callable[..., server.ModelServer]]:
+    """start(model_path=... | model_config_file=..., **serving overrides) -> a running server;
+    every server started is stopped when the module ends."""
     running = []
 
-    def start(
-        served: dict[str, models.ServedModel],
-        sockets: list[socket.socket] | None = None,
-        port: int = 0,
-    ) -> rest.AnnouncingServer:
-        server = rest.build_server(served, "127.0.0.1", port, log_level="warning")
-        thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the REST server did not start; see the log above")
-            time.sleep(0.01)
-        return server
+    def start(model_path=None, model_config_file=None, name=MODEL_NAME, **overrides):
+        config = serving_config(model_name=name, **overrides)
+        models_manager = server.build_manager(config, model_path, model_config_file, name)
+        running.append(server.ModelServer(models_manager, config).start())
+        return running[-1]
 
     yield start
-    for server, _ in running:
-        server.should_exit = True
-    for _, thread in running:
-        thread.join(timeout=10)
+    for model_server in running:
+        model_server.stop()
 
 
 @pytest.fixture(scope="module")
-def server_url(
-    start_server: Callable[..., rest.AnnouncingServer], served_model: models.ServedModel
-) -> str:
-    # Bound here and handed over, so no other process can take the port before uvicorn listens.
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    start_server({MODEL_NAME: served_model}, sockets=[listening])
-    return f"http://127.0.0.1:{listening.getsockname()[1]}"
+def model_server(start_server: Callable[..., server.ModelServer], export_base: Path):
+    return start_server(model_path=export_base)
+
+
+@pytest.fixture(scope="module")
+def server_url(model_server: server.ModelServer) -> str:
+    return model_server.rest_url

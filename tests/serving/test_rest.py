@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from serving import client
-from serving.server import models, rest
+from serving.server import models
 from tests.serving.conftest import CLASS_NAMES, MODEL_NAME
 
 pytestmark = pytest.mark.serving
@@ -43,16 +43,16 @@ def test_loads_the_highest_numbered_version(export_base: Path, tmp_path: Path):
     (tmp_path / ".tmp-11").mkdir()  # an export in progress: no saved_model.pb yet
     (tmp_path / "notes").mkdir()
 
-    assert models.ServedModel("m", tmp_path).version == 10
+    assert models.ServedModel.latest("m", tmp_path).version == 10
 
 
 def test_a_folder_without_versions_is_a_clear_error(tmp_path: Path):
     (tmp_path / "1").mkdir()  # numbered, but no saved_model.pb inside
 
     with pytest.raises(models.ModelLoadError, match=r"no servable version under .*saved_model\.pb"):
-        models.ServedModel("m", tmp_path)
+        models.ServedModel.latest("m", tmp_path)
     with pytest.raises(models.ModelLoadError, match="is not a folder"):
-        models.ServedModel("m", tmp_path / "missing")
+        models.ServedModel.latest("m", tmp_path / "missing")
 
 
 # --- status and metadata ---
@@ -140,7 +140,10 @@ def test_predict_a_named_version(server_url: str, png_images: list[bytes]):
         (b'{"instances": [[0, 1, 2]]}', r"instances\[0\] must be an encoded image"),
         (b'{"inputs": {"images": []}}', "one key 'image_bytes'"),
         (b'{"instances": [{"b64": "aGVsbG8="}]}', "could not decode the images"),
-        (b'{"signature_name": "predict_images", "instances": []}', "signature_name must be"),
+        (b'{"signature_name": "classify", "instances": []}', "signature_name must be one of"),
+        (b'{"signature_name": "predict_images", "instances": [[1, 2]]}', "must have shape"),
+        (b'{"signature_name": "predict_images", "instances": [[1], [1, 2]]}', "equal-length"),
+        (b'{"signature_name": "predict_images", "instances": [{"b64": "aGVsbG8="}]}', "numbers"),
     ],
     ids=[
         "malformed_json",
@@ -150,7 +153,10 @@ def test_predict_a_named_version(server_url: str, png_images: list[bytes]):
         "not_bytes",
         "unknown_input",
         "not_an_image",
-        "other_signature",
+        "unknown_signature",
+        "wrong_shape",
+        "ragged",
+        "bytes_for_floats",
     ],
 )
 def test_client_mistakes_are_400(server_url: str, body: bytes, expected_error: str):
@@ -197,9 +203,9 @@ def test_other_routes_answer_json_errors(server_url: str):
     assert response.json() == {"error": "Not Found"}
 
 
-def test_bodies_over_the_limit_are_413(served_model: models.ServedModel):
+def test_bodies_over_the_limit_are_413(start_server, export_base: Path):
     # In-process: over a socket the server's early answer races the client's upload.
-    app = rest.build_app({MODEL_NAME: served_model}, max_body_bytes=1024)
+    app = start_server(model_path=export_base, max_body_bytes=1024).app
     body = b'{"instances": [{"b64": "' + b"A" * 2048 + b'"}]}'
 
     async def post_declared_and_streamed() -> list[httpx.Response]:
@@ -219,16 +225,18 @@ def test_bodies_over_the_limit_are_413(served_model: models.ServedModel):
         assert "exceeds 1024 bytes" in response.json()["error"]
 
 
-def test_ready_line_names_the_bound_port(
-    start_server, served_model: models.ServedModel, capsys: pytest.CaptureFixture
+def test_ready_lines_name_the_bound_ports(
+    start_server, export_base: Path, capsys: pytest.CaptureFixture
 ):
-    start_server({MODEL_NAME: served_model}, port=0)
+    start_server(model_path=export_base).announce()
 
-    line = capsys.readouterr().out.strip()
+    first, summary = capsys.readouterr().out.strip().splitlines()
     match = re.fullmatch(
-        rf"serving {MODEL_NAME} version 1 at (http://127\.0\.0\.1:\d+)/v1/models/{MODEL_NAME}", line
+        rf"serving {MODEL_NAME} version 1 at (http://127\.0\.0\.1:\d+)/v1/models/{MODEL_NAME}",
+        first,
     )
-    assert match, line
+    assert match, first
+    assert re.match(r"serve: 1 model\(s\) on http://127.0.0.1:\d+, gRPC on 127.0.0.1:\d+", summary)
     assert client.wait_until_ready(match[1], MODEL_NAME, timeout_s=5)
 
 

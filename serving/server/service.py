@@ -1,0 +1,77 @@
+"""The predict path shared by REST and gRPC: admission, batching or a worker, and a deadline."""
+
+import concurrent.futures
+import threading
+
+import numpy as np
+
+from serving.server import batching, manager, models
+
+
+class Overloaded(Exception):
+    """Too much work in progress: 429 / RESOURCE_EXHAUSTED, so clients back off and retry."""
+
+
+class DeadlineExceeded(Exception):
+    """The request took longer than serving.request_timeout_s: 504 / DEADLINE_EXCEEDED."""
+
+
+class PredictService:
+    """Runs predict requests on loaded versions with bounded concurrency and a deadline.
+
+    A request that times out is answered at once, but its model call cannot be interrupted: it
+    keeps its admission slot until it really finishes, so slow calls cannot pile up unbounded.
+    """
+
+    def __init__(self, models_manager: manager.ModelManager, max_concurrent: int, timeout_s: float):
+        self.manager = models_manager
+        self.max_concurrent = max_concurrent
+        self.timeout_s = timeout_s
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_concurrent, thread_name_prefix="predict"
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def predict(
+        self,
+        model: models.ServedModel,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Blocking; raises InvalidInputError, Overloaded or DeadlineExceeded."""
+        model.check_inputs(signature_name, inputs)  # a bad request never takes a slot
+        if not self._slots.acquire(blocking=False):
+            raise Overloaded(
+                f"the server is at its limit of {self.max_concurrent} requests in progress; "
+                "retry shortly (serving.max_concurrent_requests)"
+            )
+        metrics = self.manager.metrics
+        metrics.in_flight.inc()
+
+        def release(_: concurrent.futures.Future) -> None:
+            metrics.in_flight.dec()
+            self._slots.release()
+
+        try:
+            batcher = self.manager.batcher(model)
+            if batcher is not None:
+                future = batcher.submit(signature_name, inputs)
+            else:
+                future = self._executor.submit(model.run, signature_name, inputs)
+        except batching.QueueFull as error:
+            release(None)
+            raise Overloaded(str(error)) from None
+        except BaseException:
+            release(None)
+            raise
+        future.add_done_callback(release)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise DeadlineExceeded(
+                f"{model.name} version {model.version} did not answer within "
+                f"{self.timeout_s:g}s (serving.request_timeout_s); send fewer images per request"
+            ) from None
