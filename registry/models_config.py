@@ -2,12 +2,12 @@
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from registry import atomic
+from registry import atomic, errors
 
 PLATFORM = "tensorflow"
 
@@ -35,6 +35,27 @@ def build(models: Iterable[ServedModel]) -> model_server_config_pb2.ModelServerC
         for label, version in sorted(model.labels.items()):
             entry.version_labels[label] = version
     return config
+
+
+def rebased(
+    config: model_server_config_pb2.ModelServerConfig, root: str
+) -> model_server_config_pb2.ModelServerConfig:
+    """A copy of `config` whose base paths are `<root>/<model folder>`, for a server that holds
+    the store at `root` (e.g. /models in a container); versions and labels are kept as they are."""
+    if not PurePosixPath(root).is_absolute():
+        raise errors.RegistryError(
+            f"the serving root must be an absolute path inside the server, e.g. /models "
+            f"(received {root!r})"
+        )
+    if config.WhichOneof("config") == "custom_model_config":
+        raise errors.RegistryError("cannot rebase a custom_model_config; expected a model list")
+    moved = model_server_config_pb2.ModelServerConfig()
+    moved.CopyFrom(config)
+    for entry in moved.model_config_list.config:
+        # The store's folder for a model is named after it; keep that name under the new root.
+        folder = PurePosixPath(entry.base_path).name or entry.name
+        entry.base_path = str(PurePosixPath(root) / folder)
+    return moved
 
 
 def to_text(config: model_server_config_pb2.ModelServerConfig) -> str:

@@ -45,7 +45,8 @@ PRODUCTION, STAGING = "production", "staging"
 # One folder name inside the store: no separators, no leading dot, no "..". Dots are allowed
 # (serving.model_name allows them), so the store's own files are reserved.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-RESERVED_NAMES = (CONFIG_FILE, STATE_FILE)
+# serving.config: the rebased copy `imgclf registry serving-config` writes for containers.
+RESERVED_NAMES = (CONFIG_FILE, STATE_FILE, "serving.config")
 LABEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 

