@@ -1,21 +1,53 @@
-"""A REST client for TF Serving's API (ours or TensorFlow's): classify image files by URL."""
+"""Clients for TF Serving's API (ours or TensorFlow's): REST and gRPC predict on encoded images."""
 
 import base64
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from configs import errors
+from serving import signatures
 
 READY_POLL_SECONDS = 0.2
+# gRPC's default 4 MiB receive limit is too small for a batch of large photos.
+GRPC_MAX_MESSAGE_BYTES = 1 << 30
 
 
 class ClientError(errors.UserError):
     """The server refused a request or did not become ready."""
 
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        # The server's answer without the request that got it: what a per-image error row says.
+        self.reason = reason or message
+
+
+class RejectedInput(ClientError):
+    """The server could not use the images of a request (HTTP 400 or 413, INVALID_ARGUMENT):
+    one of them is probably not an image, so each image on its own may still succeed."""
+
+
+class Unavailable(ClientError):
+    """The server could not be reached, was overloaded or timed out; a later try may succeed."""
+
+
+# HTTP statuses that say something about the request's images, or about the server's load.
+REJECTED_STATUSES = (400, 413)
+UNAVAILABLE_STATUSES = (429, 502, 503, 504)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One predict call's outputs, in the order the images were sent."""
+
+    scores: np.ndarray  # float32 [N, C]
+    classes: list[list[str]]  # [N][C], aligned with scores
+    version: int | None = None  # the version that answered, where the API says so
 
 
 def expand_image_paths(items: list[str]) -> list[str]:
@@ -45,9 +77,204 @@ def raise_for_error(response: httpx.Response) -> None:
     except ValueError:
         payload = None
     detail = payload["error"] if isinstance(payload, dict) and "error" in payload else response.text
+    if response.status_code in REJECTED_STATUSES:
+        error_class = RejectedInput
+    elif response.status_code in UNAVAILABLE_STATUSES:
+        error_class = Unavailable
+    else:
+        error_class = ClientError
+    reason = f"HTTP {response.status_code}: {str(detail)[:500]}"
+    raise error_class(
+        f"{response.request.method} {response.request.url} failed with {reason}", reason
+    )
+
+
+def model_path(model_name: str, version: int | None = None, label: str | None = None) -> str:
+    """`<name>[/versions/<n>|/labels/<l>]`, as TF Serving's REST routes name a model."""
+    if version is not None and label is not None:
+        raise ClientError(f"give a version or a label, not both (received {version}, {label!r})")
+    if version is not None:
+        return f"{model_name}/versions/{version}"
+    if label is not None:
+        return f"{model_name}/labels/{label}"
+    return model_name
+
+
+def rank(classes: list[str], scores, top_k: int) -> list[tuple[str, float]]:
+    """The `top_k` (class, score) pairs, most probable first."""
+    pairs = [(name, float(score)) for name, score in zip(classes, scores, strict=True)]
+    return sorted(pairs, key=lambda pair: pair[1], reverse=True)[:top_k]
+
+
+class RestClient:
+    """TF Serving's REST predict (row format, `{"b64": ...}` instances) over one connection."""
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float = 60,
+    ):
+        self.url = url.rstrip("/")
+        self.where = self.url
+        self.model_name = model_name
+        self.version = version
+        self.model_url = f"{self.url}/v1/models/{model_path(model_name, version, label)}"
+        self.session = httpx.Client(timeout=timeout)
+
+    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except httpx.TransportError as error:
+            raise Unavailable(
+                f"could not reach {url} ({error!r}); is the server running at {self.url}?"
+            ) from None
+        raise_for_error(response)
+        return response
+
+    def fetch_version(self) -> int:
+        """The version that answers this model's requests, from its metadata."""
+        metadata = self._send("GET", f"{self.model_url}/metadata").json()
+        self.version = int(metadata["model_spec"]["version"])
+        return self.version
+
+    def predict(self, images: list[bytes]) -> Answer:
+        instances = [{"b64": base64.b64encode(image).decode("ascii")} for image in images]
+        body = {"signature_name": signatures.SERVING_DEFAULT, "instances": instances}
+        response = self._send("POST", f"{self.model_url}:predict", json=body)
+        predictions = response.json().get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != len(images):
+            raise ClientError(
+                f"expected {len(images)} predictions from {self.url}, "
+                f"received {str(predictions)[:200]}"
+            )
+        return Answer(
+            scores=np.array([p[signatures.SCORES] for p in predictions], np.float32),
+            classes=[list(p[signatures.CLASSES]) for p in predictions],
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class GrpcClient:
+    """TF Serving's gRPC PredictionService through the official tensorflow_serving stubs."""
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float = 60,
+    ):
+        # Imported here: they load TensorFlow, which REST users never need.
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        model_path(model_name, version, label)  # refuses a version and a label together
+        self.target = target
+        self.where = f"grpc://{target}"
+        self.model_name = model_name
+        self.version = version
+        self.label = label
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    def _fill_spec(self, model_spec) -> None:
+        model_spec.name = self.model_name
+        model_spec.signature_name = signatures.SERVING_DEFAULT
+        if self.label is not None:
+            model_spec.version_label = self.label
+        elif self.version is not None:
+            model_spec.version.value = self.version
+
+    def _call(self, method_name: str, request):
+        import grpc
+
+        try:
+            return getattr(self.stub, method_name)(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details() or ""
+            name = f"{method_name} at {self.where}"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise Unavailable(
+                    f"could not reach {name} ({details}); is the server running at {self.where}?"
+                ) from None
+            # The server's (or this client's) message size limit: each image alone may fit.
+            too_large = code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than" in details
+            if code == grpc.StatusCode.INVALID_ARGUMENT or too_large:
+                error_class = RejectedInput
+            elif code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
+                error_class = Unavailable
+            else:
+                error_class = ClientError
+            reason = f"{code.name}: {details[:500]}"
+            raise error_class(f"{name} failed with {reason}", reason) from None
+
+    def fetch_version(self) -> int:
+        """The version that answers this model's requests, from GetModelMetadata."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        self._fill_spec(request.model_spec)
+        request.model_spec.signature_name = ""
+        request.metadata_field.append("signature_def")
+        response = self._call("GetModelMetadata", request)
+        self.version = response.model_spec.version.value
+        return self.version
+
+    def predict(self, images: list[bytes]) -> Answer:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        self._fill_spec(request.model_spec)
+        request.inputs[signatures.IMAGE_BYTES].CopyFrom(
+            tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)])
+        )
+        response = self._call("Predict", request)
+        scores = tf.make_ndarray(response.outputs[signatures.SCORES]).astype(np.float32)
+        classes = tf.make_ndarray(response.outputs[signatures.CLASSES])
+        if scores.shape[0] != len(images):
+            raise ClientError(
+                f"expected {len(images)} predictions from {self.where}, received {scores.shape}"
+            )
+        return Answer(
+            scores=scores,
+            classes=[[name.decode() for name in row] for row in classes],
+            version=response.model_spec.version.value or None,
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def connect(
+    server: str,
+    model_name: str,
+    version: int | None = None,
+    label: str | None = None,
+    timeout: float = 60,
+) -> RestClient | GrpcClient:
+    """A REST client for `http(s)://host:port`, a gRPC client for `grpc://host:port`."""
+    scheme, separator, rest = server.partition("://")
+    if separator and scheme in ("http", "https"):
+        return RestClient(server, model_name, version, label, timeout)
+    if separator and scheme == "grpc" and rest.strip("/"):
+        return GrpcClient(rest.strip("/"), model_name, version, label, timeout)
     raise ClientError(
-        f"{response.request.method} {response.request.url} failed with HTTP "
-        f"{response.status_code}: {str(detail)[:500]}"
+        f"server must be http(s)://host:8501 (REST) or grpc://host:8500 (gRPC) "
+        f"(received {server!r})"
     )
 
 
@@ -66,31 +293,15 @@ def predict_files(
         raise ValueError("paths is empty; give at least one image file")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1 (received {top_k})")
-    instances = [
-        {"b64": base64.b64encode(Path(path).read_bytes()).decode("ascii")} for path in paths
-    ]
-    predict_url = f"{url.rstrip('/')}/v1/models/{model_name}:predict"
+    rest = RestClient(url, model_name, timeout=timeout)
     try:
-        response = httpx.post(predict_url, json={"instances": instances}, timeout=timeout)
-    except httpx.TransportError as error:
-        raise ClientError(
-            f"could not reach {predict_url} ({error!r}); is the server running at {url}?"
-        ) from None
-    raise_for_error(response)
-    predictions = response.json().get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != len(paths):
-        raise ClientError(
-            f"expected {len(paths)} predictions from {url}, received {str(predictions)[:200]}"
-        )
-    results = []
-    for path, prediction in zip(paths, predictions, strict=True):
-        ranked = sorted(
-            zip(prediction["classes"], prediction["scores"], strict=True),
-            key=lambda pair: pair[1],
-            reverse=True,
-        )
-        results.append({"path": str(path), "top": ranked[:top_k]})
-    return results
+        answer = rest.predict([Path(path).read_bytes() for path in paths])
+    finally:
+        rest.close()
+    return [
+        {"path": str(path), "top": rank(classes, scores, top_k)}
+        for path, classes, scores in zip(paths, answer.classes, answer.scores, strict=True)
+    ]
 
 
 def wait_until_ready(url: str, model_name: str, timeout_s: float = 60) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import configs
 from configs import errors, loader
+from registry import cli as registry_cli
 
 DIGITS_CONFIG = Path(configs.__file__).parent / "digits.yaml"
 
@@ -137,25 +138,34 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     cfg = resolved_config(args)
-    from serving.server import rest
+    serving_cfg = cfg.serving
+    for key in ("model_name", "host", "port", "grpc_port"):
+        if getattr(args, key) is not None:
+            setattr(serving_cfg, key, getattr(args, key))
+    if args.no_grpc:
+        serving_cfg.grpc_port = None
+    from serving.server import server
 
-    rest.serve(
-        model_path=args.model_path,
-        model_name=args.model_name or cfg.serving.model_name,
-        host=args.host or cfg.serving.host,
-        port=cfg.serving.port if args.port is None else args.port,
-    )
+    server.serve(serving_cfg, args.model_path, args.model_config_file)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from serving import client
+    cfg = resolved_config(args)
+    from serving import predict
 
-    paths = client.expand_image_paths(args.images)
-    results = client.predict_files(args.server, args.model_name, paths, top_k=args.top_k)
-    for result in results:
-        top = ", ".join(f"{name} {prob:.3f}" for name, prob in result["top"])
-        print(f"{result['path']}: {top}")
-    print(f"predict: {len(results)} images classified by {args.model_name} at {args.server}")
+    name = args.model_name or (None if args.model_path else cfg.serving.model_name)
+    target = predict.open_target(
+        args.server, args.model_path, name, args.version, args.label, args.timeout
+    )
+    try:
+        images = predict.list_images(args.images, cfg.data)
+        with predict.open_writer(args.output, args.format) as writer:
+            summary = predict.run(target, images, writer, args.batch_size, args.top_k)
+    finally:
+        target.close()
+    # Rows on stdout (--format without --output) keep it machine-readable: summary to stderr.
+    rows_on_stdout = args.output is None and args.format is not None
+    print(summary.line(), file=sys.stderr if rows_on_stdout else sys.stdout)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -226,20 +236,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: savedmodel, keras, onnx, tflite (float and dynamic-range)",
     )
     export_parser.set_defaults(handler=cmd_export)
+    registry_cli.add_commands(commands)
 
-    serve = commands.add_parser("serve", help="TF Serving-compatible REST server")
+    serve = commands.add_parser("serve", help="TF Serving-compatible REST and gRPC server")
     loader.add_config_arguments(serve)
-    serve.add_argument("--model-path", required=True, help="folder of numbered SavedModel versions")
-    serve.add_argument("--model-name", help="name in URLs (default: serving.model_name)")
+    serve_source = serve.add_mutually_exclusive_group(required=True)
+    serve_source.add_argument("--model-path", help="one model's folder of numbered versions")
+    serve_source.add_argument(
+        "--model-config-file",
+        help="TF Serving models.config (e.g. <store>/models.config): every model, its versions "
+        "and labels, re-read every serving.poll_seconds",
+    )
+    serve.add_argument("--model-name", help="name of --model-path in URLs (serving.model_name)")
     serve.add_argument("--host", help="bind address (default: serving.host)")
     serve.add_argument("--port", type=int, help="REST port (default: serving.port)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default: serving.grpc_port)")
+    serve.add_argument("--no-grpc", action="store_true", help="serve REST only")
     serve.set_defaults(handler=cmd_serve)
 
-    predict = commands.add_parser("predict", help="classify image files through a server")
-    predict.add_argument("images", nargs="+", help="image files or folders")
-    predict.add_argument("--server", default="http://127.0.0.1:8501", help="server base URL")
-    predict.add_argument("--model-name", default="model", help="served model name")
-    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    predict = commands.add_parser(
+        "predict", help="classify images (files, folders, s3://, gs://) by a server or a model"
+    )
+    loader.add_config_arguments(predict)
+    predict.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (recursive) or bucket prefixes such as s3://bucket/prefix "
+        "(endpoint and credentials: AWS_ENDPOINT_URL, AWS_* or --set data.storage_options...)",
+    )
+    predict_target = predict.add_mutually_exclusive_group()
+    predict_target.add_argument(
+        "--server",
+        help="http(s)://host:8501 (REST) or grpc://host:8500 (gRPC) of TF Serving or `imgclf "
+        "serve` (default: http://127.0.0.1:8501)",
+    )
+    predict_target.add_argument(
+        "--model-path",
+        help="classify in this process, no server: a folder of numbered SavedModel versions "
+        "(the newest), a version folder, or a run folder (runs/<id>)",
+    )
+    predict.add_argument(
+        "--model-name", help="model name (default: serving.model_name; local: the folder's)"
+    )
+    predict_version = predict.add_mutually_exclusive_group()
+    predict_version.add_argument("--version", type=int, help="this version (default: the newest)")
+    predict_version.add_argument("--label", help="the version with this label, e.g. production")
+    predict.add_argument(
+        "--batch-size", type=int, default=32, help="images per request (default: 32)"
+    )
+    predict.add_argument(
+        "--top-k", type=int, default=3, help="classes reported per image (default: 3)"
+    )
+    predict.add_argument(
+        "--output", help="results file, .jsonl or .csv (default: one line per image on stdout)"
+    )
+    predict.add_argument(
+        "--format", choices=["jsonl", "csv"], help="results format (default: --output's suffix)"
+    )
+    predict.add_argument(
+        "--timeout", type=float, default=60, help="seconds per request (default: 60)"
+    )
     predict.set_defaults(handler=cmd_predict)
 
     demo = commands.add_parser(
