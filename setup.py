@@ -8,7 +8,16 @@ setup(
     description="End-to-end image classification: ingest, train, evaluate, export, serve.",
     python_requires=">=3.11,<3.12",
     packages=find_packages(
-        include=["configs", "transforms*", "trainer*", "serving*", "registry*", "tfx_pipeline*"]
+        include=[
+            "configs",
+            "transforms*",
+            "trainer*",
+            "evaluator*",
+            "tracking*",
+            "serving*",
+            "registry*",
+            "tfx_pipeline*",
+        ]
     ),
     package_data={"configs": ["*.yaml", "examples/*.yaml"]},
     install_requires=[

@@ -1,6 +1,6 @@
 """The typed configuration: every field with its default, its bounds and a description."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -382,6 +382,76 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept (the newest).")
 
 
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class GateConfig(Section):
+    """When a model is blessed: every threshold set here must hold (unset ones are skipped)."""
+
+    min_accuracy: Fraction | None = Field(None, description="Lowest test accuracy blessed.")
+    min_macro_f1: Fraction | None = Field(None, description="Lowest macro F1 blessed.")
+    min_class_recall: Fraction | None = Field(
+        None, description="Recall floor every class must reach."
+    )
+    class_recall_floors: dict[str, Fraction] = Field(
+        default_factory=dict, description="Per-class recall floors, e.g. {cat: 0.9}."
+    )
+    baseline: str | None = Field(
+        None,
+        description="Model to compare with: a run, export or SavedModel folder, or "
+        "'registry:<model>@<label>' (e.g. registry:digits@production) in registry.store.",
+    )
+    max_accuracy_drop: Fraction | None = Field(
+        None, description="Largest accuracy drop vs. the baseline blessed (0 = no worse)."
+    )
+    max_macro_f1_drop: Fraction | None = Field(
+        None, description="Largest macro-F1 drop vs. the baseline blessed."
+    )
+    max_class_recall_drop: Fraction | None = Field(
+        None, description="Largest recall drop of any class vs. the baseline blessed."
+    )
+
+    @model_validator(mode="after")
+    def _deltas_need_a_baseline(self):
+        deltas = [
+            name
+            for name in ("max_accuracy_drop", "max_macro_f1_drop", "max_class_recall_drop")
+            if getattr(self, name) is not None
+        ]
+        if deltas and self.baseline is None:
+            raise ValueError(
+                f"evaluation.gate.{deltas[0]} compares with a baseline: set "
+                "evaluation.gate.baseline (a run folder or registry:<model>@production)"
+            )
+        return self
+
+
+class EvaluationConfig(Section):
+    top_k: list[Annotated[int, Field(ge=2)]] = Field(
+        default_factory=lambda: [3, 5],
+        description="Top-k accuracies reported (k below the number of classes).",
+    )
+    calibration_bins: int = Field(15, ge=2, le=100, description="Equal-width bins of the ECE.")
+    most_confused: int = Field(10, ge=0, description="Most confused class pairs listed.")
+    misclassified_images: int = Field(
+        25, ge=0, description="Most confidently wrong test images shown in the report."
+    )
+    batch_size: int = Field(64, ge=1, description="Images per model call while evaluating.")
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+class MlflowConfig(Section):
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (file:/path, sqlite:///db, http://...); unset = off."
+    )
+    experiment: str = Field("imgclf", description="MLflow experiment name.")
+    log_model: bool = Field(True, description="Log the exported SavedModel as an artefact.")
+
+
+class TrackingConfig(Section):
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+
 class BatchingConfig(Section):
     """Server-side batching: concurrent requests to one model version share one model call."""
 
@@ -442,6 +512,8 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _head_epochs_within_run(self):

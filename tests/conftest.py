@@ -88,3 +88,43 @@ def make_image() -> Callable[..., bytes]:
 def make_tree() -> Callable[[Path, TreeSpec], Path]:
     """make_tree(root, {class: {file name: bytes or symlink target}}) -> root."""
     return write_tree
+
+
+DIGITS_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
+
+
+@pytest.fixture(scope="session")
+def ingested_digits(tmp_path_factory, digits_dir):
+    """configs/digits.yaml's dataset made from the bundled digits, once per session.
+
+    Training only reads it, so tests share it and pass `data.output_dir=<result.path.parent>`.
+    """
+    from configs import loader
+    from transforms.beam import ingest
+
+    out = tmp_path_factory.mktemp("digits_tfrecords")
+    cfg = loader.load(
+        DIGITS_CONFIG,
+        [f"data.source={digits_dir}", f"data.output_dir={out}", "data.beam_direct_mode=in_memory"],
+    )
+    return ingest.run(cfg.data)
+
+
+@pytest.fixture(scope="session")
+def trained_digits_run(tmp_path_factory, ingested_digits, digits_dir):
+    """A real digits run (4 epochs of configs/digits.yaml, test accuracy about 0.9), trained
+    once per session: its run folder, SavedModel export, history and metrics. Read-only."""
+    from configs import loader
+    from trainer import task
+
+    runs_dir = tmp_path_factory.mktemp("digits_runs")
+    cfg = loader.load(
+        DIGITS_CONFIG,
+        [
+            f"data.source={digits_dir}",
+            f"data.output_dir={ingested_digits.path.parent}",
+            f"train.runs_dir={runs_dir}",
+            "train.epochs=4",
+        ],
+    )
+    return task.run(cfg)
