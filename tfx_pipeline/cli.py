@@ -7,7 +7,9 @@ from pathlib import Path
 
 import configs
 from configs import errors, loader
+from evaluator import cli as evaluator_cli
 from registry import cli as registry_cli
+from tracking import cli as tracking_cli
 
 DIGITS_CONFIG = Path(configs.__file__).parent / "digits.yaml"
 
@@ -119,9 +121,9 @@ def cmd_data_diff(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = resolved_config(args)
-    from trainer import task
+    from tfx_pipeline import training
 
-    task.run(cfg, dry_run=args.dry_run)
+    training.train_and_evaluate(cfg, dry_run=args.dry_run)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -237,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_parser.set_defaults(handler=cmd_export)
     registry_cli.add_commands(commands)
+    evaluator_cli.add_commands(commands)
+    tracking_cli.add_commands(commands)
 
     serve = commands.add_parser("serve", help="TF Serving-compatible REST and gRPC server")
     loader.add_config_arguments(serve)

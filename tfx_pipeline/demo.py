@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from configs import schema
 from serving import client
+from tfx_pipeline import training
 from trainer import task
 from transforms import dataset, digits, features
 from transforms.beam import ingest
@@ -32,7 +33,7 @@ def run(cfg: schema.Config) -> DemoResult:
         print(f"data: wrote {count} digit PNGs to {source}")
     ingested = ingest.run(cfg.data)
     print(f"ingest: dataset {ingested.version} in {ingested.path}")
-    trained = task.run(cfg)
+    trained = training.train_and_evaluate(cfg)
 
     samples = test_sample_paths(ingested.path, source, SAMPLE_IMAGES)
     port = free_port(cfg.serving.host)
@@ -73,7 +74,7 @@ def run(cfg: schema.Config) -> DemoResult:
     print(
         f"demo: done in {time.time() - started:.0f}s; test accuracy "
         f"{trained.metrics['accuracy']:.4f}; data {ingested.path}, run {trained.run_dir}, "
-        f"SavedModel {trained.export_dir}"
+        f"SavedModel {trained.export_dir}, report {trained.run_dir / 'report.html'}"
     )
     return DemoResult(run=trained, predictions=predictions)
 

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from configs import errors, loader, schema
+from tracking import recorder as run_recorder
 from trainer import distribute, evaluate, loop, models, optim, runs, summaries, transfer
 from transforms import augment, dataset, dataset_info
 
@@ -30,7 +31,21 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
 
     A run whose folder already holds checkpoints (same train.run_id) resumes where it stopped.
     `dry_run` stops after validating the dataset and building the model, and prints both.
+    From the moment its folder exists the run is recorded in its run.json (and in MLflow when
+    tracking.mlflow.uri is set): running, then completed, or failed with the reason.
     """
+    recorder = run_recorder.Recorder(cfg)
+    try:
+        result = train(cfg, dry_run, recorder)
+    except BaseException as error:
+        recorder.fail(error)
+        raise
+    recorder.complete()
+    return result
+
+
+def train(cfg: schema.Config, dry_run: bool, recorder: run_recorder.Recorder) -> RunResult | None:
+    """The body of `run`: calls recorder.start once the run folder exists."""
     started = time.time()
     version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
     info = dataset_info.load(version_dir)
@@ -91,6 +106,7 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
         return None
     chief = distribute.is_chief(strategy)
     run_dir = runs.create(cfg, write=chief)
+    recorder.start(run_dir, info["version"], chief)
     print(
         f"train: run {run_dir.name} on dataset {info['version']} "
         f"({splits['train']['count']} train / {splits['val']['count']} val images, "
@@ -188,8 +204,10 @@ def build_phases(
 def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):
     """The run's hyperparameters and a grid of augmented training images, for TensorBoard."""
     log_dir = run_dir / runs.TENSORBOARD
+    # The session is tensorboard/ itself: the HParams plugin looks each metric up in the session
+    # folder's train/ and validation/ sub-folders, where the training loop writes them.
     summaries.write_hparams(
-        log_dir / "train", summaries.flatten_hparams(loader.to_dict(cfg)), summaries.METRIC_TAGS
+        log_dir, summaries.flatten_hparams(loader.to_dict(cfg)), summaries.METRIC_TAGS
     )
     # The first batch of the train split in file order, through the run's own augmentation.
     images, labels = next(iter(dataset.build_dataset(version_dir, "train", cfg.data, False)))

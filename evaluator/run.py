@@ -1,0 +1,245 @@
+"""One evaluation: a SavedModel on labelled test images -> metrics.json, charts,
+predictions.jsonl, blessing.json and report.html in one folder.
+
+The output folder is the model's run folder when the model is a run's export (so `imgclf
+registry push` finds the blessing there), else `./evaluation-<model name>-<timestamp>/`.
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from configs import errors, loader, schema
+from evaluator import data, gate, models, plots, predictions, report
+from registry import sources
+from tracking import environment
+from trainer import evaluate as metrics_lib
+from trainer import runs
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+BLESSING = sources.BLESSING_FILE
+# What the trainer records in a run's metrics.json about training; an evaluation keeps it.
+TRAINING_KEYS = ("epochs_run", "best_epoch", "resumed_from", "train_seconds")
+CHARTS = {
+    "confusion_matrix": "confusion_matrix.png",
+    "per_class": "per_class.png",
+    "reliability": "reliability.png",
+    "misclassified": "misclassified.png",
+}
+
+
+class EvaluationError(errors.UserError):
+    """The evaluation cannot run as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Result:
+    out_dir: Path
+    metrics: dict
+    blessing: dict
+    report: Path
+    skipped: list[dict]
+    test: data.TestData
+
+    def line(self) -> str:
+        """The one-line summary the command ends with."""
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        verdict = "blessed" if self.blessing["blessed"] else "NOT blessed"
+        if not self.blessing["blessed"]:
+            verdict += f" ({self.blessing.get('reason')})"
+        return (
+            f"evaluate: accuracy {self.metrics['accuracy']:.4f} on "
+            f"{self.metrics['num_examples']:,} images{skipped} ({self.test.describe()}), "
+            f"{verdict} -> {self.report}"
+        )
+
+
+def evaluate(
+    cfg: schema.Config,
+    model: str | models.ModelSource,
+    test_data: str | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    baseline: str | None = None,
+    progress: bool | None = None,
+) -> Result:
+    """Evaluates `model` (and the gate's baseline, on the same images) and writes every artefact.
+
+    `test_data` defaults to the dataset version the model was trained on; `baseline` to
+    evaluation.gate.baseline.
+    """
+    source = model if isinstance(model, models.ModelSource) else resolve(model, cfg)
+    test = data.open_test_data(test_data or default_test_data(source, cfg), split, cfg.data)
+    asked_for_baseline = baseline is not None
+    baseline = baseline or cfg.evaluation.gate.baseline
+    classifiers = [models.Classifier(source)]
+    no_baseline = None
+    if baseline:
+        try:
+            classifiers.append(models.Classifier(resolve(baseline, cfg)))
+        except models.NothingLabelled as error:
+            if asked_for_baseline:
+                raise
+            # The configured baseline (registry:<model>@production) before the first promotion:
+            # nothing to compare with yet, so the first model is judged on absolute checks only.
+            no_baseline, baseline = str(error), None
+            print(f"evaluate: no baseline yet, drop checks skipped ({error})", file=sys.stderr)
+    where = f"--test-data {test.location}"
+    if test.labels is not None:
+        for classifier in classifiers:
+            predictions.check_labels(test.labels, classifier, where)
+    evaluation = cfg.evaluation
+    results, skipped = predictions.predict(
+        classifiers,
+        test.read(),
+        evaluation.batch_size,
+        evaluation.misclassified_images,
+        test.count,
+        where,
+        progress,
+    )
+    report_skipped(skipped)
+    if not len(results[0].y_true):
+        example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise EvaluationError(
+            f"no image of {where} could be classified: {len(skipped)} skipped{example}"
+        )
+    metrics = compute_metrics(results[0], evaluation)
+    metrics.update(
+        dataset_version=test.dataset_version,
+        split=test.split,
+        model_path=str(source.path),
+        test_data=test.location,
+        num_skipped=len(skipped),
+        skipped=skipped,
+    )
+    baseline_metrics = baseline_summary = None
+    if baseline:
+        baseline_metrics = compute_metrics(results[1], evaluation)
+        baseline_summary = {
+            "spec": baseline,
+            "model_path": str(classifiers[1].source.path),
+            **{key: baseline_metrics[key] for key in ("accuracy", "macro_f1", "num_examples")},
+        }
+    blessing = gate.bless(
+        evaluation.gate, metrics, baseline_metrics, baseline_summary, no_baseline=no_baseline
+    )
+    blessing.update(
+        model_path=str(source.path), dataset_version=test.dataset_version, split=test.split
+    )
+    out = Path(out_dir) if out_dir is not None else default_out_dir(source)
+    report_path = write_artefacts(out, cfg, source, metrics, results[0], blessing)
+    return Result(out, metrics, blessing, report_path, skipped, test)
+
+
+def resolve(spec: str, cfg: schema.Config) -> models.ModelSource:
+    return models.resolve(spec, cfg.registry.store)
+
+
+def compute_metrics(result: predictions.Predictions, cfg: schema.EvaluationConfig) -> dict:
+    return metrics_lib.classification_metrics(
+        result.y_true,
+        result.probabilities,
+        result.class_names,
+        top_k=cfg.top_k,
+        calibration_bins=cfg.calibration_bins,
+        most_confused=cfg.most_confused,
+    )
+
+
+def default_test_data(source: models.ModelSource, cfg: schema.Config) -> str:
+    """The dataset version the model was trained on, under its own data.output_dir or this
+    config's."""
+    version = source.metadata.get("dataset_version")
+    model_config = source.metadata.get("config") or {}
+    roots = [(model_config.get("data") or {}).get("output_dir"), cfg.data.output_dir]
+    for root in filter(None, roots):
+        candidate = os.path.join(root, version or "-")
+        if version and data.find_version_dir(candidate, root) is not None:
+            return candidate
+    trained_on = f"dataset {version}" if version else "its dataset"
+    raise EvaluationError(
+        f"--test-data is needed: {source.spec} was trained on {trained_on}, which is not under "
+        f"{' or '.join(filter(None, roots))}; give a class folder, a manifest or a dataset "
+        "version folder"
+    )
+
+
+def default_out_dir(source: models.ModelSource) -> Path:
+    if source.run_dir is not None:
+        return source.run_dir
+    return Path(f"evaluation-{source.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def report_skipped(skipped: list[dict], shown: int = 10) -> None:
+    for entry in skipped[:shown]:
+        logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+    if len(skipped) > shown:
+        logger.warning("... and %d more skipped (all in metrics.json)", len(skipped) - shown)
+
+
+def write_artefacts(
+    out: Path,
+    cfg: schema.Config,
+    source: models.ModelSource,
+    metrics: dict,
+    result: predictions.Predictions,
+    blessing: dict,
+) -> Path:
+    """metrics.json, predictions.jsonl, blessing.json, the charts and report.html in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    previous = read_json(out / runs.METRICS)
+    # A run's folder: keep what training recorded (epochs, timing) beside the new figures.
+    written = {**metrics, **{k: previous[k] for k in TRAINING_KEYS if k in previous}}
+    write_json(out / runs.METRICS, written)
+    with open(out / PREDICTIONS, "w", encoding="utf-8") as file:
+        for row in result.rows():
+            file.write(json.dumps(row) + "\n")
+    write_json(out / BLESSING, blessing)
+    images = {}
+    if source.history_csv is not None:
+        images.update({path.stem: path for path in plots.plot_curves(source.history_csv, out)})
+    images["confusion_matrix"] = plots.plot_confusion_matrix(
+        metrics["confusion_matrix"],
+        metrics["confusion_matrix_normalized"],
+        metrics["class_names"],
+        out / CHARTS["confusion_matrix"],
+    )
+    images["per_class"] = plots.plot_per_class(metrics["per_class"], out / CHARTS["per_class"])
+    images["reliability"] = plots.plot_reliability(
+        metrics["calibration"], out / CHARTS["reliability"]
+    )
+    images["misclassified"] = plots.plot_misclassified(result.wrong, out / CHARTS["misclassified"])
+    if images["misclassified"] is None:
+        # No mistakes this time: a grid from an earlier evaluation here would mislead.
+        (out / CHARTS["misclassified"]).unlink(missing_ok=True)
+    context = {
+        "name": source.name,
+        "config": loader.to_dict(cfg),
+        "dataset_version": metrics["dataset_version"],
+        "model_path": metrics["model_path"],
+        "environment": environment.environment(),
+        "git": environment.git_commit(Path(__file__).parent),
+        "blessing": blessing,
+    }
+    return report.write_report(out, written, images, context)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Written beside and renamed, so a reader (the registry) never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
