@@ -39,6 +39,8 @@ COPY setup.py ./
 COPY configs ./configs
 COPY transforms ./transforms
 COPY trainer ./trainer
+COPY evaluator ./evaluator
+COPY tracking ./tracking
 COPY serving ./serving
 COPY registry ./registry
 COPY tfx_pipeline ./tfx_pipeline

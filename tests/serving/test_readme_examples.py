@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,14 @@ def readme_workdir(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -
         env={**os.environ, "PYTHONPATH": str(README.parent)},
     )
     try:
-        client.wait_until_ready("http://127.0.0.1:8501", "digits", timeout_s=120)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client.wait_until_ready("http://127.0.0.1:8501", "digits", timeout_s=2)
+                break
+            except client.ClientError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
         yield workdir
     finally:
         server.terminate()
