@@ -21,6 +21,7 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench_digits.py
 	$(BIN)/python bench/bench_ingest.py --sizes 10000 100000
+	$(BIN)/python bench/bench_serving.py --requests 1000 --duration 8 --concurrency 1,8,32
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
