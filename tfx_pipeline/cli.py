@@ -10,6 +10,7 @@ from configs import errors, loader
 from evaluator import cli as evaluator_cli
 from registry import cli as registry_cli
 from tracking import cli as tracking_cli
+from trainer.tuning import cli as tuning_cli
 
 DIGITS_CONFIG = Path(configs.__file__).parent / "digits.yaml"
 
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_cli.add_commands(commands)
     evaluator_cli.add_commands(commands)
     tracking_cli.add_commands(commands)
+    tuning_cli.add_commands(commands)
 
     serve = commands.add_parser("serve", help="TF Serving-compatible REST and gRPC server")
     loader.add_config_arguments(serve)

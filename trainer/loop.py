@@ -380,10 +380,10 @@ class TrainingLoop:
         if latest:
             # Partial: an earlier phase's optimizer state stays unused after its phase ended.
             self.checkpoint.restore(latest).expect_partial()
-        if self.chief:
-            return latest
-            if (checkpoint_dir / BEST_WEIGHTS).exists():
-                shutil.copyfile(checkpoint_dir / BEST_WEIGHTS, self._best_path())
+        # A resumed worker needs the chief's best weights in its scratch folder to restore them
+        # at the end exactly as the chief does.
+        if latest and not self.chief and (checkpoint_dir / BEST_WEIGHTS).exists():
+            shutil.copyfile(checkpoint_dir / BEST_WEIGHTS, self._best_path())
         return latest
 
     def _best_path(self) -> Path:

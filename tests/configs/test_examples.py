@@ -1,4 +1,5 @@
-"""configs/examples: one loadable, buildable transfer-learning config per backbone family."""
+"""configs/examples: one loadable, buildable transfer-learning config per backbone family, and
+the tuning example."""
 
 from pathlib import Path
 
@@ -23,7 +24,10 @@ FAMILIES = {
     "xception.yaml": {"xception"},
     "convnext.yaml": {"convnext_tiny"},
     "cnn.yaml": {"cnn"},
+    "tuning.yaml": {"cnn"},  # a search space over the digits
 }
+# Where each example expects its images by default: the bundled digits for the tuning example.
+DEFAULT_SOURCES = {"tuning.yaml": "data/digits"}
 # Expected names as well as what is on disk: a missing file fails its own case, an extra one too.
 EXAMPLE_NAMES = sorted(set(FAMILIES) | {path.name for path in EXAMPLES_DIR.glob("*.yaml")})
 ENV_VARS = ("DATA_DIR", "DATA_OUT", "RUNS_DIR")
@@ -54,7 +58,7 @@ def test_example_loads_with_a_backbone_of_its_family(name):
     assert name in FAMILIES, f"{name}: add its backbone family to FAMILIES"
     cfg = load_example(name)
     assert cfg.model.backbone in FAMILIES[name]
-    assert cfg.data.source == "data/images"
+    assert cfg.data.source == DEFAULT_SOURCES.get(name, "data/images")
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

@@ -1,0 +1,1 @@
+"""Hyperparameter search over config keys with KerasTuner (`imgclf tune`)."""

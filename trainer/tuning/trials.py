@@ -1,0 +1,275 @@
+"""One trial = one recorded training run: its config, and the KerasTuner tuner that runs it.
+
+A trial is `trainer.task.run` on the search's base config with the trial's values set at their
+key paths, in its own run folder `<train.runs_dir>/<search>-trial-<id>`. KerasTuner's BaseTuner
+drives it, so its chief/worker distribution and its saved state apply unchanged.
+"""
+
+import copy
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import keras_tuner
+from keras_tuner.engine import base_tuner
+
+from configs import loader, schema
+from tracking import records
+from trainer import loop, runs, task
+from trainer.tuning import space
+from transforms import dataset_info
+
+# --- one search: what every trial starts from ---
+
+
+@dataclass
+class Search:
+    """Everything a trial needs; the same in every process of a (distributed) search."""
+
+    name: str
+    directory: Path
+    tuning: schema.TuningConfig
+    direction: str
+    params: list[space.Param]
+    base: dict  # the config of every trial before its values: no tuning section, pinned data
+    runs_dir: Path
+    run_id: str | None  # the configured train.run_id, restored in best.yaml
+
+    def run_id_of(self, trial_id: str, execution: int = 0) -> str:
+        suffix = f"-{execution + 1}" if self.tuning.executions_per_trial > 1 else ""
+        return f"{self.name}-trial-{trial_id}{suffix}"
+
+
+def search_name(cfg: schema.Config) -> str:
+    if cfg.tuning.name:
+        return cfg.tuning.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{cfg.name}-tune")
+
+
+def search_directory(cfg: schema.Config) -> Path:
+    """tuning.directory, or <train.runs_dir>/tuning/<search name>."""
+    return Path(cfg.tuning.directory or Path(cfg.train.runs_dir) / "tuning" / search_name(cfg))
+
+
+def direction_of(tuning: schema.TuningConfig) -> str:
+    return tuning.direction or schema.TUNING_OBJECTIVES[tuning.objective]
+
+
+def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
+    """Checks the space and builds the trial base; nothing is written."""
+    tuning = cfg.tuning
+    name = search_name(cfg)
+    directory = search_directory(cfg)
+    base = loader.to_dict(cfg)
+    del base["tuning"]
+    if tuning.early_stopping_patience is not None:
+        base["train"]["early_stopping"].update(
+            enabled=True, monitor=tuning.objective, patience=tuning.early_stopping_patience
+        )
+    params = space.check(cfg, base)  # before the dataset: a config error comes first
+    if dataset_version is None:
+        version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
+        dataset_version = Path(version_dir).name
+    # Every trial trains on one dataset version, and best.yaml names it: ingesting during a
+    # search does not change what the trials are compared on.
+    base["data"]["version"] = dataset_version
+    return Search(
+        name=name,
+        directory=directory,
+        tuning=tuning,
+        direction=direction_of(tuning),
+        params=params,
+        base=base,
+        runs_dir=Path(cfg.train.runs_dir),
+        run_id=cfg.train.run_id,
+    )
+
+
+def trial_config(search: Search, values: dict, run_id: str, execution: int = 0) -> dict:
+    """The raw config of one trial run: the base with the trial's values at their key paths."""
+    raw = copy.deepcopy(search.base)
+    for key, value in space.config_values(search.params, values).items():
+        space.set_path(raw, key, value)
+    raw["train"]["run_id"] = run_id
+    raw["seed"] = raw["seed"] + execution
+    if "tuner/epochs" in values:  # Hyperband's budget for this trial
+        raw["train"]["epochs"] = int(values["tuner/epochs"])
+    return raw
+
+
+# --- the tuner: KerasTuner's BaseTuner with a trial = one training run per execution ---
+
+
+@dataclass
+class Progress:
+    started: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    ran: int = 0
+
+
+class ConfigTuner(base_tuner.BaseTuner):
+    """Runs each trial as `trainer.task.run` on the trial's config; reports the objective."""
+
+    def __init__(self, oracle, search: Search):
+        self.search_spec = search
+        self.progress = Progress()
+        # Never KerasTuner's overwrite: a worker would delete the chief's shared state.
+        super().__init__(
+            oracle,
+            directory=str(search.directory.parent),
+            project_name=search.directory.name,
+            overwrite=False,
+        )
+
+    def run_trial(self, trial, *args, **kwargs):
+        search = self.search_spec
+        values = trial.hyperparameters.values
+        outcomes = []
+        for execution in range(search.tuning.executions_per_trial):
+            run_id = search.run_id_of(trial.trial_id, execution)
+            raw = trial_config(search, values, run_id, execution)
+            tag = trial_tag(search, trial.trial_id, execution, values)
+            outcomes.append(self.run_execution(raw, search.runs_dir / run_id, tag, values))
+        metrics = {
+            name: float(sum(o[name] for o in outcomes) / len(outcomes))
+            for name in outcomes[0]
+            if all(name in o for o in outcomes)
+        }
+        return metrics
+
+    def run_execution(self, raw: dict, run_dir: Path, tag: dict, values: dict) -> dict:
+        """Trains one run (or reuses it when it already completed with this exact config) and
+        returns the history metrics of its best epoch; a failure is a FailedTrialError."""
+        search = self.search_spec
+        try:
+            cfg = loader.validate(raw)
+        except loader.ConfigError as error:
+            raise self.fail(run_dir, raw, error, tag) from None
+        record = records.read(run_dir)
+        done = (
+            record is not None
+            and record.get("status") == records.COMPLETED
+            and record.get("config") == loader.to_dict(cfg)
+        )
+        if "tuner/trial_id" in values:
+            tag["continued_from"] = continue_from(search, values, run_dir, tag["execution"])
+        if not done:
+            keras.backend.clear_session()  # trials in one process must not share Keras state
+            try:
+                task.run(cfg)
+            except Exception as error:  # NaN, out of memory, a bad combination: the trial fails
+                raise self.fail(run_dir, raw, error, tag) from error
+        epochs = records.read_epochs(run_dir)
+        best = best_epoch(epochs, search.tuning.objective, search.direction)
+        if best is None:
+            error = task.TrainingError(
+                f"no finite {search.tuning.objective} in {run_dir / runs.HISTORY}: the "
+                "objective needs a validation split (data.split.val > 0) for val_ metrics"
+            )
+            raise self.fail(run_dir, raw, error, tag)
+        tag.update(objective_value=best[search.tuning.objective], best_epoch=int(best["epoch"]))
+        records.update(run_dir, trial=tag)
+        return {k: float(v) for k, v in best.items() if k in loop.HISTORY_FIELDS and k != "epoch"}
+
+    def fail(self, run_dir: Path, raw: dict, error: BaseException, tag: dict):
+        """Records the run as failed (also when it stopped before its folder existed) and
+        returns the FailedTrialError that tells KerasTuner to go on with other trials."""
+        reason = f"{type(error).__name__}: {str(error).strip()}".strip().rstrip(":")
+        record = records.read(run_dir)
+        if record is None or record.get("status") != records.FAILED:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            records.start(run_dir, raw, raw["data"]["version"], None, {})
+            records.fail(run_dir, error)
+        records.update(run_dir, trial=tag)
+        self.progress.reasons[tag["trial_id"]] = reason
+        return keras_tuner.errors.FailedTrialError(reason)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self.progress.started[trial.trial_id] = time.time()
+        chosen = space.config_values(self.search_spec.params, trial.hyperparameters.values)
+        epochs = trial.hyperparameters.values.get("tuner/epochs")
+        shown = [f"{k}={format_value(v)}" for k, v in chosen.items()]
+        if epochs is not None:
+            shown.append(f"train.epochs={epochs}")
+        print(f"tune: trial {trial.trial_id} started: {', '.join(shown)}", flush=True)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the oracle scores and saves it
+        self.progress.ran += 1
+        seconds = time.time() - self.progress.started.pop(trial.trial_id, time.time())
+        objective = self.search_spec.tuning.objective
+        ended = self.oracle.get_trial(trial.trial_id)
+        best = self.oracle.get_best_trials(1)
+        best_text = (
+            f" (best {best[0].score:.4f}, trial {best[0].trial_id})"
+            if best and best[0].score is not None
+            else ""
+        )
+        if ended.status == keras_tuner.engine.trial.TrialStatus.COMPLETED:
+            print(
+                f"tune: trial {trial.trial_id} completed in {seconds:.0f}s: "
+                f"{objective} {ended.score:.4f}{best_text}",
+                flush=True,
+            )
+        else:
+            reason = self.progress.reasons.get(trial.trial_id) or last_line(ended.message)
+            print(
+                f"tune: trial {trial.trial_id} {str(ended.status).lower()} in {seconds:.0f}s: "
+                f"{reason}{best_text}",
+                flush=True,
+            )
+
+
+def trial_tag(search: Search, trial_id: str, execution: int, values: dict) -> dict:
+    """What run.json's `trial` says about the search the run belongs to."""
+    return {
+        "search": search.name,
+        "trial_id": trial_id,
+        "execution": execution,
+        "algorithm": search.tuning.algorithm,
+        "objective": search.tuning.objective,
+        "direction": search.direction,
+        "hyperparameters": space.config_values(search.params, values),
+        "tuning_dir": str(search.directory),
+    }
+
+
+def continue_from(search: Search, values: dict, run_dir: Path, execution: int) -> str | None:
+    """Hyperband's next round trains an earlier trial on: its checkpoints and history are copied
+    into the new run, which then resumes from them up to its own train.epochs."""
+    past = search.runs_dir / search.run_id_of(values["tuner/trial_id"], execution)
+    if run_dir.exists() or not (past / runs.CHECKPOINTS).is_dir():
+        return past.name if run_dir.exists() else None  # a retried continuation keeps its own
+    run_dir.mkdir(parents=True)
+    shutil.copytree(past / runs.CHECKPOINTS, run_dir / runs.CHECKPOINTS)
+    if (past / runs.HISTORY).is_file():
+        shutil.copy2(past / runs.HISTORY, run_dir / runs.HISTORY)
+    return past.name
+
+
+def best_epoch(epochs: list[dict], objective: str, direction: str) -> dict | None:
+    """The history row with the best finite objective (the first of equals), or None."""
+    rows = [row for row in epochs if records.is_number(row.get(objective))]
+    if not rows:
+        return None
+    pick = max if direction == "max" else min
+    return pick(rows, key=lambda row: row[objective])
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def last_line(message: str | None) -> str:
+    """The last line of a traceback, without KerasTuner's own exception name."""
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return "no reason recorded"
+    return re.sub(r"^keras_tuner[\w.]*\.FailedTrialError: ", "", lines[-1])
