@@ -1,4 +1,5 @@
-"""deploy/k8s: TF Serving Deployment + Service, and two-worker training Jobs with TF_CONFIG."""
+"""deploy/k8s: TF Serving Deployment + Service, two-worker training Jobs with TF_CONFIG, and a
+distributed KerasTuner search (a chief Job + Service, an Indexed Job of workers)."""
 
 import copy
 import json
@@ -64,6 +65,7 @@ def test_every_manifest_parses_and_kustomization_lists_them():
         "serving.yaml": ["Deployment", "Service"],
         "storage.yaml": ["PersistentVolumeClaim"] * 3,
         "training.yaml": ["ConfigMap", "Service", "Job", "Job"],
+        "tuning.yaml": ["ConfigMap", "Service", "Job", "Job"],
     }
     resources = only(documents("kustomization.yaml"), "Kustomization")["resources"]
     assert sorted(resources) == sorted(k for k in kinds if k != "kustomization.yaml")
@@ -254,3 +256,140 @@ def test_workers_train_one_shared_run_from_a_valid_config(tmp_path):
         assert not runs_mount.get("readOnly"), "the chief writes the run"
         assert container["image"].split(":")[0] == "imgclf"
         assert spec["securityContext"]["runAsUser"] == 1000  # the training image's user
+
+
+# --- distributed tuning -----------------------------------------------------------------------
+
+# The downward-API field an Indexed Job fills with each pod's completion index.
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+ENV_REFERENCE = re.compile(r"\$\((\w+)\)")
+
+
+def environment(container: dict, index: int | None) -> dict[str, str]:
+    """The container's environment as Kubernetes sets it in the pod with completion `index`:
+    the completion-index field filled in, and $(NAME) expanded only from names defined above it
+    (an unknown or later name stays as written, as in Kubernetes)."""
+    env = {}
+    for var in container.get("env", []):
+        if "valueFrom" in var:
+            field = var["valueFrom"].get("fieldRef", {}).get("fieldPath")
+            assert field == COMPLETION_INDEX and index is not None, (
+                f"{var['name']}: only an Indexed Job's completion index is resolved here "
+                f"(received {var['valueFrom']})"
+            )
+            env[var["name"]] = str(index)
+        else:
+            value = var.get("value", "")
+            env[var["name"]] = ENV_REFERENCE.sub(lambda m: env.get(m[1], m[0]), value)
+    if index is not None:
+        env.setdefault("JOB_COMPLETION_INDEX", str(index))  # Kubernetes appends it last
+    return env
+
+
+def pod_environments(job: dict) -> list[dict[str, str]]:
+    """The environment of each of the Job's pods (one per completion)."""
+    [container] = pod_spec(job)["containers"]
+    indexed = job["spec"].get("completionMode") == "Indexed"
+    completions = job["spec"].get("completions", 1)
+    return [environment(container, i if indexed else None) for i in range(completions)]
+
+
+def tuning_jobs() -> tuple[dict, dict]:
+    """(the chief's Job, the workers' Job): KerasTuner's chief is the tuner id with 'chief'."""
+    jobs = [d for d in documents("tuning.yaml") if d["kind"] == "Job"]
+    chiefs = [
+        job
+        for job in jobs
+        if any("chief" in env.get("KERASTUNER_TUNER_ID", "") for env in pod_environments(job))
+    ]
+    names = [job["metadata"]["name"] for job in chiefs]
+    assert len(jobs) == 2 and len(chiefs) == 1, (
+        f"expected a chief Job and a workers' Job (received {len(jobs)} Jobs, chiefs {names})"
+    )
+    [workers] = [job for job in jobs if job is not chiefs[0]]
+    return chiefs[0], workers
+
+
+def test_tuner_ids_are_unique_and_only_the_chief_serves_the_oracle():
+    chief, workers = tuning_jobs()
+    assert len(pod_environments(chief)) == 1
+    ids = [env["KERASTUNER_TUNER_ID"] for job in (chief, workers) for env in pod_environments(job)]
+    assert not [i for i in ids if "$(" in i], f"unexpanded tuner ids: {ids}"
+    # The oracle gives a tuner id its unfinished trial again: two pods with one id would run
+    # the same trial. Every id with 'chief' in it would start an oracle of its own.
+    assert len(set(ids)) == len(ids), f"tuner ids repeat: {ids}"
+    assert ["chief" in i for i in ids] == [True] + [False] * (len(ids) - 1), ids
+    assert len(ids) - 1 >= 2, "a distributed search wants two workers or more"
+    # A worker pod waiting for parallelism would start only when the search is over.
+    assert workers["spec"]["parallelism"] == workers["spec"]["completions"]
+
+
+def test_the_oracle_port_is_the_same_for_the_chief_the_service_and_the_workers():
+    chief, workers = tuning_jobs()
+    service = only(documents("tuning.yaml"), "Service")
+    [container] = pod_spec(chief)["containers"]
+    [chief_env] = pod_environments(chief)
+    port = int(chief_env["KERASTUNER_ORACLE_PORT"])
+    # The oracle binds KERASTUNER_ORACLE_IP: 127.0.0.1 or a pod name would shut other pods out.
+    assert chief_env["KERASTUNER_ORACLE_IP"] == "0.0.0.0"
+    [service_port] = service["spec"]["ports"]
+    target = container_port(container, service_port.get("targetPort", service_port["port"]))
+    assert target == port, f"the Service sends to {target}, the oracle listens on {port}"
+    if "readinessProbe" in container:
+        assert container_port(container, container["readinessProbe"]["tcpSocket"]["port"]) == port
+    for env in pod_environments(workers):
+        asked = int(env["KERASTUNER_ORACLE_PORT"])
+        assert asked == service_port["port"], (
+            f"a worker asks port {asked}, the Service has {service_port['port']}"
+        )
+
+
+def test_workers_reach_the_oracle_by_the_services_dns_name():
+    chief, workers = tuning_jobs()
+    service = only(documents("tuning.yaml"), "Service")
+    name = service["metadata"]["name"]
+    for env in pod_environments(workers):
+        address = env["KERASTUNER_ORACLE_IP"]
+        # The short name in the same namespace, or <name>.<namespace>.svc...
+        assert address == name or address.startswith(f"{name}."), (address, name)
+    selector = service["spec"]["selector"].items()
+    assert selector <= chief["spec"]["template"]["metadata"]["labels"].items()
+    # Only the chief serves the oracle: a worker behind the Service would refuse connections.
+    assert not selector <= workers["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_chief_and_workers_run_one_search_from_a_valid_tuning_config(tmp_path):
+    docs = documents("tuning.yaml")
+    chief, workers = tuning_jobs()
+    seen = []
+    for job in (chief, workers):
+        spec = pod_spec(job)
+        [container] = spec["containers"]
+        args = container["args"]
+        assert args[:2] == ["tune", "--config"], args
+        # A restarted chief with --overwrite would delete the search it is resuming.
+        assert "--overwrite" not in args
+        config_path = Path(args[2])
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        config_volume = volumes[mounts[str(config_path.parent)]["name"]]
+        configmap = only(docs, "ConfigMap", config_volume["configMap"]["name"])
+        text = configmap["data"][config_path.name]
+        assert "tuning" in yaml.safe_load(text)
+        written = tmp_path / job["metadata"]["name"] / config_path.name
+        written.parent.mkdir()
+        written.write_text(text)
+        cfg = loader.load(written)  # the real schema validates it
+        assert cfg.tuning.space, "the tuning section searches nothing"
+        # Trial runs, the search state and best.yaml are shared: all on the writable runs volume.
+        for folder in (cfg.train.runs_dir, cfg.tuning.directory or cfg.train.runs_dir):
+            [mount] = [m for m in mounts.values() if Path(folder).is_relative_to(m["mountPath"])]
+            assert not mount.get("readOnly"), f"{folder} is read-only"
+        assert any(Path(cfg.data.output_dir).is_relative_to(m) for m in mounts)
+        assert container["image"].split(":")[0] == "imgclf"
+        assert spec["securityContext"]["runAsUser"] == 1000  # the training image's user
+        shared = sorted(
+            json.dumps([m, volumes[m["name"]]], sort_keys=True) for m in mounts.values()
+        )
+        seen.append((args, cfg, shared))
+    assert seen[0] == seen[1], "the chief and the workers differ in command, config or volumes"

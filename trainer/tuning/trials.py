@@ -7,6 +7,7 @@ drives it, so its chief/worker distribution and its saved state apply unchanged.
 
 import copy
 import json
+import os
 import re
 import shutil
 import time
@@ -236,6 +237,8 @@ def trial_tag(search: Search, trial_id: str, execution: int, values: dict) -> di
         "direction": search.direction,
         "hyperparameters": space.config_values(search.params, values),
         "tuning_dir": str(search.directory),
+        # KerasTuner's own worker id (tuner0 when not distributed): who ran the trial.
+        "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
     }
 
 
