@@ -44,6 +44,31 @@ def write_tree(root: Path, spec: TreeSpec) -> Path:
     return root
 
 
+def tiny_run_overrides(source: Path, root: Path) -> list[str]:
+    """A dataset and run small enough to train in seconds (8x8 images, one 2-filter conv, one
+    epoch), every output under `root`."""
+    return [
+        f"data.source={source}",
+        f"data.output_dir={root / 'data'}",
+        "data.beam_direct_mode=in_memory",
+        "data.split={train: 0.5, val: 0.25, test: 0.25}",
+        "data.image_size=[8, 8]",
+        "data.batch_size=2",
+        "model.cnn=[{conv: {filters: 2}}]",
+        "train.epochs=1",
+        f"train.runs_dir={root / 'runs'}",
+    ]
+
+
+def tiny_class_tree(root: Path, make_image, make_tree) -> Path:
+    """root/tree/{cat,dog}/ with four 16x16 noise PNGs each."""
+    spec = {
+        name: {f"{i}.png": make_image(10 * c + i, size=(16, 16)) for i in range(4)}
+        for c, name in enumerate(["cat", "dog"])
+    }
+    return make_tree(root / "tree", spec)
+
+
 def export_dense_model(
     base: Path, side: int, channels: int, class_names: list[str], version: int = 1
 ) -> Path:

@@ -1,8 +1,8 @@
-"""`python -m tfx_pipeline --config X`: the whole pipeline (for now, the demo flow)."""
+"""`python -m tfx_pipeline --config X [--set k=v] [--no-cache]`: `imgclf pipeline run`."""
 
 import sys
 
 from tfx_pipeline import cli
 
 if __name__ == "__main__":
-    sys.exit(cli.main(["demo", *sys.argv[1:]]))
+    sys.exit(cli.main(["pipeline", "run", *sys.argv[1:]]))

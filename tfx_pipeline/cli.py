@@ -9,6 +9,7 @@ import configs
 from configs import errors, loader
 from evaluator import cli as evaluator_cli
 from registry import cli as registry_cli
+from tfx_pipeline import pipeline_cli
 from tracking import cli as tracking_cli
 from trainer.tuning import cli as tuning_cli
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator_cli.add_commands(commands)
     tracking_cli.add_commands(commands)
     tuning_cli.add_commands(commands)
+    pipeline_cli.add_commands(commands)
 
     serve = commands.add_parser("serve", help="TF Serving-compatible REST and gRPC server")
     loader.add_config_arguments(serve)

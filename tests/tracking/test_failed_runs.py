@@ -5,6 +5,7 @@ import json
 import pytest
 
 from configs import loader
+from tests.conftest import tiny_class_tree, tiny_run_overrides
 from tfx_pipeline import cli
 from tracking import records
 from trainer import loop, task
@@ -17,20 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.beam]
 def tiny(tmp_path_factory, make_image, make_tree):
     """Overrides for a 2-class dataset of 8x8 images (ingested) and a 1-epoch run."""
     root = tmp_path_factory.mktemp("tiny")
-    spec = {
-        name: {f"{i}.png": make_image(10 * c + i, size=(16, 16)) for i in range(4)}
-        for c, name in enumerate(["cat", "dog"])
-    }
-    overrides = [
-        f"data.source={make_tree(root / 'tree', spec)}",
-        f"data.output_dir={root / 'data'}",
-        "data.beam_direct_mode=in_memory",
-        "data.split={train: 0.5, val: 0.25, test: 0.25}",
-        "data.image_size=[8, 8]",
-        "data.batch_size=2",
-        "model.cnn=[{conv: {filters: 2}}]",
-        "train.epochs=1",
-    ]
+    # Each test names its own train.runs_dir after these; the later --set wins.
+    overrides = tiny_run_overrides(tiny_class_tree(root, make_image, make_tree), root)
     result = ingest.run(loader.load(None, overrides).data)
     return root, overrides, result
 

@@ -3,25 +3,11 @@
 import pytest
 
 from configs import loader
+from tests.conftest import tiny_run_overrides
 from trainer import task
 from transforms.beam import ingest
 
 pytestmark = pytest.mark.beam
-
-
-def tiny_run_overrides(source, root) -> list[str]:
-    """A dataset and run small enough to train in seconds."""
-    return [
-        f"data.source={source}",
-        f"data.output_dir={root / 'data'}",
-        "data.beam_direct_mode=in_memory",
-        "data.split={train: 0.5, val: 0.25, test: 0.25}",
-        "data.image_size=[8, 8]",
-        "data.batch_size=2",
-        "model.cnn=[{conv: {filters: 2}}]",
-        "train.epochs=1",
-        f"train.runs_dir={root / 'runs'}",
-    ]
 
 
 @pytest.mark.slow

@@ -1,0 +1,210 @@
+"""The component pipeline: records, caching, re-runs from a changed key, failures, the gate."""
+
+import sqlite3
+import time
+
+import pytest
+
+from configs import loader
+from registry import store as registry_store
+from tests.conftest import tiny_class_tree, tiny_run_overrides
+from tfx_pipeline import cli, component, metadata, pipeline_cli, runner
+from tfx_pipeline.components import steps
+
+ALL = ["ExampleGen", "StatisticsGen", "ExampleValidator", "Trainer", "Evaluator"]
+ALL += ["InfraValidator", "Pusher"]
+AFTER_TRAINING = ["Trainer", "Evaluator", "InfraValidator", "Pusher"]
+
+
+def tiny_overrides(root, make_image, make_tree) -> list[str]:
+    """A 2-class dataset of 8x8 images, a 1-epoch run and every output under `root`."""
+    return [
+        *tiny_run_overrides(tiny_class_tree(root, make_image, make_tree), root),
+        f"registry.store={root / 'store'}",
+        "serving.model_name=tiny",
+        f"pipeline.metadata={root / 'pipeline' / 'metadata.sqlite'}",
+    ]
+
+
+def run(overrides: list[str], no_cache: bool = False) -> runner.Summary:
+    return pipeline_cli.run_pipeline(loader.load(None, overrides), no_cache=no_cache)
+
+
+def statuses(summary: runner.Summary) -> dict[str, str]:
+    return {e.component: e.status for e in summary.executions}
+
+
+def count(db_path, table: str) -> int:
+    with sqlite3.connect(db_path) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.beam
+@pytest.mark.serving
+def test_runs_are_recorded_cached_and_rerun_from_the_changed_key(
+    tmp_path, make_image, make_tree, capsys
+):
+    overrides = tiny_overrides(tmp_path, make_image, make_tree)
+    db = tmp_path / "pipeline" / "metadata.sqlite"
+
+    first = run(overrides)
+    assert statuses(first) == dict.fromkeys(ALL, metadata.COMPLETED)
+    # Every component's outputs (one each, two for the Evaluator) plus the external source.
+    assert count(db, "artifacts") == len(ALL) + 2
+    assert count(db, "events") > count(db, "artifacts")
+    [pushed] = registry_store.list_versions(tmp_path / "store", "tiny")
+    assert pushed.labels == ("production",) and pushed.dataset_version is not None
+
+    started = time.time()
+    again = run(overrides)
+    assert time.time() - started < 5
+    assert statuses(again) == dict.fromkeys(ALL, metadata.CACHED)
+    assert len(registry_store.list_versions(tmp_path / "store", "tiny")) == 1
+
+    longer = run([*overrides, "train.epochs=2"])
+    expected = dict.fromkeys(ALL, metadata.CACHED) | dict.fromkeys(AFTER_TRAINING, "completed")
+    assert statuses(longer) == expected
+    assert longer.outputs["Trainer.model"].properties["dataset_version"] == pushed.dataset_version
+
+    assert cli.main(["pipeline", "run", "--no-cache", *sets(overrides, "train.epochs=2")]) == 0
+    with metadata.Store(db) as store:
+        forced = store.executions(store.run()["id"])
+    assert {e.component: e.status for e in forced} == dict.fromkeys(ALL, metadata.COMPLETED)
+
+    capsys.readouterr()
+    assert cli.main(["pipeline", "lineage", "tiny@1", "--metadata", str(db)]) == 0
+    told = capsys.readouterr().out
+    assert f"training run:    {pushed.run_id}" in told
+    assert f"pipeline run:    {first.run_id} (config hash " in told
+    assert f"dataset version: {pushed.dataset_version}" in told
+    assert f"source:          {tmp_path / 'tree'}" in told
+
+    assert cli.main(["pipeline", "status", "--metadata", str(db)]) == 0
+    told = capsys.readouterr().out
+    assert "completed" in told.splitlines()[0]
+    assert all(name in told for name in ALL) and "-> pushed_model: PushedModel" in told
+
+
+def sets(overrides: list[str], *more: str) -> list[str]:
+    return [arg for item in [*overrides, *more] for arg in ("--set", item)]
+
+
+@pytest.mark.slow
+@pytest.mark.beam
+def test_a_failed_component_stops_downstream_and_the_next_run_resumes_from_it(
+    tmp_path, make_image, make_tree
+):
+    overrides = [
+        *tiny_overrides(tmp_path, make_image, make_tree),
+        "pipeline.infra_validation.enabled=false",
+    ]
+    first = run(overrides)
+    examples = first.outputs["ExampleGen.examples"]
+    # A corrupt train shard: the dataset is still there, reading it fails mid-training.
+    [shard_name] = _train_shards(examples.uri)
+    shard = tmp_path / "data" / examples.properties["version"] / shard_name
+    intact = shard.read_bytes()
+    damaged = bytearray(intact)
+    middle = len(damaged) // 2
+    damaged[middle : middle + 32] = bytes(b ^ 0xFF for b in damaged[middle : middle + 32])
+    shard.write_bytes(bytes(damaged))
+
+    with pytest.raises(runner.PipelineFailed, match="Trainer failed .*resumes from Trainer"):
+        run([*overrides, "train.epochs=2"])
+    with metadata.Store(tmp_path / "pipeline" / "metadata.sqlite") as store:
+        failed = store.run()
+        executions = {e.component: e for e in store.executions(failed["id"])}
+    assert failed["status"] == metadata.FAILED
+    assert executions["ExampleGen"].status == metadata.CACHED
+    assert executions["Trainer"].status == metadata.FAILED
+    assert "TrainingError" in executions["Trainer"].error
+    assert executions["Evaluator"].status == executions["Pusher"].status == metadata.SKIPPED
+    assert executions["Pusher"].error == "Trainer failed"
+
+    shard.write_bytes(intact)
+    resumed = run([*overrides, "train.epochs=2"])
+    assert statuses(resumed)["ExampleGen"] == metadata.CACHED
+    assert statuses(resumed)["Trainer"] == statuses(resumed)["Pusher"] == metadata.COMPLETED
+
+
+def _train_shards(version_dir: str) -> list[str]:
+    from transforms import dataset_info
+
+    return dataset_info.load(version_dir)["splits"]["train"]["shards"]
+
+
+@pytest.mark.slow
+@pytest.mark.beam
+def test_a_model_that_is_not_blessed_is_not_pushed(tmp_path, make_image, make_tree):
+    overrides = [
+        *tiny_overrides(tmp_path, make_image, make_tree),
+        "pipeline.infra_validation.enabled=false",
+        "evaluation.gate.min_accuracy=1.0",
+    ]
+    summary = run(overrides)
+    assert statuses(summary)["Pusher"] == metadata.COMPLETED
+    pushed = summary.outputs["Pusher.pushed_model"]
+    assert pushed.properties["pushed"] is False and pushed.uri is None
+    assert "not blessed" in pushed.properties["reason"]
+    assert not (tmp_path / "store").exists() or not registry_store.list_versions(tmp_path / "store")
+
+
+# The runner alone, on components that are plain Python functions: fast.
+def counting_component(name, calls, inputs=None, fail=None, keys=("seed",)):
+    def run_it(ctx: component.Context) -> dict:
+        calls.append(name)
+        if fail and fail[0]:
+            raise RuntimeError(f"{name} broke")
+        return {"out": metadata.Artifact("Thing", None, {"by": name, "seed": ctx.cfg.seed})}
+
+    return component.Component(
+        name, run_it, inputs=inputs or {}, outputs={"out": "Thing"}, config_keys=keys
+    )
+
+
+def test_the_runner_orders_caches_and_resumes_after_a_failure(tmp_path):
+    cfg = loader.load(None, [f"pipeline.metadata={tmp_path / 'm.sqlite'}"])
+    calls, fail = [], [True]
+    components = [
+        counting_component("C", calls, {"a": "B.out"}),
+        counting_component("B", calls, {"a": "A.out"}, fail=fail),
+        counting_component("A", calls, keys=("data.source",)),
+    ]
+    with pytest.raises(runner.PipelineFailed, match="B failed .*RuntimeError: B broke"):
+        runner.run(cfg, components)
+    assert calls == ["A", "B"]
+    fail[0] = False
+    summary = runner.run(cfg, components)
+    assert calls == ["A", "B", "B", "C"] and statuses(summary)["A"] == metadata.CACHED
+    # A key A does not read leaves it cached; B and C read it and run again.
+    runner.run(cfg.model_copy(update={"seed": 7}), components)
+    assert calls[4:] == ["B", "C"]
+    runner.run(cfg, components, no_cache=True)
+    assert calls[6:] == ["A", "B", "C"]
+
+
+def test_the_runner_rejects_cycles_and_unknown_inputs():
+    calls = []
+    with pytest.raises(ValueError, match="cycle"):
+        runner.topological_order(
+            [
+                counting_component("A", calls, {"x": "B.out"}),
+                counting_component("B", calls, {"x": "A.out"}),
+            ]
+        )
+    with pytest.raises(ValueError, match="no component produces"):
+        runner.topological_order([counting_component("A", calls, {"x": "Z.out"})])
+
+
+def test_training_keys_do_not_change_example_gen_config_but_change_the_trainer():
+    by_name = {c.name: c for c in steps.build_components()}
+    base = loader.load(None, [])
+    changed = loader.load(None, ["train.epochs=3", "data.batch_size=8", "data.image_size=[9, 9]"])
+    example_gen, trainer = by_name["ExampleGen"], by_name["Trainer"]
+    assert example_gen.config_subset(base) == example_gen.config_subset(changed)
+    assert trainer.config_subset(base) != trainer.config_subset(changed)
+    assert "source" not in trainer.config_subset(base)["data"]
+    assert by_name["ExampleGen"].config_subset(loader.load(None, ["data.source=x"])) != (
+        example_gen.config_subset(base)
+    )

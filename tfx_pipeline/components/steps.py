@@ -1,0 +1,356 @@
+"""The pipeline's components: each declares its artifacts and config keys and calls one step."""
+
+import json
+import os
+from pathlib import Path
+
+from configs import schema
+from tfx_pipeline import component as component_lib
+from tfx_pipeline import metadata
+from tfx_pipeline.component import Component, ComponentError, Context
+
+# Artifact types.
+EXTERNAL_SOURCE = "ExternalSource"
+EXAMPLES = "Examples"
+STATISTICS = "ExampleStatistics"
+ANOMALIES = "ExampleAnomalies"
+MODEL = "Model"
+REGISTRY_MODEL = "RegistryModel"
+EVALUATION = "ModelEvaluation"
+BLESSING = "ModelBlessing"
+INFRA_BLESSING = "InfraBlessing"
+PUSHED_MODEL = "PushedModel"
+
+# Keys only training reads: changing them must not re-ingest.
+TRAINING_ONLY_DATA_KEYS = ("version", "image_size", "channels", "batch_size", "shuffle_buffer")
+
+
+def artifact(type_: str, uri, **properties) -> metadata.Artifact:
+    return metadata.Artifact(type_, None if uri is None else str(uri), properties)
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    return path
+
+
+def push_model_name(cfg: schema.Config) -> str:
+    return cfg.pipeline.push.model or cfg.serving.model_name
+
+
+# ExampleGen ------------------------------------------------------------------------------------
+def source_fingerprint(source: str) -> str:
+    """A local source's file names, sizes and mtimes; a remote one is known by its URI only
+    (re-ingest it with --no-cache)."""
+    path = Path(source)
+    if "://" in source or ":" in source.split(os.sep)[0] or not path.exists():
+        return component_lib.digest({"uri": source})
+    if path.is_file():
+        stat = path.stat()
+        return component_lib.digest([source, stat.st_size, stat.st_mtime_ns])
+    listing = []
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            stat = os.stat(os.path.join(root, name))
+            listing.append([os.path.relpath(os.path.join(root, name), path), stat.st_size])
+            listing[-1].append(stat.st_mtime_ns)
+    return component_lib.digest(listing)
+
+
+def resolve_source(cfg: schema.Config, store, inputs) -> dict:
+    source = artifact(EXTERNAL_SOURCE, cfg.data.source)
+    source.fingerprint = source_fingerprint(cfg.data.source)
+    return {"source": source}
+
+
+def run_example_gen(ctx: Context) -> dict:
+    from transforms.beam import ingest
+
+    result = ingest.run(ctx.cfg.data)
+    info = result.dataset
+    examples = artifact(
+        EXAMPLES,
+        Path(result.path).absolute(),
+        version=result.version,
+        source=info["source"],
+        written=info["written"],
+        splits={split: s["count"] for split, s in info["splits"].items()},
+    )
+    # The version is a hash of the content: an identical re-ingest keeps downstream cached.
+    examples.fingerprint = component_lib.digest({"type": EXAMPLES, "version": result.version})
+    return {"examples": examples}
+
+
+# StatisticsGen and ExampleValidator ------------------------------------------------------------
+def run_statistics_gen(ctx: Context) -> dict:
+    from transforms import dataset_info
+
+    examples = ctx.inputs["examples"]
+    info = dataset_info.load(examples.uri)
+    stats = artifact(
+        STATISTICS,
+        Path(examples.uri) / dataset_info.DATASET_JSON,
+        version=info["version"],
+        num_classes=info["num_classes"],
+        class_counts=info["class_counts"],
+        imbalance_ratio=info["imbalance_ratio"],
+        channel_mean=info["stats"]["channel_mean"],
+    )
+    return {"statistics": stats}
+
+
+def resolve_previous_statistics(cfg: schema.Config, store: metadata.Store, inputs) -> dict:
+    """The newest statistics recorded for another dataset version: what drift is judged against."""
+    current = inputs["statistics"].properties["version"]
+    for stats in store.artifacts(STATISTICS):
+        if stats.properties.get("version") != current and os.path.exists(stats.uri):
+            return {"previous_statistics": stats}
+    return {"previous_statistics": None}
+
+
+def run_example_validator(ctx: Context) -> dict:
+    from tfx_pipeline.components import validation
+
+    current = json.loads(Path(ctx.inputs["statistics"].uri).read_text(encoding="utf-8"))
+    previous_stats = ctx.inputs.get("previous_statistics")
+    previous = None
+    if previous_stats is not None:
+        previous = json.loads(Path(previous_stats.uri).read_text(encoding="utf-8"))
+    report = validation.validate_examples(current, previous, ctx.cfg.pipeline.validation)
+    path = write_json(ctx.output_dir("ExampleValidator") / "anomalies.json", report)
+    if not report["passed"]:
+        errors = [a["message"] for a in report["anomalies"] if a.get("severity") == "error"]
+        raise ComponentError(
+            f"dataset {current['version']} failed validation against "
+            f"{previous['version'] if previous else 'nothing'}: {'; '.join(errors)} (all "
+            f"anomalies in {path}; relax pipeline.validation to accept them)"
+        )
+    return {
+        "anomalies": artifact(
+            ANOMALIES,
+            path,
+            version=current["version"],
+            previous=previous and previous["version"],
+            passed=report["passed"],
+            anomalies=len(report["anomalies"]),
+        )
+    }
+
+
+# Trainer ---------------------------------------------------------------------------------------
+def run_trainer(ctx: Context) -> dict:
+    from trainer import task
+
+    examples = ctx.inputs["examples"]
+    cfg = ctx.cfg.model_copy(deep=True)
+    # Train on exactly the input artifact, whatever 'latest' says now.
+    cfg.data.output_dir = str(Path(examples.uri).parent)
+    cfg.data.version = examples.properties["version"]
+    result = task.run(cfg)
+    if result is None or result.export_dir is None:
+        raise ComponentError("the Trainer produced no export (not the chief worker?)")
+    return {
+        "model": artifact(
+            MODEL,
+            Path(result.export_dir).absolute(),
+            run_id=Path(result.run_dir).name,
+            run_dir=str(Path(result.run_dir).absolute()),
+            dataset_version=examples.properties["version"],
+        )
+    }
+
+
+# Evaluator -------------------------------------------------------------------------------------
+def production_version(cfg: schema.Config):
+    """The registry version labelled production of the pushed model, or None."""
+    from registry import errors as registry_errors
+    from registry import store as registry_store
+
+    if not Path(cfg.registry.store).is_dir():
+        return None
+    try:
+        versions = registry_store.list_versions(cfg.registry.store, push_model_name(cfg))
+    except registry_errors.NotFound:  # nothing pushed under this name yet
+        return None
+    return next((v for v in versions if "production" in v.labels), None)
+
+
+def resolve_baseline(cfg: schema.Config, store, inputs) -> dict:
+    """gate.baseline when set, else the production model (when it is not this very model)."""
+    if cfg.evaluation.gate.baseline:
+        spec = artifact(REGISTRY_MODEL, None, spec=cfg.evaluation.gate.baseline)
+        spec.fingerprint = component_lib.digest({"spec": cfg.evaluation.gate.baseline})
+        return {"baseline": spec}
+    version = production_version(cfg)
+    if version is None or version.run_id == inputs["model"].properties["run_id"]:
+        return {"baseline": None}
+    spec = f"registry:{version.model}@production"
+    found = artifact(
+        REGISTRY_MODEL, version.path, spec=spec, model=version.model, version=version.version
+    )
+    found.fingerprint = component_lib.digest({"model": version.model, "version": version.version})
+    return {"baseline": found}
+
+
+def run_evaluator(ctx: Context) -> dict:
+    from evaluator import run
+    from tracking import records
+
+    model, examples = ctx.inputs["model"], ctx.inputs["examples"]
+    baseline = ctx.inputs.get("baseline")
+    run_dir = Path(model.properties["run_dir"])
+    result = run.evaluate(
+        ctx.cfg,
+        str(run_dir),
+        examples.uri,
+        "test",
+        run_dir,
+        baseline.properties["spec"] if baseline else None,
+    )
+    print(result.line())
+    records.refresh(run_dir)
+    blessing = result.blessing
+    return {
+        "evaluation": artifact(
+            EVALUATION,
+            run_dir / "metrics.json",
+            accuracy=result.metrics["accuracy"],
+            macro_f1=result.metrics.get("macro_f1"),
+            num_examples=result.metrics["num_examples"],
+        ),
+        "blessing": artifact(
+            BLESSING,
+            run_dir / "blessing.json",
+            blessed=blessing["blessed"],
+            reason=blessing.get("reason"),
+            run_id=model.properties["run_id"],
+        ),
+    }
+
+
+# InfraValidator and Pusher ---------------------------------------------------------------------
+def run_infra_validator(ctx: Context) -> dict:
+    from tfx_pipeline.components import infra
+
+    model = ctx.inputs["model"]
+    report = infra.infra_validate(
+        Path(model.uri), ctx.cfg.pipeline.infra_validation, push_model_name(ctx.cfg)
+    )
+    path = write_json(ctx.output_dir("InfraValidator") / "infra_blessing.json", report)
+    keys = ("passed", "p50_ms", "p99_ms", "requests", "errors", "budget_ms", "reason")
+    return {"infra_blessing": artifact(INFRA_BLESSING, path, **{k: report.get(k) for k in keys})}
+
+
+def run_pusher(ctx: Context) -> dict:
+    from registry import store as registry_store
+
+    model, blessing = ctx.inputs["model"], ctx.inputs["blessing"]
+    infra_blessing = ctx.inputs.get("infra_blessing")
+    name, label = push_model_name(ctx.cfg), ctx.cfg.pipeline.push.label
+    lineage = {
+        "model": name,
+        "run_id": model.properties["run_id"],
+        "dataset_version": model.properties["dataset_version"],
+    }
+    reason = None
+    if not blessing.properties["blessed"]:
+        reason = f"not blessed ({blessing.properties.get('reason')})"
+    elif infra_blessing is not None and not infra_blessing.properties["passed"]:
+        reason = "infra validation failed"
+    if reason is not None:
+        print(f"pusher: {name} not pushed: {reason}")
+        return {
+            "pushed_model": artifact(PUSHED_MODEL, None, pushed=False, reason=reason, **lineage)
+        }
+    version = registry_store.push(ctx.cfg.registry.store, model.uri, name)
+    if label:
+        registry_store.promote(ctx.cfg.registry.store, name, version.version, label)
+    print(
+        f"pusher: {name} version {version.version} pushed" + (f", labelled {label}" * bool(label))
+    )
+    pushed = artifact(
+        PUSHED_MODEL,
+        Path(version.path).absolute(),
+        pushed=True,
+        version=version.version,
+        label=label,
+        **lineage,
+    )
+    return {"pushed_model": pushed}
+
+
+def build_components() -> list[Component]:
+    """The pipeline, in order: ingest, statistics, validation, training, evaluation, infra
+    validation, push."""
+    return [
+        Component(
+            "ExampleGen",
+            run_example_gen,
+            outputs={"examples": EXAMPLES},
+            config_keys=("data",),
+            config_exclude=tuple(f"data.{key}" for key in TRAINING_ONLY_DATA_KEYS),
+            resolve=resolve_source,
+        ),
+        Component(
+            "StatisticsGen",
+            run_statistics_gen,
+            inputs={"examples": "ExampleGen.examples"},
+            outputs={"statistics": STATISTICS},
+        ),
+        Component(
+            "ExampleValidator",
+            run_example_validator,
+            inputs={"statistics": "StatisticsGen.statistics"},
+            outputs={"anomalies": ANOMALIES},
+            config_keys=("pipeline.validation",),
+            resolve=resolve_previous_statistics,
+        ),
+        Component(
+            "Trainer",
+            run_trainer,
+            inputs={"examples": "ExampleGen.examples", "anomalies": "ExampleValidator.anomalies"},
+            outputs={"model": MODEL},
+            config_keys=(
+                "name",
+                "seed",
+                "data",
+                "augment",
+                "model",
+                "optimizer",
+                "train",
+            ),
+            # What ingest alone reads is already in the examples' fingerprint.
+            config_exclude=tuple(
+                f"data.{key}"
+                for key in schema.DataConfig.model_fields
+                if key not in TRAINING_ONLY_DATA_KEYS or key == "version"
+            ),
+        ),
+        Component(
+            "Evaluator",
+            run_evaluator,
+            inputs={"model": "Trainer.model", "examples": "ExampleGen.examples"},
+            outputs={"evaluation": EVALUATION, "blessing": BLESSING},
+            config_keys=("evaluation", "data.image_size", "data.channels"),
+            resolve=resolve_baseline,
+        ),
+        Component(
+            "InfraValidator",
+            run_infra_validator,
+            inputs={"model": "Trainer.model"},
+            outputs={"infra_blessing": INFRA_BLESSING},
+            config_keys=("pipeline.infra_validation", "serving.model_name", "pipeline.push.model"),
+            enabled=lambda cfg: cfg.pipeline.infra_validation.enabled,
+        ),
+        Component(
+            "Pusher",
+            run_pusher,
+            inputs={
+                "model": "Trainer.model",
+                "blessing": "Evaluator.blessing",
+                "infra_blessing": "InfraValidator.infra_blessing?",
+            },
+            outputs={"pushed_model": PUSHED_MODEL},
+            config_keys=("pipeline.push", "registry.store", "serving.model_name"),
+        ),
+    ]
