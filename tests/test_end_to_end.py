@@ -26,6 +26,8 @@ def demo_result(tmp_path_factory):
             f"data.source={root / 'digits'}",
             f"data.output_dir={root / 'tfrecords'}",
             f"train.runs_dir={root / 'runs'}",
+            f"registry.store={root / 'store'}",
+            f"pipeline.metadata={root / 'pipeline' / 'metadata.sqlite'}",
             "train.epochs=6",
         ],
     )
@@ -157,3 +159,18 @@ def test_rest_predictions_match_the_saved_model(demo_result):
         assert probability == pytest.approx(float(row.max()), abs=1e-6)
     correct = sum(p["top"][0][0] == p["true"] for p in demo_result.predictions)
     assert correct >= 4
+
+
+def test_demo_runs_the_pipeline_and_serves_the_pushed_version(demo_result):
+    from registry import store
+    from tfx_pipeline import metadata
+
+    pushed = demo_result.pushed
+    [version] = store.list_versions(pushed.parent.parent, "digits")
+    assert (version.path, version.labels) == (pushed, ("production",))
+    assert version.run_id == demo_result.run.run_dir.name
+    database = pushed.parent.parent.parent / "pipeline" / "metadata.sqlite"
+    with metadata.Store(database) as recorded:
+        run = recorded.run(demo_result.pipeline_run_id)
+    assert run["status"] == "completed"
+    assert len(demo_result.predictions) == demo.SAMPLE_IMAGES

@@ -1,5 +1,7 @@
-"""`imgclf demo`: bundled digits through every stage, ending with predictions over REST."""
+"""`imgclf demo`: the bundled digits through the whole pipeline (ingest ... push to the registry),
+then the registry's models.config served and a few test images classified over REST."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -9,12 +11,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from configs import schema
+from configs import errors, schema
 from serving import client
-from tfx_pipeline import training
-from trainer import task
+from tfx_pipeline import pipeline_cli
+from trainer import runs, task
 from transforms import dataset, digits, features
-from transforms.beam import ingest
 
 SAMPLE_IMAGES = 5
 
@@ -23,6 +24,8 @@ SAMPLE_IMAGES = 5
 class DemoResult:
     run: task.RunResult
     predictions: list[dict]  # {"path", "true", "top": [(class, prob), ...]}
+    pipeline_run_id: str
+    pushed: Path  # the version folder in the registry store that was served
 
 
 def run(cfg: schema.Config) -> DemoResult:
@@ -31,24 +34,34 @@ def run(cfg: schema.Config) -> DemoResult:
     if not any(source.glob("*/*.png")):
         count = digits.write_digits(source)
         print(f"data: wrote {count} digit PNGs to {source}")
-    ingested = ingest.run(cfg.data)
-    print(f"ingest: dataset {ingested.version} in {ingested.path}")
-    trained = training.train_and_evaluate(cfg)
+    summary = pipeline_cli.run_pipeline(cfg)
+    examples = summary.outputs["ExampleGen.examples"]
+    model = summary.outputs["Trainer.model"]
+    pushed = summary.outputs["Pusher.pushed_model"]
+    if not pushed.properties["pushed"]:
+        raise errors.UserError(
+            f"demo: the model was not pushed ({pushed.properties['reason']}); see "
+            f"`imgclf pipeline status --config ...` and {model.properties['run_dir']}/report.html"
+        )
+    run_dir = Path(model.properties["run_dir"])
+    trained = task.RunResult(
+        run_dir=run_dir,
+        export_dir=Path(model.uri),
+        metrics=json.loads((run_dir / runs.METRICS).read_text()),
+    )
 
-    samples = test_sample_paths(ingested.path, source, SAMPLE_IMAGES)
+    samples = test_sample_paths(Path(examples.uri), source, SAMPLE_IMAGES)
     port = free_port(cfg.serving.host)
     url = f"http://{cfg.serving.host}:{port}"
-    name = cfg.serving.model_name
+    name = pushed.properties["model"]
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tfx_pipeline.cli",
             "serve",
-            "--model-path",
-            str(trained.export_dir.parent),
-            "--model-name",
-            name,
+            "--model-config-file",
+            str(Path(cfg.registry.store) / "models.config"),
             "--host",
             cfg.serving.host,
             "--port",
@@ -73,10 +86,16 @@ def run(cfg: schema.Config) -> DemoResult:
         )
     print(
         f"demo: done in {time.time() - started:.0f}s; test accuracy "
-        f"{trained.metrics['accuracy']:.4f}; data {ingested.path}, run {trained.run_dir}, "
-        f"SavedModel {trained.export_dir}, report {trained.run_dir / 'report.html'}"
+        f"{trained.metrics['accuracy']:.4f}; data {examples.uri}, run {trained.run_dir}, "
+        f"report {trained.run_dir / 'report.html'}, served {name} version "
+        f"{pushed.properties['version']} from {cfg.registry.store}"
     )
-    return DemoResult(run=trained, predictions=predictions)
+    return DemoResult(
+        run=trained,
+        predictions=predictions,
+        pipeline_run_id=summary.run_id,
+        pushed=Path(pushed.uri),
+    )
 
 
 def test_sample_paths(version_dir: Path, source: Path, count: int) -> list[tuple[Path, str]]:
