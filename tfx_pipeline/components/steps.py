@@ -20,6 +20,7 @@ EVALUATION = "ModelEvaluation"
 BLESSING = "ModelBlessing"
 INFRA_BLESSING = "InfraBlessing"
 PUSHED_MODEL = "PushedModel"
+PREDICTIONS = "BulkPredictions"
 
 # Keys only training reads: changing them must not re-ingest.
 TRAINING_ONLY_DATA_KEYS = ("version", "image_size", "channels", "batch_size", "shuffle_buffer")
@@ -57,10 +58,14 @@ def source_fingerprint(source: str) -> str:
     return component_lib.digest(listing)
 
 
+def external_source(location: str) -> metadata.Artifact:
+    source = artifact(EXTERNAL_SOURCE, location)
+    source.fingerprint = source_fingerprint(location)
+    return source
+
+
 def resolve_source(cfg: schema.Config, store, inputs) -> dict:
-    source = artifact(EXTERNAL_SOURCE, cfg.data.source)
-    source.fingerprint = source_fingerprint(cfg.data.source)
-    return {"source": source}
+    return {"source": external_source(cfg.data.source)}
 
 
 def run_example_gen(ctx: Context) -> dict:
@@ -279,9 +284,39 @@ def run_pusher(ctx: Context) -> dict:
     return {"pushed_model": pushed}
 
 
+# BulkInferrer ----------------------------------------------------------------------------------
+def resolve_bulk_source(cfg: schema.Config, store, inputs) -> dict:
+    return {"images": external_source(cfg.pipeline.bulk_inference.source)}
+
+
+def run_bulk_inferrer(ctx: Context) -> dict:
+    from tfx_pipeline.components import bulk_inference
+
+    pushed, model = ctx.inputs["pushed_model"], ctx.inputs["model"]
+    source = ctx.cfg.pipeline.bulk_inference.source
+    if not pushed.properties["pushed"]:
+        note = f"nothing was pushed ({pushed.properties.get('reason')}); {source} not classified"
+        print(f"bulk inference: {note}")
+        return {"predictions": artifact(PREDICTIONS, None, note=note, source=source)}
+    output = ctx.cfg.pipeline.bulk_inference.output
+    output = output or str(Path(model.properties["run_dir"]) / "bulk_inference")
+    counts = bulk_inference.run_bulk_inference(Path(pushed.uri), source, output, ctx.cfg)
+    predictions = artifact(
+        PREDICTIONS,
+        Path(output).absolute() if "://" not in output else output,
+        source=source,
+        format=ctx.cfg.pipeline.bulk_inference.format,
+        images=counts["images"],
+        errors=counts["errors"],
+        model=pushed.properties["model"],
+        version=pushed.properties["version"],
+    )
+    return {"predictions": predictions}
+
+
 def build_components() -> list[Component]:
     """The pipeline, in order: ingest, statistics, validation, training, evaluation, infra
-    validation, push."""
+    validation, push, and (with pipeline.bulk_inference.source) bulk inference."""
     return [
         Component(
             "ExampleGen",
@@ -352,5 +387,15 @@ def build_components() -> list[Component]:
             },
             outputs={"pushed_model": PUSHED_MODEL},
             config_keys=("pipeline.push", "registry.store", "serving.model_name"),
+        ),
+        Component(
+            "BulkInferrer",
+            run_bulk_inferrer,
+            inputs={"pushed_model": "Pusher.pushed_model", "model": "Trainer.model"},
+            outputs={"predictions": PREDICTIONS},
+            config_keys=("pipeline.bulk_inference", "serving.top_k"),
+            # The images are an outside input: new or changed files re-run it.
+            resolve=resolve_bulk_source,
+            enabled=lambda cfg: cfg.pipeline.bulk_inference.source is not None,
         ),
     ]
