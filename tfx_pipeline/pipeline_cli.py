@@ -4,7 +4,7 @@ import argparse
 import time
 from pathlib import Path
 
-from configs import errors, loader, schema
+from configs import loader, schema
 from tfx_pipeline import metadata
 
 
@@ -16,8 +16,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
     run = actions.add_parser(
         "run",
-        help="ExampleGen -> StatisticsGen -> ExampleValidator -> Trainer -> Evaluator -> "
-        "InfraValidator -> Pusher; unchanged components are reused from the cache",
+        help="ExampleGen -> StatisticsGen -> ExampleValidator -> [Tuner] -> Trainer -> "
+        "Evaluator -> InfraValidator -> Pusher; unchanged components are reused from the cache",
     )
     loader.add_config_arguments(run)
     run.add_argument("--no-cache", action="store_true", help="run every component again")
@@ -57,12 +57,7 @@ def run_pipeline(cfg: schema.Config, no_cache: bool = False):
     from tfx_pipeline import runner
     from tfx_pipeline.components import steps
 
-    if cfg.pipeline.tune:
-        raise errors.UserError(
-            "pipeline.tune: true is not supported by the pipeline yet; run `imgclf tune`, then "
-            "the pipeline with --config <tuning.directory>/best.yaml (or set pipeline.tune: false)"
-        )
-    return runner.run(cfg, steps.build_components(), no_cache=no_cache)
+    return runner.run(cfg, steps.build_components(cfg.pipeline.tune), no_cache=no_cache)
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -14,8 +14,8 @@ from tfx_pipeline.components import steps
 ALL = ["ExampleGen", "StatisticsGen", "ExampleValidator", "Trainer", "Evaluator"]
 ALL += ["InfraValidator", "Pusher"]
 AFTER_TRAINING = ["Trainer", "Evaluator", "InfraValidator", "Pusher"]
-# No pipeline.bulk_inference.source in these runs: the BulkInferrer is recorded as disabled.
-OFF = {"BulkInferrer": metadata.SKIPPED}
+# No pipeline.tune nor pipeline.bulk_inference.source here: Tuner and BulkInferrer are disabled.
+OFF = {"Tuner": metadata.SKIPPED, "BulkInferrer": metadata.SKIPPED}
 
 
 def tiny_overrides(root, make_image, make_tree) -> list[str]:

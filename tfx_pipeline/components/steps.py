@@ -2,9 +2,10 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
-from configs import schema
+from configs import loader, schema
 from tfx_pipeline import component as component_lib
 from tfx_pipeline import metadata
 from tfx_pipeline.component import Component, ComponentError, Context
@@ -14,6 +15,7 @@ EXTERNAL_SOURCE = "ExternalSource"
 EXAMPLES = "Examples"
 STATISTICS = "ExampleStatistics"
 ANOMALIES = "ExampleAnomalies"
+HYPERPARAMETERS = "HyperParameters"
 MODEL = "Model"
 REGISTRY_MODEL = "RegistryModel"
 EVALUATION = "ModelEvaluation"
@@ -24,6 +26,25 @@ PREDICTIONS = "BulkPredictions"
 
 # Keys only training reads: changing them must not re-ingest.
 TRAINING_ONLY_DATA_KEYS = ("version", "image_size", "channels", "batch_size", "shuffle_buffer")
+# What the Trainer (and the Tuner, which trains) reads; ingest-only data keys are already in the
+# examples' fingerprint.
+TRAINER_KEYS = ("name", "seed", "data", "augment", "model", "optimizer", "train")
+TRAINER_EXCLUDE = tuple(
+    f"data.{key}"
+    for key in schema.DataConfig.model_fields
+    if key not in TRAINING_ONLY_DATA_KEYS or key == "version"
+)
+# Keys of a run that the pipeline decides, whatever the tuned best.yaml says.
+PIPELINE_OWN_KEYS = (
+    "train.runs_dir",
+    "train.run_id",
+    "serving",
+    "registry",
+    "evaluation",
+    "tracking",
+    "tuning",
+    "pipeline",
+)
 
 
 def artifact(type_: str, uri, **properties) -> metadata.Artifact:
@@ -142,16 +163,93 @@ def run_example_validator(ctx: Context) -> dict:
     }
 
 
-# Trainer ---------------------------------------------------------------------------------------
+# Tuner and Trainer -----------------------------------------------------------------------------
+def pinned_config(cfg: schema.Config, examples: metadata.Artifact) -> schema.Config:
+    """A copy of `cfg` reading exactly the input dataset version, whatever 'latest' says now."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.output_dir = str(Path(examples.uri).parent)
+    cfg.data.version = examples.properties["version"]
+    return cfg
+
+
+def tuner_mode(cfg: schema.Config) -> str:
+    """`auto` resumes a search of this very config and dataset (one a crash interrupted); a
+    search found there for another dataset version or config starts over, as the Tuner's cache
+    key already says that something it reads changed."""
+    from trainer.tuning import search, trials
+
+    started = search.read_search_file(trials.search_directory(cfg))
+    if started is None:
+        return "auto"
+    if started.get("dataset_version") != cfg.data.version:
+        return "overwrite"
+    try:
+        search.check_unchanged(trials.prepare(cfg, cfg.data.version), started)
+    except search.TuningError:
+        return "overwrite"
+    return "auto"
+
+
+def run_tuner(ctx: Context) -> dict:
+    from trainer.tuning import search
+
+    examples = ctx.inputs["examples"]
+    cfg = pinned_config(ctx.cfg, examples)
+    outcome = search.run(cfg, tuner_mode(cfg))
+    if outcome is None:
+        raise ComponentError(
+            "the Tuner ran as a KerasTuner worker (KERASTUNER_TUNER_ID without 'chief'): run the "
+            "pipeline on the chief, or unset KERASTUNER_ORACLE_IP"
+        )
+    best = outcome.best
+    if best is None or outcome.best_config is None:
+        raise ComponentError(
+            f"no trial of search {outcome.directory.name} completed, so there is no best "
+            f"config (trials and their errors in {outcome.directory})"
+        )
+    # A copy per execution: a later search under the same name must not change what a cached
+    # Tuner execution handed to the Trainer.
+    path = shutil.copy(
+        outcome.best_config, ctx.output_dir("Tuner") / Path(outcome.best_config).name
+    )
+    hyperparameters = artifact(
+        HYPERPARAMETERS,
+        Path(path).absolute(),
+        trial_id=best.trial_id,
+        objective=outcome.objective,
+        objective_value=best.score,
+        values=best.values,
+        dataset_version=examples.properties["version"],
+        search_directory=str(Path(outcome.directory).absolute()),
+    )
+    hyperparameters.fingerprint = component_lib.digest(
+        {
+            "type": HYPERPARAMETERS,
+            "properties": hyperparameters.properties,
+            "config": Path(path).read_text(encoding="utf-8"),
+        }
+    )
+    return {"hyperparameters": hyperparameters}
+
+
+def tuned_config(cfg: schema.Config, hyperparameters: metadata.Artifact) -> schema.Config:
+    """The Tuner's best config, with the keys the pipeline decides taken from `cfg`."""
+    tuned = loader.to_dict(loader.load(hyperparameters.uri))
+    own = loader.to_dict(cfg)
+    for key in PIPELINE_OWN_KEYS:
+        head, _, last = key.rpartition(".")
+        target = component_lib.lookup(tuned, head, copy=False) if head else tuned
+        target[last] = component_lib.lookup(own, key)
+    return loader.validate(tuned)
+
+
 def run_trainer(ctx: Context) -> dict:
     from trainer import task
 
     examples = ctx.inputs["examples"]
-    cfg = ctx.cfg.model_copy(deep=True)
-    # Train on exactly the input artifact, whatever 'latest' says now.
-    cfg.data.output_dir = str(Path(examples.uri).parent)
-    cfg.data.version = examples.properties["version"]
-    result = task.run(cfg)
+    hyperparameters = ctx.inputs.get("hyperparameters")
+    cfg = ctx.cfg if hyperparameters is None else tuned_config(ctx.cfg, hyperparameters)
+    result = task.run(pinned_config(cfg, examples))
     if result is None or result.export_dir is None:
         raise ComponentError("the Trainer produced no export (not the chief worker?)")
     return {
@@ -314,9 +412,15 @@ def run_bulk_inferrer(ctx: Context) -> dict:
     return {"predictions": predictions}
 
 
-def build_components() -> list[Component]:
-    """The pipeline, in order: ingest, statistics, validation, training, evaluation, infra
-    validation, push, and (with pipeline.bulk_inference.source) bulk inference."""
+def build_components(tune: bool = False) -> list[Component]:
+    """The pipeline, in order: ingest, statistics, validation, (with pipeline.tune) a
+    hyperparameter search, training, evaluation, infra validation, push, and (with
+    pipeline.bulk_inference.source) bulk inference. `tune` (pipeline.tune) makes the Trainer
+    read the Tuner's best config; without it the Trainer's inputs and cache key stay as
+    they were before the Tuner existed."""
+    trainer_inputs = {"examples": "ExampleGen.examples", "anomalies": "ExampleValidator.anomalies"}
+    if tune:
+        trainer_inputs["hyperparameters"] = "Tuner.hyperparameters"
     return [
         Component(
             "ExampleGen",
@@ -341,25 +445,21 @@ def build_components() -> list[Component]:
             resolve=resolve_previous_statistics,
         ),
         Component(
+            "Tuner",
+            run_tuner,
+            inputs={"examples": "ExampleGen.examples", "anomalies": "ExampleValidator.anomalies"},
+            outputs={"hyperparameters": HYPERPARAMETERS},
+            config_keys=(*TRAINER_KEYS, "tuning"),
+            config_exclude=TRAINER_EXCLUDE,
+            enabled=lambda cfg: cfg.pipeline.tune,
+        ),
+        Component(
             "Trainer",
             run_trainer,
-            inputs={"examples": "ExampleGen.examples", "anomalies": "ExampleValidator.anomalies"},
+            inputs=trainer_inputs,
             outputs={"model": MODEL},
-            config_keys=(
-                "name",
-                "seed",
-                "data",
-                "augment",
-                "model",
-                "optimizer",
-                "train",
-            ),
-            # What ingest alone reads is already in the examples' fingerprint.
-            config_exclude=tuple(
-                f"data.{key}"
-                for key in schema.DataConfig.model_fields
-                if key not in TRAINING_ONLY_DATA_KEYS or key == "version"
-            ),
+            config_keys=TRAINER_KEYS,
+            config_exclude=TRAINER_EXCLUDE,
         ),
         Component(
             "Evaluator",
