@@ -471,9 +471,12 @@ def test_hot_swaps_and_a_corrupt_version_fail_no_request(
         for version in (2, 3, 4):
             copy_in_atomically(base / "1", base, version)
             wait_for(lambda v=version: served_versions() == [str(v)], f"version {version}")
-        corrupt = base / "5"
+        # Corrupted before it appears: a half-copied directory would be a second, legitimate
+        # retry (its files change), which is not what this checks.
+        corrupt = base / ".incoming-5"
         shutil.copytree(base / "1", corrupt)
         (corrupt / "saved_model.pb").write_bytes(b"not a protobuf")
+        corrupt.rename(base / "5")
         wait_for(lambda: "5" in served_versions(), "version 5's failure to be reported")
         threading.Event().wait(1)  # a few more polls: the corrupt version is not retried
     finally:
