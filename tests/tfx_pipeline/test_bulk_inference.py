@@ -117,6 +117,28 @@ def test_a_source_with_no_images_is_a_user_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.beam
+def test_a_manifest_without_labels_is_classified_row_by_row(tmp_path, images):
+    """Images to classify have no labels yet: the label column or key is optional here."""
+    csv_manifest = images / "to-classify.csv"
+    csv_manifest.write_text("path\n0.png\nnested/5.png\n")
+    units = bulk_inference.list_units(str(csv_manifest), config(tmp_path).data)
+    assert [unit.uri for unit in units] == [str(images / "0.png"), str(images / "nested/5.png")]
+
+    jsonl_manifest = images / "to-classify.jsonl"
+    jsonl_manifest.write_text('{"path": "1.png"}\n{"path": "2.png", "label": ""}\n')
+    model_dir = export_dense_model(tmp_path / "model", 8, 3, CLASSES)
+    output = tmp_path / "out"
+    counts = bulk_inference.run_bulk_inference(
+        model_dir, str(jsonl_manifest), str(output), config(tmp_path)
+    )
+    assert counts == {"images": 2, "errors": 0, "output": str(output)}
+    rows = read_jsonl(output)
+    assert sorted(row["path"] for row in rows) == [str(images / "1.png"), str(images / "2.png")]
+    assert all(row["label"] in CLASSES for row in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.beam
 @pytest.mark.serving
 def test_the_bulk_inferrer_classifies_after_a_push_and_is_cached_on_a_rerun(
     tmp_path, make_image, make_tree, images

@@ -64,6 +64,13 @@ def test_runs_are_recorded_cached_and_rerun_from_the_changed_key(
     assert statuses(again) == dict.fromkeys(ALL, metadata.CACHED) | OFF
     assert len(registry_store.list_versions(tmp_path / "store", "tiny")) == 1
 
+    # A changed latency budget re-runs the InfraValidator, so the Pusher runs again for the same
+    # model: it labels the version it pushed before instead of copying the export again.
+    budget = run([*overrides, "pipeline.infra_validation.latency_budget_ms=2000"])
+    assert statuses(budget)["InfraValidator"] == statuses(budget)["Pusher"] == "completed"
+    [again_pushed] = registry_store.list_versions(tmp_path / "store", "tiny")
+    assert (again_pushed.version, again_pushed.labels) == (1, ("production",))
+
     longer = run([*overrides, "train.epochs=2"])
     expected = dict.fromkeys(ALL, metadata.CACHED) | dict.fromkeys(AFTER_TRAINING, "completed")
     expected |= OFF

@@ -220,3 +220,66 @@ def test_each_worker_reads_a_disjoint_share_of_the_train_split(digits):
     assert all(shares)
     assert not set(shares[0]) & set(shares[1])
     assert sorted(shares[0] + shares[1]) == sorted(everything)
+
+
+# --- the pipeline's Trainer after a multi-worker training job (README: "at scale") ---
+
+
+def test_the_pipeline_exports_and_pushes_the_finished_multi_worker_run(
+    digits, digits_dir, trained, capsys
+):
+    """Train with the workers, then run the pipeline with the same train.run_id: its Trainer
+    restores the finished run in one process, trains nothing more, and the model is pushed."""
+    from tfx_pipeline import pipeline_cli
+
+    root, version_dir = digits
+    run_dir = root / "runs" / "mw"
+    epochs_run = json.loads((run_dir / runs.METRICS).read_text())["epochs_run"]
+    exports_before = {p.name for p in (run_dir / runs.EXPORT).iterdir()}
+    cfg = loader.load(
+        DIGITS_CONFIG,
+        [
+            f"data.source={digits_dir}",
+            f"data.output_dir={version_dir.parent}",
+            "data.beam_direct_mode=in_memory",
+            f"train.runs_dir={root / 'runs'}",
+            *FAST,
+            f"train.epochs={epochs_run}",
+            "train.run_id=mw",
+            f"registry.store={root / 'store'}",
+            f"pipeline.metadata={root / 'pipeline' / 'metadata.sqlite'}",
+            "evaluation.gate.min_accuracy=0.5",
+        ],
+    )
+    capsys.readouterr()
+    summary = pipeline_cli.run_pipeline(cfg)
+    printed = capsys.readouterr().out.splitlines()
+
+    assert {e.component: e.status for e in summary.executions}["Pusher"] == "completed"
+    model = summary.outputs["Trainer.model"]
+    assert model.properties["run_id"] == "mw"
+    assert model.properties["dataset_version"] == version_dir.name
+    assert not [line for line in printed if line.startswith("Epoch ")]
+    assert json.loads((run_dir / runs.METRICS).read_text())["epochs_run"] == epochs_run
+    [new_export] = {p.name for p in (run_dir / runs.EXPORT).iterdir()} - exports_before
+    assert model.uri.endswith(f"/{new_export}")
+    newest_before = max(exports_before, key=int)
+    assert export_variables(run_dir / runs.EXPORT / new_export) == export_variables(
+        run_dir / runs.EXPORT / newest_before
+    )
+
+
+def export_variables(export_dir: Path) -> dict[str, bytes]:
+    """The model's float variables (weights) in a SavedModel, in the model's order, as bytes.
+
+    ExportArchive also saves an `_all_variables` list, in an order that varies by export, and
+    the integer states of random generators, which count calls rather than hold weights.
+    """
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(export_dir / "variables" / "variables"))
+    return {
+        key: reader.get_tensor(key).tobytes()
+        for key, dtype in reader.get_variable_to_dtype_map().items()
+        if key.startswith("variables/") and dtype.is_floating
+    }

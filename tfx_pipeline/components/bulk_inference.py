@@ -16,8 +16,8 @@ from configs import errors, schema
 from serving import predict, signatures
 from transforms.beam import ingest
 from transforms.sources import base as source_base
+from transforms.sources import manifests, storage
 from transforms.sources import registry as sources
-from transforms.sources import storage
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,16 @@ class BulkInferenceError(errors.UserError):
 
 def list_units(source: str, data_cfg: schema.DataConfig) -> list[source_base.ReadUnit]:
     """The source's read units. A folder is any tree of image files (no class folders needed,
-    listed as `imgclf predict` does); manifests, archives and TFDS go through transforms.sources."""
+    listed as `imgclf predict` does); manifests (their label column optional), archives and TFDS
+    go through transforms.sources."""
     cfg = data_cfg.model_copy(update={"source": source})
     try:
-        if sources.kind_of(source) == "folders":
+        kind = sources.kind_of(source)
+        if kind == "folders":
             refs = predict.list_images([source], cfg)
             return [source_base.ReadUnit(kind="file", uri=ref.uri) for ref in refs]
+        if kind == "manifest":
+            return manifests.list_units(cfg, labelled=False)
         return sources.list_units(cfg)
     except (source_base.SourceError, predict.InputError) as error:
         raise BulkInferenceError(f"pipeline.bulk_inference.source: {error}") from None

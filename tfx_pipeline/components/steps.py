@@ -365,12 +365,16 @@ def run_pusher(ctx: Context) -> dict:
         return {
             "pushed_model": artifact(PUSHED_MODEL, None, pushed=False, reason=reason, **lineage)
         }
-    version = registry_store.push(ctx.cfg.registry.store, model.uri, name)
+    store = ctx.cfg.registry.store
+    version = pushed_before(store, name, model.uri)
+    if version is None:
+        version = registry_store.push(store, model.uri, name)
+        done = "pushed"
+    else:
+        done = "was already in the store"
     if label:
-        registry_store.promote(ctx.cfg.registry.store, name, version.version, label)
-    print(
-        f"pusher: {name} version {version.version} pushed" + (f", labelled {label}" * bool(label))
-    )
+        registry_store.promote(store, name, version.version, label)
+    print(f"pusher: {name} version {version.version} {done}" + f", labelled {label}" * bool(label))
     pushed = artifact(
         PUSHED_MODEL,
         Path(version.path).absolute(),
@@ -380,6 +384,26 @@ def run_pusher(ctx: Context) -> dict:
         **lineage,
     )
     return {"pushed_model": pushed}
+
+
+def pushed_before(store: str, name: str, export_dir: str):
+    """The active version of `name` copied from `export_dir`, or None.
+
+    The Pusher re-runs whenever its blessing does, e.g. after the production label moved and the
+    Evaluator judged the same model against another baseline: the model is then labelled again,
+    not copied into a new version.
+    """
+    from registry import errors as registry_errors
+    from registry import sources
+    from registry import store as registry_store
+
+    source = str(sources.find_export(export_dir))
+    try:
+        versions = registry_store.list_versions(store, name)
+    except registry_errors.NotFound:
+        return None
+    same = [v for v in versions if v.source == source and v.status == registry_store.ACTIVE]
+    return same[-1] if same else None
 
 
 # BulkInferrer ----------------------------------------------------------------------------------

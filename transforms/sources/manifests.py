@@ -23,13 +23,15 @@ SUFFIXES = (".csv", ".jsonl")
 EXPECTED = "expected columns path or url, label, and optionally split"
 
 
-def _rows_csv(text: io.TextIOBase, uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _rows_csv(
+    text: io.TextIOBase, uri: str, labelled: bool
+) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(text)
     if reader.fieldnames is None:
         raise base.SourceError(f"manifest {uri} is empty ({EXPECTED} in a header row)")
     header = [name.strip() for name in reader.fieldnames]
     reader.fieldnames = header
-    if "label" not in header:
+    if labelled and "label" not in header:
         raise base.SourceError(
             f"manifest {uri} has no label column (received {header}; {EXPECTED})"
         )
@@ -40,7 +42,9 @@ def _rows_csv(text: io.TextIOBase, uri: str) -> Iterator[tuple[int, dict[str, An
     yield from enumerate(reader, start=1)
 
 
-def _rows_jsonl(text: io.TextIOBase, uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _rows_jsonl(
+    text: io.TextIOBase, uri: str, labelled: bool
+) -> Iterator[tuple[int, dict[str, Any]]]:
     number = 0
     for line in text:
         if not line.strip():
@@ -56,7 +60,7 @@ def _rows_jsonl(text: io.TextIOBase, uri: str) -> Iterator[tuple[int, dict[str, 
             raise base.SourceError(
                 f"manifest {uri} row {number} must be a JSON object (received {line.strip()[:80]})"
             )
-        if "label" not in row:
+        if labelled and "label" not in row:
             raise base.SourceError(f"manifest {uri} row {number} has no label key ({EXPECTED})")
         if "path" not in row and "url" not in row:
             raise base.SourceError(
@@ -73,7 +77,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _unit(number: int, row: dict[str, Any], uri: str) -> base.ReadUnit:
+def _unit(number: int, row: dict[str, Any], uri: str, labelled: bool) -> base.ReadUnit:
     split = _text(row.get("split")) or None
     if split is not None and split not in base.SPLIT_NAMES:
         raise base.SourceError(
@@ -85,8 +89,8 @@ def _unit(number: int, row: dict[str, Any], uri: str) -> base.ReadUnit:
         raise base.SourceError(
             f"manifest {uri} row {number} has an empty path and url ({EXPECTED})"
         )
-    label = _text(row.get("label"))
-    if not label:
+    label = _text(row.get("label")) or None
+    if labelled and label is None:
         return files.unlabeled_unit(uri, number, split)
     resolved = storage.resolve(reference, uri)
     if storage.is_remote(resolved):
@@ -103,13 +107,13 @@ def suffix_of(uri: str) -> str:
     return next((suffix for suffix in SUFFIXES if path.endswith(suffix)), "")
 
 
-def _parse(uri: str, cfg: schema.DataConfig) -> list[base.ReadUnit]:
+def _parse(uri: str, cfg: schema.DataConfig, labelled: bool) -> list[base.ReadUnit]:
     fs, path = storage.filesystem(uri, cfg)
     rows = READERS[suffix_of(uri)]
     # Rows stream from the file; only the (small) units are kept.
     with fs.open(path, "rb") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        return [_unit(number, row, uri) for number, row in rows(text, uri)]
+        return [_unit(number, row, uri, labelled) for number, row in rows(text, uri, labelled)]
 
 
 def _unreadable(uri: str, error: BaseException, message: str) -> base.SourceError:
@@ -122,14 +126,17 @@ def _unreadable(uri: str, error: BaseException, message: str) -> base.SourceErro
     return base.SourceError(f"manifest {uri} cannot be read: {message}")
 
 
-def list_units(cfg: schema.DataConfig) -> list[base.ReadUnit]:
-    """One unit per manifest row, sorted by uri; raises SourceError for an unusable manifest."""
+def list_units(cfg: schema.DataConfig, labelled: bool = True) -> list[base.ReadUnit]:
+    """One unit per manifest row, sorted by uri; raises SourceError for an unusable manifest.
+
+    `labelled=False` (images to classify, not to train on) makes the label column optional.
+    """
     uri = cfg.source
     if not storage.is_remote(uri):
         uri = storage.to_uri(*storage.filesystem(uri, cfg))
     try:
         units = storage.call_with_retries(
-            lambda: _parse(uri, cfg), uri, cfg, permanent=(csv.Error, UnicodeDecodeError)
+            lambda: _parse(uri, cfg, labelled), uri, cfg, permanent=(csv.Error, UnicodeDecodeError)
         )
     except storage.RetriesExhausted as error:
         raise _unreadable(uri, error.error, str(error)) from error
