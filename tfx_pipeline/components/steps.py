@@ -1,6 +1,7 @@
 """The pipeline's components: each declares its artifacts and config keys and calls one step."""
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +10,8 @@ from configs import loader, schema
 from tfx_pipeline import component as component_lib
 from tfx_pipeline import metadata
 from tfx_pipeline.component import Component, ComponentError, Context
+
+log = logging.getLogger(__name__)
 
 # Artifact types.
 EXTERNAL_SOURCE = "ExternalSource"
@@ -61,32 +64,47 @@ def push_model_name(cfg: schema.Config) -> str:
 
 
 # ExampleGen ------------------------------------------------------------------------------------
-def source_fingerprint(source: str) -> str:
-    """A local source's file names, sizes and mtimes; a remote one is known by its URI only
-    (re-ingest it with --no-cache)."""
-    path = Path(source)
-    if "://" in source or ":" in source.split(os.sep)[0] or not path.exists():
+def source_fingerprint(source: str, data_cfg: schema.DataConfig) -> str:
+    """What a source holds now, cheaply: every object's name, size and modification stamp.
+
+    Local trees are walked; a bucket (s3://, gs://, ...) or URL is listed through the same
+    filesystem layer ingest reads with (an object's ETag or modification time). `tfds:` names and
+    a listing that fails (logged) fall back to the URI: re-ingest those with --no-cache.
+    """
+    from transforms.sources import storage
+
+    if source.startswith("tfds:"):
         return component_lib.digest({"uri": source})
-    if path.is_file():
-        stat = path.stat()
-        return component_lib.digest([source, stat.st_size, stat.st_mtime_ns])
-    listing = []
-    for root, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            stat = os.stat(os.path.join(root, name))
-            listing.append([os.path.relpath(os.path.join(root, name), path), stat.st_size])
-            listing[-1].append(stat.st_mtime_ns)
-    return component_lib.digest(listing)
+    try:
+        fs, path = storage.filesystem(source, data_cfg.model_copy(update={"source": source}))
+        if fs.isdir(path):
+            found = fs.find(path, detail=True)
+        else:
+            found = {path: fs.info(path)}
+    except Exception as error:  # noqa: BLE001 - any listing failure means "known by URI only"
+        log.warning("cannot list %s to fingerprint it (%s); known by its URI only", source, error)
+        return component_lib.digest({"uri": source})
+    return component_lib.digest(
+        [[name, info.get("size"), stamp_of(info)] for name, info in sorted(found.items())]
+    )
 
 
-def external_source(location: str) -> metadata.Artifact:
+def stamp_of(info: dict) -> str | None:
+    """What changes when an object is rewritten, whichever filesystem described it."""
+    for key in ("mtime", "ETag", "LastModified", "etag", "md5Hash", "updated", "created"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return None
+
+
+def external_source(location: str, data_cfg: schema.DataConfig) -> metadata.Artifact:
     source = artifact(EXTERNAL_SOURCE, location)
-    source.fingerprint = source_fingerprint(location)
+    source.fingerprint = source_fingerprint(location, data_cfg)
     return source
 
 
 def resolve_source(cfg: schema.Config, store, inputs) -> dict:
-    return {"source": external_source(cfg.data.source)}
+    return {"source": external_source(cfg.data.source, cfg.data)}
 
 
 def run_example_gen(ctx: Context) -> dict:
@@ -408,7 +426,7 @@ def pushed_before(store: str, name: str, export_dir: str):
 
 # BulkInferrer ----------------------------------------------------------------------------------
 def resolve_bulk_source(cfg: schema.Config, store, inputs) -> dict:
-    return {"images": external_source(cfg.pipeline.bulk_inference.source)}
+    return {"images": external_source(cfg.pipeline.bulk_inference.source, cfg.data)}
 
 
 def run_bulk_inferrer(ctx: Context) -> dict:
