@@ -1,0 +1,206 @@
+"""What every benchmark shares: the machine description, side-by-side comparisons, result files,
+BENCHMARKS.md and the regression check.
+
+A benchmark measures imgclf and a baseline alternately in one run and records each pair as a
+`Comparison`. Its ratio is always "how many times better imgclf is" (imgclf / baseline for a
+rate, baseline / imgclf for a time or a memory figure), so a ratio below 1 means the baseline won.
+`bench/recorded.json` (committed) holds the ratios of the last recorded run; `bench/run.py
+--check` fails when a ratio fell below its recorded value by more than the tolerance. Ratios, not
+absolute figures, are compared: they carry over between machines far better.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+RECORDED = BENCH / "recorded.json"
+MARKDOWN = BENCH.parent / "BENCHMARKS.md"
+
+
+@dataclass
+class Comparison:
+    """One figure of imgclf beside the same figure of a baseline, measured in the same run."""
+
+    key: str  # stable identifier, e.g. "serving.rest_p50_ms.c1"
+    what: str  # what is measured, for people
+    unit: str
+    imgclf: float
+    baseline: float
+    baseline_name: str
+    higher_is_better: bool = True
+    target: str = ""  # the issue's target in words, e.g. "ratio >= 1.0" or "p50 <= 10 ms"
+    target_met: bool | None = None  # None when there is no target
+    ratio: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.higher_is_better:
+            self.ratio = self.imgclf / self.baseline if self.baseline else float("inf")
+        else:
+            self.ratio = self.baseline / self.imgclf if self.imgclf else float("inf")
+
+
+def machine() -> dict:
+    """Where the figures were measured."""
+    import tensorflow as tf
+
+    try:
+        import keras
+
+        keras_version = keras.__version__
+    except ImportError:  # pragma: no cover - keras is a dependency
+        keras_version = None
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu_model or platform.processor() or platform.machine(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras_version,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def alternate(
+    first: Callable[[], float], second: Callable[[], float], repeats: int
+) -> tuple[float, float, list[float], list[float]]:
+    """Runs `first` and `second` in turn `repeats` times: (median, median, samples, samples).
+
+    Alternating spreads slow drifts of the machine (thermal, other processes) over both sides.
+    """
+    a_samples, b_samples = [], []
+    for _ in range(repeats):
+        a_samples.append(first())
+        b_samples.append(second())
+    return statistics.median(a_samples), statistics.median(b_samples), a_samples, b_samples
+
+
+def write_results(name: str, comparisons: list[Comparison], details: dict | None = None) -> Path:
+    """bench/results/<name>.json: the machine, every comparison and the benchmark's own details;
+    prints the side-by-side table."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "benchmark": name,
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "comparisons": [asdict(c) for c in comparisons],
+        "details": details or {},
+    }
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print_table(comparisons)
+    print(f"bench: wrote {path}")
+    return path
+
+
+def print_table(comparisons: list[Comparison]) -> None:
+    width = max((len(c.what) for c in comparisons), default=10)
+    print(f"{'':{width}}  {'imgclf':>12}  {'baseline':>12}  {'ratio':>7}  target")
+    for c in comparisons:
+        met = {True: "met", False: "NOT met", None: ""}[c.target_met]
+        target = f"{c.target} {met}".strip()
+        print(
+            f"{c.what:{width}}  {c.imgclf:12.2f}  {c.baseline:12.2f}  {c.ratio:7.2f}  {target}"
+            f"  ({c.unit}; baseline: {c.baseline_name})"
+        )
+
+
+def load_results() -> dict[str, dict]:
+    """Every results file by benchmark name."""
+    if not RESULTS.is_dir():
+        return {}
+    return {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
+
+
+def render_markdown(results: dict[str, dict], notes: str = "") -> str:
+    """BENCHMARKS.md: the machine, then one table per benchmark."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`bench/run.py`); do not edit by hand.",
+        "",
+    ]
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in results.values()}
+    for described in sorted(machines):
+        m = json.loads(described)
+        lines.append(
+            f"Machine: {m['cpu']}, {m['cpu_count']} CPU cores, {m['gpus']} GPU(s); "
+            f"{m['platform']}; Python {m['python']}, TensorFlow {m['tensorflow']}, "
+            f"Keras {m['keras']}."
+        )
+    lines += [
+        "",
+        "Each row: imgclf's figure and the baseline's, measured alternately in the same run "
+        "(medians of repeats). Ratio = how many times better imgclf is (above 1: imgclf wins).",
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    for name, result in results.items():
+        lines += [
+            f"## {name} (measured {result['measured']})",
+            "",
+            "| figure | unit | imgclf | baseline | ratio | target |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for c in result["comparisons"]:
+            met = {True: " ✅", False: " ❌", None: ""}[c["target_met"]]
+            lines.append(
+                f"| {c['what']} | {c['unit']} | {c['imgclf']:.2f} | {c['baseline']:.2f} "
+                f"({c['baseline_name']}) | {c['ratio']:.2f} | {c['target']}{met} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def recorded_ratios() -> dict[str, float]:
+    return json.loads(RECORDED.read_text()) if RECORDED.is_file() else {}
+
+
+def record(results: dict[str, dict]) -> dict[str, float]:
+    """Stores the ratios of `results` as the new reference for --check (merging others)."""
+    ratios = recorded_ratios()
+    for result in results.values():
+        for c in result["comparisons"]:
+            ratios[c["key"]] = round(c["ratio"], 4)
+    RECORDED.write_text(json.dumps(dict(sorted(ratios.items())), indent=2) + "\n")
+    return ratios
+
+
+def check(results: dict[str, dict], tolerance: float) -> list[str]:
+    """Regressions: every ratio that fell below its recorded value by more than `tolerance`
+    (a fraction). Comparisons that were never recorded are reported, not failed."""
+    recorded = recorded_ratios()
+    regressions = []
+    for result in results.values():
+        for c in result["comparisons"]:
+            before = recorded.get(c["key"])
+            if before is None:
+                print(f"bench check: {c['key']} has no recorded ratio yet ({c['ratio']:.2f})")
+                continue
+            floor = before * (1 - tolerance)
+            verdict = "ok" if c["ratio"] >= floor else "REGRESSED"
+            print(
+                f"bench check: {c['key']}: ratio {c['ratio']:.2f}, recorded {before:.2f}, "
+                f"floor {floor:.2f}: {verdict}"
+            )
+            if c["ratio"] < floor:
+                regressions.append(
+                    f"{c['key']} ({c['what']}): ratio {c['ratio']:.2f} < {floor:.2f} "
+                    f"(recorded {before:.2f} - {tolerance:.0%})"
+                )
+    return regressions
