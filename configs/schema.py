@@ -502,6 +502,14 @@ class ServingConfig(Section):
         description="Predict requests in progress at once; more get 429 / RESOURCE_EXHAUSTED.",
     )
     top_k: int = Field(5, ge=1, description="Classes returned per image by :classify-images.")
+    runtime: Literal["auto", "savedmodel", "onnx"] = Field(
+        "auto",
+        description=(
+            "What runs the model of serving_default and predict_images: the SavedModel, or "
+            "onnxruntime on the export's parity-checked assets.extra/model.onnx; auto picks the "
+            "faster one per version at load."
+        ),
+    )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
 

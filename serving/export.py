@@ -18,7 +18,7 @@ def build_serving_functions(
     class_names: list[str],
     background: tuple[int, int, int] = preprocess.DEFAULT_BACKGROUND,
 ) -> dict[str, tf.types.experimental.PolymorphicFunction]:
-    """The two signatures of the contract in serving/signatures.py, as tf.functions."""
+    """The signatures of the contract in serving/signatures.py, as tf.functions."""
     height, width = image_size
     names = tf.constant(class_names, dtype=tf.string)
 
@@ -39,7 +39,16 @@ def build_serving_functions(
     def serve_images(images):
         return outputs(images)
 
-    return {signatures.SERVING_DEFAULT: serve_bytes, signatures.PREDICT_IMAGES: serve_images}
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)])
+    def preprocess_images(image_bytes):
+        images = preprocess.decode_batch(image_bytes, image_size, channels, background)
+        return {signatures.IMAGES: images}
+
+    return {
+        signatures.SERVING_DEFAULT: serve_bytes,
+        signatures.PREDICT_IMAGES: serve_images,
+        signatures.PREPROCESS: preprocess_images,
+    }
 
 
 def export_saved_model(

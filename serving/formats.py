@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from configs import errors, loader
 from serving import convert, export, signatures
+from serving.server import runtimes
 from trainer import runs
 from transforms import dataset, dataset_info
 
@@ -81,7 +82,26 @@ def export_run(run_dir: str | Path, formats: list[str]) -> tuple[Path, list[dict
             f"{names} did not match the SavedModel (see the .parity.json files in {out}); "
             "do not deploy them"
         )
+    if "onnx" in formats:
+        attached = attach_onnx(saved_model, out / runtimes.ONNX_FILE)
+        print(f"export: {attached} lets `imgclf serve` run the model with onnxruntime")
     return out, results
+
+
+def attach_onnx(saved_model: Path, onnx_path: Path) -> Path:
+    """Copies the checked ONNX model and its parity verdict into the SavedModel's assets.extra/,
+    where TF Serving ignores them and a registry push carries them to the server."""
+    target = saved_model / signatures.METADATA_DIR / runtimes.ONNX_FILE
+    parity = onnx_path.with_name(onnx_path.name + runtimes.PARITY_SUFFIX)
+    # The verdict lands last: a server never sees a model without it, nor one half-copied.
+    for source, destination in (
+        (onnx_path, target),
+        (parity, target.with_name(target.name + runtimes.PARITY_SUFFIX)),
+    ):
+        partial = destination.with_name(destination.name + ".partial")
+        shutil.copyfile(source, partial)
+        partial.replace(destination)
+    return target
 
 
 def parity_images(saved_model: Path, count: int = PARITY_IMAGES) -> tuple[np.ndarray, str]:

@@ -8,7 +8,11 @@ IMAGE_BYTES = "image_bytes"
 PREDICT_IMAGES = "predict_images"
 IMAGES = "images"
 
-# Outputs of both signatures.
+# Bytes in, the float tensor `predict_images` takes out: the in-graph preprocessing on its own, so
+# another runtime (onnxruntime) can run the model on exactly the pixels the SavedModel would.
+PREPROCESS = "preprocess_images"
+
+# Outputs of serving_default and predict_images.
 SCORES = "scores"  # float32 [N, C] class probabilities
 CLASSES = "classes"  # string [N, C] class names aligned with SCORES (label-map order)
 

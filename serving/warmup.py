@@ -86,10 +86,10 @@ def check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
         )
     sizes = tuple(int(s) for s in sizes)
     # One record per batch size plus the predict_images record.
-    if len(sizes) + 1 > MAX_RECORDS:
+    if len(sizes) + 2 > MAX_RECORDS:
         raise ValueError(
             f"TF Serving replays at most {MAX_RECORDS} warm-up records; batch_sizes asks for "
-            f"{len(sizes) + 1} (received {len(sizes)} sizes); pass fewer batch sizes"
+            f"{len(sizes) + 2} (received {len(sizes)} sizes); pass fewer batch sizes"
         )
     return sizes
 
@@ -101,7 +101,8 @@ def build_warmup_requests(
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
 ) -> list[predict_pb2.PredictRequest]:
     """One `serving_default` request per batch size (warmup_images, cycled), then one
-    `predict_images` request of a float32 zeros batch [1, height, width, channels]."""
+    `predict_images` request of a float32 zeros batch [1, height, width, channels] and one
+    `preprocess_images` request of one image."""
     sizes = check_batch_sizes(batch_sizes)
     height, width = check_image_size(image_size)
     images = warmup_images(image_size, channels)
@@ -116,6 +117,8 @@ def build_warmup_requests(
     requests.append(
         build_request(model_name, signatures.PREDICT_IMAGES, {signatures.IMAGES: zeros})
     )
+    one_image = {signatures.IMAGE_BYTES: tf.make_tensor_proto(images[:1], tf.string, shape=[1])}
+    requests.append(build_request(model_name, signatures.PREPROCESS, one_image))
     return requests
 
 

@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from configs import errors, schema
-from serving.server import batching, models
+from serving.server import batching, models, runtimes
 from serving.server.metrics import ServerMetrics
 from trainer import runs
 
@@ -136,8 +136,10 @@ class ModelManager:
         batching_config: schema.BatchingConfig | None = None,
         metrics: ServerMetrics | None = None,
         poll_seconds: float = 0,
+        runtime: str = runtimes.SAVEDMODEL,
     ):
         self.read_specs = read_specs
+        self.runtime = runtime
         self.batching_config = batching_config
         self.metrics = metrics or ServerMetrics()
         self.poll_seconds = poll_seconds
@@ -224,7 +226,7 @@ class ModelManager:
                 failed[number] = before.failed.get(number, "failed to load") if before else ""
                 continue
             try:
-                version = models.ServedModel(spec.name, number, path)
+                version = models.ServedModel(spec.name, number, path, self.runtime)
             except Exception as error:  # noqa: BLE001 - any broken export, kept out of service
                 message = f"{type(error).__name__}: {str(error).strip()[:500]}"
                 logger.error(

@@ -422,9 +422,7 @@ def build_app(
 
 
 def image_inputs(images: list[bytes]) -> dict[str, np.ndarray]:
-    array = np.empty(len(images), dtype=object)
-    array[:] = images
-    return {signatures.IMAGE_BYTES: array}
+    return {signatures.IMAGE_BYTES: models.ServedModel.image_array(images)}
 
 
 def decodes(model: models.ServedModel, image: bytes) -> bool:

@@ -81,9 +81,13 @@ class ModelServer:
         for name, served in self.manager.served().items():
             versions = ", ".join(str(number) for number in sorted(served.versions)) or "none"
             labels = ", ".join(f"{label}={n}" for label, n in sorted(served.spec.labels.items()))
+            engines = ", ".join(
+                f"{number}: {version.runtime}"
+                for number, version in sorted(served.versions.items())
+            )
             print(
                 f"serving {name} version {versions}{f' (labels {labels})' if labels else ''} at "
-                f"{self.rest_url}/v1/models/{name}",
+                f"{self.rest_url}/v1/models/{name}" + (f" (runtime {engines})" if engines else ""),
                 flush=True,
             )
         grpc_note = f", gRPC on {self.grpc_target}" if self.grpc_port else ""
@@ -143,7 +147,11 @@ def build_manager(
             "give exactly one of --model-path (one model's version folders) or "
             "--model-config-file (a TF Serving models.config, e.g. <store>/models.config)"
         )
-    options = {"batching_config": config.batching, "poll_seconds": config.poll_seconds}
+    options = {
+        "batching_config": config.batching,
+        "poll_seconds": config.poll_seconds,
+        "runtime": config.runtime,
+    }
     if model_path is not None:
         return manager.ModelManager.for_model_path(model_name, model_path, **options)
     return manager.ModelManager.for_model_config(model_config_file, **options)

@@ -232,7 +232,8 @@ def test_ready_lines_name_the_bound_ports(
 
     first, summary = capsys.readouterr().out.strip().splitlines()
     match = re.fullmatch(
-        rf"serving {MODEL_NAME} version 1 at (http://127\.0\.0\.1:\d+)/v1/models/{MODEL_NAME}",
+        rf"serving {MODEL_NAME} version 1 at (http://127\.0\.0\.1:\d+)/v1/models/{MODEL_NAME} "
+        r"\(runtime 1: savedmodel\)",
         first,
     )
     assert match, first

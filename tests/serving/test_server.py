@@ -223,7 +223,11 @@ def test_grpc_metadata_is_the_saved_signature_defs(grpc_channel):
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_map)
 
-    assert set(signature_map.signature_def) == {"serving_default", "predict_images"}
+    assert set(signature_map.signature_def) == {
+        "serving_default",
+        "predict_images",
+        "preprocess_images",
+    }
     serving_default = signature_map.signature_def["serving_default"]
     assert serving_default.inputs["image_bytes"].dtype == tf.string.as_datatype_enum
     assert set(serving_default.outputs) == {"scores", "classes"}

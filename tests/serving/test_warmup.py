@@ -38,7 +38,7 @@ def test_every_export_carries_predict_logs_for_its_signatures(exported):
     assert path.is_file()
     assert not list(path.parent.glob(".*partial"))
     logs = raw_logs(path)
-    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 4
     requests = [log.predict_log.request for log in logs]
     assert requests == warmup.read_warmup_requests(version_dir)
 
@@ -50,6 +50,7 @@ def test_every_export_carries_predict_logs_for_its_signatures(exported):
         (signatures.SERVING_DEFAULT, {signatures.IMAGE_BYTES: (1,)}),
         (signatures.SERVING_DEFAULT, {signatures.IMAGE_BYTES: (8,)}),
         (signatures.PREDICT_IMAGES, {signatures.IMAGES: (1, SIDE, SIDE, channels)}),
+        (signatures.PREPROCESS, {signatures.IMAGE_BYTES: (1,)}),
     ]
     assert {r.model_spec.name for r in requests} == {"model"}
     loaded = tf.saved_model.load(str(version_dir))
@@ -59,7 +60,7 @@ def test_every_export_carries_predict_logs_for_its_signatures(exported):
 
 
 def test_replaying_each_request_against_the_saved_model_gives_probabilities(exported):
-    version_dir, _ = exported
+    version_dir, channels = exported
     loaded = tf.saved_model.load(str(version_dir))
     requests = warmup.read_warmup_requests(version_dir)
     images = tf.make_ndarray(requests[2].inputs[signatures.IMAGES])
@@ -69,6 +70,9 @@ def test_replaying_each_request_against_the_saved_model_gives_probabilities(expo
         inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
         batch = next(iter(inputs.values())).shape[0]
         outputs = function(**inputs)
+        if request.model_spec.signature_name == signatures.PREPROCESS:
+            assert outputs[signatures.IMAGES].shape == (batch, SIDE, SIDE, channels)
+            continue
         scores = outputs[signatures.SCORES].numpy()
         assert scores.shape == (batch, len(CLASS_NAMES))
         np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
@@ -106,12 +110,13 @@ def test_write_takes_batch_sizes_and_the_model_name(tmp_path):
     path = warmup.write_warmup_requests(tmp_path, "digits", (8, 6), 3, batch_sizes=(3, 5, 2))
     assert path == tmp_path / "assets.extra" / "tf_serving_warmup_requests"
     requests = warmup.read_warmup_requests(tmp_path)
-    sizes = [len(r.inputs[signatures.IMAGE_BYTES].string_val) for r in requests[:-1]]
+    sizes = [len(r.inputs[signatures.IMAGE_BYTES].string_val) for r in requests[:-2]]
     assert sizes == [3, 5, 2]
     five = list(requests[1].inputs[signatures.IMAGE_BYTES].string_val)
     assert five == (warmup.warmup_images((8, 6), 3) * 2)[:5]  # cycled
     assert {r.model_spec.name for r in requests} == {"digits"}
-    assert tf.make_ndarray(requests[-1].inputs[signatures.IMAGES]).shape == (1, 8, 6, 3)
+    assert tf.make_ndarray(requests[-2].inputs[signatures.IMAGES]).shape == (1, 8, 6, 3)
+    assert requests[-1].model_spec.signature_name == signatures.PREPROCESS
 
 
 def test_no_warmup_file_reads_as_no_requests(tmp_path):
@@ -155,7 +160,10 @@ def test_records_that_are_not_predict_logs_are_a_clear_error(tmp_path, record, e
         ((), r"batch_sizes must be one or more positive ints \(received \(\)\)"),
         ((1, 0), r"\(received \(1, 0\)\)"),
         ((2.5,), r"\(received \(2\.5,\)\)"),
-        ((1,) * warmup.MAX_RECORDS, "at most 1000 warm-up records; batch_sizes asks for 1001"),
+        (
+            (1,) * (warmup.MAX_RECORDS - 1),
+            "at most 1000 warm-up records; batch_sizes asks for 1001",
+        ),
     ],
 )
 def test_bad_batch_sizes_say_what_was_received(tmp_path, batch_sizes, expected):
