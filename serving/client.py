@@ -50,24 +50,6 @@ class Answer:
     version: int | None = None  # the version that answered, where the API says so
 
 
-def expand_image_paths(items: list[str]) -> list[str]:
-    """Files as given, folders expanded (recursively, sorted) to the image files inside them."""
-    paths = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            paths.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        elif path.is_file():
-            paths.append(str(path))
-        else:
-            raise ClientError(f"no such image file or folder: {item}")
-    if not paths:
-        raise ClientError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {items}")
-    return paths
-
-
 def raise_for_error(response: httpx.Response) -> None:
     """A ClientError naming the request, the HTTP status and the server's `error` text."""
     if response.status_code == 200:

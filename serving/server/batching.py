@@ -62,18 +62,20 @@ class Batcher:
     def submit(self, signature_name: str, inputs: Inputs) -> Future:
         task = Task(signature_name, inputs)
         with self._closing:
-            if self._closed:
-                # An unloaded version still finishes the requests that already resolved to it.
-                task.future.set_running_or_notify_cancel()
-                self._run([task])
-                return task.future
-            try:
-                self._queue.put_nowait(task)
-            except queue.Full:
-                raise QueueFull(
-                    f"the batching queue is full ({self._queue.maxsize} requests waiting); "
-                    "retry later or raise serving.batching.max_enqueued_batches"
-                ) from None
+            closed = self._closed
+            if not closed:
+                try:
+                    self._queue.put_nowait(task)
+                except queue.Full:
+                    raise QueueFull(
+                        f"the batching queue is full ({self._queue.maxsize} requests waiting); "
+                        "retry later or raise serving.batching.max_enqueued_batches"
+                    ) from None
+        if closed:
+            # An unloaded version still finishes the requests that already resolved to it, each
+            # on its own thread (outside the lock, so they run side by side).
+            task.future.set_running_or_notify_cancel()
+            self._run([task])
         return task.future
 
     def close(self) -> None:

@@ -76,10 +76,15 @@ def readme_workdir(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -
 
 
 def json_documents(text: str) -> list[dict]:
-    """The JSON objects in curl's output, which ends none of them with a newline."""
+    """The JSON objects in curl's output, which ends none of them with a newline; a brace that
+    starts no JSON (Prometheus labels, `metric{api="rest"}`) is skipped."""
     decoder, documents, position = json.JSONDecoder(), [], 0
-    while (start := text.find("{", position)) != -1 and not text[start:].startswith("{api"):
-        document, position = decoder.raw_decode(text, start)
+    while (start := text.find("{", position)) != -1:
+        try:
+            document, position = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            position = start + 1
+            continue
         documents.append(document)
     return documents
 
