@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-check lint clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,10 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 bench: $(INSTALLED)
-	$(BIN)/python bench/bench_digits.py
-	$(BIN)/python bench/bench_ingest.py --sizes 10000 100000
-	$(BIN)/python bench/bench_serving.py --requests 1000 --duration 8 --concurrency 1,8,32
+	$(BIN)/python bench/run.py
+
+bench-check: $(INSTALLED)
+	$(BIN)/python bench/run.py --check
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
