@@ -1,6 +1,7 @@
 """Training-only augmentation built from config as Keras preprocessing layers."""
 
 import keras
+import tensorflow as tf
 
 from configs import schema
 
@@ -35,3 +36,37 @@ def build_augmenter(cfg: schema.AugmentConfig, seed: int) -> keras.Sequential | 
             kwargs.setdefault("fill_mode", "nearest")
         layers.append(AUGMENT_LAYERS[name](**kwargs, seed=seed + index))
     return keras.Sequential(layers, name="augment")
+
+
+class _SeedsFrom(keras.random.SeedGenerator):
+    """A SeedGenerator that derives every draw from one seed tensor instead of a variable.
+
+    Keras layers draw their random numbers through a SeedGenerator, whose state is a variable the
+    layer reads and assigns at every call. Inside tf.data that variable makes the augment map
+    stateful: calls running in parallel race on it, and under op determinism
+    (`train.deterministic`) tf.data makes the whole pipeline sequential and drops its prefetch.
+    Seeds computed from the batch's position keep the same layers stateless.
+    """
+
+    def __init__(self, seed: tf.Tensor, layer_index: int):  # no state variable: no super().__init__
+        self._seed = tf.random.experimental.stateless_fold_in(seed, layer_index)
+        self._draws = 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        # A new seed per draw: a layer that draws twice (zoom: height, width) gets two streams.
+        self._draws += 1
+        return tf.random.experimental.stateless_fold_in(self._seed, self._draws)
+
+
+def augment_batch(augmenter: keras.Sequential, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """`augmenter(images, training=True)` with every random draw derived from `seed` (int [2]).
+
+    The same (batch, seed) always gives the same output, whatever order or thread tf.data runs
+    batches in; the input pipeline gives each batch its own seed.
+    """
+    for index, layer in enumerate(augmenter.layers):
+        transformation = layer.get_random_transformation(
+            images, training=True, seed=_SeedsFrom(seed, index)
+        )
+        images = layer.transform_images(images, transformation, training=True)
+    return images

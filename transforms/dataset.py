@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from configs import schema
-from transforms import features, preprocess
+from transforms import augment, features, preprocess
 
 
 def shard_files(version_dir: str | Path, split: str) -> list[str]:
@@ -25,6 +25,33 @@ def build_decoder(cfg: schema.DataConfig):
         return image, example[features.LABEL]
 
     return decode
+
+
+def augment_batches(
+    dataset: tf.data.Dataset,
+    augmenter: keras.Sequential,
+    seed: int,
+    stream: int = 0,
+    first_batch: int = 0,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """Augments (images, labels) batches in parallel; batch k's random draws come from
+    (seed, stream, first_batch + k) alone.
+
+    Stateless, so that tf.data keeps every stage parallel and prefetched under op determinism
+    (a Keras seed variable in the pipeline makes it run it all sequentially) and a batch is
+    augmented the same whichever thread runs it, or whether its epoch was resumed.
+    """
+    base = tf.constant([seed, stream], tf.int64)
+
+    def augment_one(position, batch):
+        images, labels = batch
+        batch_seed = tf.random.experimental.stateless_fold_in(base, position)
+        return augment.augment_batch(augmenter, images, batch_seed), labels
+
+    return dataset.enumerate(start=first_batch).map(
+        augment_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
 
 
 def build_dataset(
@@ -64,10 +91,7 @@ def build_dataset(
         batches = -(-num_examples // cfg.batch_size)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     if training and augmenter is not None:
-        dataset = dataset.map(
-            lambda images, labels: (augmenter(images, training=True), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        dataset = augment_batches(dataset, augmenter, seed, deterministic=False)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -113,13 +137,19 @@ def build_training_dataset(
     if cfg.shuffle_buffer > 1:
         dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed)
     dataset = dataset.repeat()
+    # Skip records, not batches: a resumed epoch decodes and augments nothing it then drops.
+    # The stream is endless and batches drop no remainder, so batch boundaries stay where they
+    # were and the next batch is the one the interrupted run would have trained on.
+    skipped_micro_batches = skip_batches * accumulation_steps
+    dataset = dataset.skip(skipped_micro_batches * micro_batch_size)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(micro_batch_size, drop_remainder=True)
     if augmenter is not None:
-        dataset = dataset.map(
-            lambda images, labels: (augmenter(images, training=True), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
+        # Numbered from the epoch's start and per pipeline, so a resumed epoch repeats the
+        # augmentation too and pipelines do not share random draws.
+        dataset = augment_batches(
+            dataset, augmenter, seed, stream=index, first_batch=skipped_micro_batches
         )
     if accumulation_steps > 1:
         dataset = dataset.batch(accumulation_steps, drop_remainder=True)
-    return dataset.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -144,6 +144,49 @@ def test_training_batches_are_augmented_in_range(version_dir, cfg):
     assert sorted(labels) == [0] * 6 + [1] * 6
 
 
+def augmented_training_batches(version_dir, cfg, seed: int, batches: int, skip: int = 0):
+    layers = [{"random_rotation": {"factor": 0.2}}, {"random_contrast": {"factor": 0.5}}]
+    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=0)
+    ds = dataset.build_training_dataset(
+        version_dir, cfg, seed, BATCH_SIZE, augmenter=augmenter, skip_batches=skip
+    )
+    return [images for images, _ in ds.take(batches).as_numpy_iterator()]
+
+
+def test_training_stream_repeats_its_augmentation_and_a_skip_resumes_it(version_dir, cfg):
+    first = augmented_training_batches(version_dir, cfg, seed=7, batches=6)
+    again = augmented_training_batches(version_dir, cfg, seed=7, batches=6)
+    resumed = augmented_training_batches(version_dir, cfg, seed=7, batches=4, skip=2)
+    other_seed = augmented_training_batches(version_dir, cfg, seed=8, batches=6)
+    for expected, actual in zip(first, again, strict=True):
+        np.testing.assert_array_equal(expected, actual)
+    for expected, actual in zip(first[2:], resumed, strict=True):
+        np.testing.assert_array_equal(expected, actual)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other_seed, strict=True))
+
+
+def variable_ops(ds: tf.data.Dataset) -> set[str]:
+    # The serialized pipeline holds its functions' bodies; tf.data's op-determinism rewrite
+    # looks for exactly these ops there.
+    graph = ds._as_serialized_graph().numpy()
+    return {op for op in ("ReadVariableOp", "AssignVariableOp") if op.encode() in graph}
+
+
+def test_augmented_pipelines_hold_no_variable_ops(version_dir, cfg):
+    """A seed variable in the pipeline makes tf.data run all of it sequentially, without
+    prefetch, when op determinism is on (train.deterministic)."""
+    layers = [{name: kwargs} for name, kwargs in AUGMENT_EXAMPLES.items()]
+    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=0)
+    training = dataset.build_training_dataset(version_dir, cfg, 0, BATCH_SIZE, augmenter=augmenter)
+    shuffled = dataset.build_dataset(version_dir, "train", cfg, True, augmenter=augmenter)
+    assert variable_ops(training) == variable_ops(shuffled) == set()
+    # The check can fail: calling the layers themselves draws from their seed variables.
+    stateful = dataset.build_dataset(version_dir, "train", cfg, False).map(
+        lambda images, labels: (augmenter(images, training=True), labels)
+    )
+    assert variable_ops(stateful)
+
+
 def test_split_without_shards_raises(version_dir, cfg):
     with pytest.raises(FileNotFoundError, match="no val shards"):
         dataset.build_dataset(version_dir, "val", cfg, training=False)
@@ -154,6 +197,19 @@ def test_split_without_shards_raises(version_dir, cfg):
 
 def decode(data: bytes, size=IMAGE_SIZE, channels: int = 3) -> np.ndarray:
     return preprocess.decode_and_resize(tf.constant(data), size, channels).numpy()
+
+
+def test_only_a_downscale_of_more_than_2x_is_antialiased():
+    """A 1-pixel checkerboard: averaged to grey by the area filter at 4x, while a 1.5x
+    downscale gets plain bilinear (5x cheaper), the same as tf.image.resize without antialias."""
+    board = (np.indices((96, 96)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    png = tf.io.encode_png(np.repeat(board[..., None], 3, axis=-1)).numpy()
+    quarter = decode(png, (24, 24))
+    assert np.abs(quarter - 0.5).max() < 0.02  # aliasing would leave black and white pixels
+
+    pixels = tf.image.convert_image_dtype(tf.io.decode_png(png, channels=3), tf.float32)
+    plain = tf.clip_by_value(tf.image.resize(pixels, (64, 64), method="bilinear"), 0.0, 1.0)
+    np.testing.assert_array_equal(decode(png, (64, 64)), plain.numpy())
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -294,3 +350,19 @@ def test_digits_yaml_augmenter_has_its_two_layers():
         "RandomRotation",
         "RandomTranslation",
     ]
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENT_EXAMPLES))
+def test_seeded_augment_batch_changes_pixels_and_repeats_per_seed(name, batch):
+    layers = schema.AugmentConfig(layers=[{name: AUGMENT_EXAMPLES[name]}])
+    augmenter = augment.build_augmenter(layers, seed=1)
+
+    def run(seed):
+        return augment.augment_batch(augmenter, tf.constant(batch), tf.constant(seed, tf.int64))
+
+    out = run([4, 2]).numpy()
+    assert out.shape == batch.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+    assert not np.allclose(out, batch)
+    np.testing.assert_array_equal(run([4, 2]).numpy(), out)
+    assert not np.array_equal(run([4, 3]).numpy(), out)

@@ -1,0 +1,371 @@
+"""Input pipeline: images/s of imgclf's tf.data training path beside a Keras baseline and the
+machine's raw JPEG decode rate (issue 9).
+
+On the same synthetic JPEGs (generated once, cached under --work, ingested by imgclf's own ingest,
+which stores these JPEGs' own bytes):
+- imgclf: `transforms.dataset.build_training_dataset` over the ingested TFRecord shards
+  (read → shuffle → parse → decode → resize → batch → augment), as the training loop builds it;
+- baseline: `keras.utils.image_dataset_from_directory` on the JPEG folder, the same augmenter
+  applied with `.map(num_parallel_calls=AUTOTUNE)`, then `.prefetch(AUTOTUNE)`;
+- both again without augmentation, which leaves the reading and preprocessing alone;
+- raw decode: `tf.io.decode_jpeg` over the encoded bytes held in memory, in a tf.data
+  `map(num_parallel_calls=AUTOTUNE, deterministic=False)` (tf.data's thread pool uses every
+  core), alone and followed by the same float conversion and antialiased bilinear resize that
+  imgclf applies. Nothing is read from disk, parsed, shuffled or augmented there.
+Each sample builds a fresh pipeline, pulls --warmup batches untimed, then times at least --batches
+batches. All six sides run once per repeat, in pairs; figures are medians. The CPU time per image
+of each side (less sensitive to other processes than wall time) gives the cost of each stage.
+--deterministic turns on op determinism first, as `train.deterministic` does.
+Writes bench/results/input.json.
+"""
+
+import argparse
+import shutil
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import report
+import synthetic_images  # beside this script, which Python puts first on sys.path
+import tensorflow as tf
+
+from configs import loader, schema
+from transforms import augment, dataset, dataset_info, features
+from transforms.beam import ingest
+
+SIZE = (320, 240)  # synthetic_images' default nominal (width, height)
+RAW_TARGET = 0.8  # the issue's target: imgclf >= 0.8x the raw decode rate
+# The augmentation every configs/examples/*.yaml for a pretrained backbone declares.
+AUGMENT_LAYERS = [
+    {"random_flip": {"mode": "horizontal"}},
+    {"random_rotation": {"factor": 0.05}},
+    {"random_zoom": {"height_factor": 0.1}},
+    {"random_contrast": {"factor": 0.1}},
+]
+
+
+def ensure_images(work: Path, count: int, classes: int, seed: int) -> Path:
+    """The cached synthetic tree for `count` images, generated when missing or different."""
+    source = work / f"images-{count}"
+    wanted = {"count": count, "classes": classes, "seed": seed, "size": list(SIZE)}
+    if synthetic_images.read_marker(source) == wanted:
+        if sum(1 for _ in source.glob("class_*/*.jpg")) == count:
+            print(f"bench: reusing {count} synthetic images in {source}")
+            return source
+    shutil.rmtree(source, ignore_errors=True)
+    print(f"bench: generating {count} synthetic JPEGs in {source}", flush=True)
+    synthetic_images.write_synthetic(source, count, classes=classes, seed=seed, size=SIZE)
+    return source
+
+
+def build_config(source: Path, out_dir: Path, image_size: int, batch_size: int) -> schema.Config:
+    return loader.load(
+        None,
+        [
+            f"data.source={source}",
+            f"data.output_dir={out_dir}",
+            "data.beam_direct_mode=in_memory",
+            "data.split={train: 1.0, val: 0.0, test: 0.0}",
+            f"data.image_size=[{image_size}, {image_size}]",
+            "data.channels=3",
+            f"data.batch_size={batch_size}",
+            f"augment.layers={AUGMENT_LAYERS}",
+        ],
+    )
+
+
+def ensure_ingested(cfg: schema.DataConfig, count: int) -> Path:
+    """The ingested version of the tree; ingest runs only when no version of it exists yet."""
+    if (Path(cfg.output_dir) / "latest").is_file():
+        version_dir = Path(dataset_info.resolve_version_dir(cfg.output_dir, "latest"))
+        if dataset_info.load(str(version_dir)).get("files_seen") == count:
+            print(f"bench: reusing ingested shards in {version_dir}")
+            return version_dir
+    print(f"bench: ingesting {count} images to {cfg.output_dir}", flush=True)
+    started = time.perf_counter()
+    result = ingest.run(cfg)
+    print(f"bench: ingested in {time.perf_counter() - started:.1f}s")
+    return result.path
+
+
+def describe_stored(version_dir: Path, source: Path) -> dict:
+    """What ingest stored: formats, and how many records hold the source file's bytes unchanged
+    (then both pipelines decode the very same JPEGs)."""
+    formats, unchanged, total = Counter(), 0, 0
+    files = dataset.shard_files(version_dir, "train")
+    for serialized in tf.data.TFRecordDataset(files).map(features.parse):
+        total += 1
+        formats[serialized[features.FORMAT].numpy().decode()] += 1
+        original = source / serialized[features.SOURCE].numpy().decode()
+        stored = serialized[features.IMAGE].numpy()
+        unchanged += original.is_file() and stored == original.read_bytes()
+    return {
+        "records": total,
+        "formats": dict(formats),
+        "stored_as_source_bytes": unchanged,
+        "shards": len(files),
+    }
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: int  # untimed batches per sample
+    batches: int  # timed batches per sample, at least
+    min_seconds: float  # and at least this long, so the fast raw-decode sides time enough work
+    batch_size: int
+
+
+class Side:
+    """One pipeline under test: builds a fresh dataset per sample, times it, keeps CPU per image.
+
+    Wall-clock images/s is the figure; CPU milliseconds per image (this process, every thread)
+    says where the time goes even when other processes share the cores.
+    """
+
+    def __init__(self, build: Callable[[], tf.data.Dataset], timing: Timing):
+        self.build, self.timing, self.cpu_ms_per_image = build, timing, []
+
+    def __call__(self) -> float:
+        iterator = iter(self.build())
+        for _ in range(self.timing.warmup):  # tracing, thread start, shuffle-buffer fill
+            next(iterator)
+        started, cpu_started, batches = time.perf_counter(), time.process_time(), 0
+        while batches < self.timing.batches or (
+            time.perf_counter() - started < self.timing.min_seconds
+        ):
+            next(iterator)
+            batches += 1
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        images = batches * self.timing.batch_size
+        self.cpu_ms_per_image.append(1000 * cpu / images)
+        return images / seconds
+
+
+def build_imgclf(version_dir: Path, cfg: schema.Config, augmenter) -> tf.data.Dataset:
+    return dataset.build_training_dataset(
+        version_dir, cfg.data, cfg.seed, cfg.data.batch_size, augmenter=augmenter
+    )
+
+
+def build_keras_baseline(source: Path, cfg: schema.Config, augmenter) -> tf.data.Dataset:
+    """What a competent Keras user writes: the folder loader, a parallel augment map, prefetch."""
+    images = keras.utils.image_dataset_from_directory(
+        source,
+        image_size=tuple(cfg.data.image_size),
+        batch_size=cfg.data.batch_size,
+        seed=cfg.seed,
+        verbose=False,
+    ).repeat()
+    if augmenter is None:
+        scaled = images.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        scaled = images.map(
+            lambda x, y: (augmenter(x / 255.0, training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return scaled.prefetch(tf.data.AUTOTUNE)
+
+
+def build_raw_decode(
+    encoded: list[bytes], image_size: tuple[int, int] | None, batch_size: int
+) -> tf.data.Dataset:
+    """decode_jpeg (then, with `image_size`, imgclf's float conversion and antialiased resize) on
+    in-memory bytes, in parallel on every core; batches of per-image results."""
+
+    def decode(data):
+        image = tf.io.decode_jpeg(data, channels=3)
+        if image_size is None:
+            # A pixel and the shape: the decode must run, nothing else is copied.
+            return tf.cast(image[0, 0, 0], tf.int32) + tf.reduce_sum(tf.shape(image))
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        return tf.image.resize(image, image_size, method="bilinear", antialias=True)
+
+    return (
+        tf.data.Dataset.from_tensor_slices(encoded)
+        .repeat()
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def measure(sides: dict[str, Side], repeats: int) -> dict[str, list[float]]:
+    """Every side once per repeat, in pairs through report.alternate so drifts hit all sides."""
+    names = list(sides)
+    samples = {name: [] for name in names}
+    for repeat in range(repeats):
+        for first, second in zip(names[::2], names[1::2], strict=True):
+            _, _, a, b = report.alternate(sides[first], sides[second], 1)
+            samples[first] += a
+            samples[second] += b
+        line = ", ".join(f"{name} {samples[name][-1]:.0f}" for name in names)
+        print(f"bench: repeat {repeat + 1}/{repeats}: images/s {line}", flush=True)
+    return samples
+
+
+def stage_costs(cpu_ms: dict[str, float]) -> dict[str, float]:
+    """CPU ms per image of each stage, from the differences between sides that add one stage."""
+    return {
+        "decode_jpeg": cpu_ms["decode"],
+        "to_float_and_antialiased_resize": cpu_ms["decode_resize"] - cpu_ms["decode"],
+        "exif_clip_tfrecord_parse_shuffle_batch": cpu_ms["imgclf_noaug"] - cpu_ms["decode_resize"],
+        "augment": cpu_ms["imgclf"] - cpu_ms["imgclf_noaug"],
+        "imgclf_total": cpu_ms["imgclf"],
+    }
+
+
+def build_sides(
+    version_dir: Path, source: Path, encoded: list[bytes], cfg: schema.Config, timing: Timing
+) -> dict[str, Side]:
+    """Pairs measured alternately: the full pipelines, the same without augmentation, raw decode.
+
+    Each sample gets a new augmenter, as a new training process would.
+    """
+    image_size = tuple(cfg.data.image_size)
+
+    def augmenter():
+        return augment.build_augmenter(cfg.augment, cfg.seed)
+
+    return {
+        "imgclf": Side(lambda: build_imgclf(version_dir, cfg, augmenter()), timing),
+        "keras": Side(lambda: build_keras_baseline(source, cfg, augmenter()), timing),
+        "imgclf_noaug": Side(lambda: build_imgclf(version_dir, cfg, None), timing),
+        "keras_noaug": Side(lambda: build_keras_baseline(source, cfg, None), timing),
+        "decode": Side(lambda: build_raw_decode(encoded, None, timing.batch_size), timing),
+        "decode_resize": Side(
+            lambda: build_raw_decode(encoded, image_size, timing.batch_size), timing
+        ),
+    }
+
+
+def build_comparisons(medians: dict[str, float]) -> list[report.Comparison]:
+    def raw(key, what, imgclf, baseline, baseline_name, target):
+        return report.Comparison(
+            key=key,
+            what=what,
+            unit="images/s",
+            imgclf=medians[imgclf],
+            baseline=medians[baseline],
+            baseline_name=baseline_name,
+            target=target,
+            target_met=medians[imgclf] >= RAW_TARGET * medians[baseline] if target else None,
+        )
+
+    keras_name = "keras.utils.image_dataset_from_directory"
+    return [
+        report.Comparison(
+            key="input.images_per_s_vs_keras",
+            what="training input (augmented) images/s",
+            unit="images/s",
+            imgclf=medians["imgclf"],
+            baseline=medians["keras"],
+            baseline_name=f"{keras_name} + same augment map",
+            target="ratio > 1.0",
+            target_met=medians["imgclf"] > medians["keras"],
+        ),
+        raw(
+            "input.images_per_s_vs_raw_decode",
+            "training input (augmented) vs raw decode",
+            "imgclf",
+            "decode",
+            "tf.io.decode_jpeg, all cores, bytes in memory",
+            f">= {RAW_TARGET}x raw decode",
+        ),
+        report.Comparison(
+            key="input.noaug_images_per_s_vs_keras",
+            what="input without augmentation images/s",
+            unit="images/s",
+            imgclf=medians["imgclf_noaug"],
+            baseline=medians["keras_noaug"],
+            baseline_name=keras_name,
+        ),
+        raw(
+            "input.noaug_images_per_s_vs_raw_decode_resize",
+            "input without augmentation vs raw decode+resize",
+            "imgclf_noaug",
+            "decode_resize",
+            "decode_jpeg + float + antialiased resize, all cores, in memory",
+            "",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
+    parser.add_argument("--images", type=int, help="synthetic JPEGs (default 3000, quick 600)")
+    parser.add_argument("--batches", type=int, help="timed batches per sample (40, quick 8)")
+    parser.add_argument("--warmup", type=int, default=4, help="untimed batches per sample")
+    parser.add_argument("--repeats", type=int, help="samples per side (default 3, quick 2)")
+    parser.add_argument("--image-size", type=int, default=224, help="square model input side")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--work", default="/tmp/imgclf-bench-input", help="image/shard cache")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--deterministic", action="store_true", help="op determinism, as train.deterministic"
+    )
+    args = parser.parse_args()
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    count = args.images or (600 if args.quick else 3000)
+    timing = Timing(
+        warmup=args.warmup,
+        batches=args.batches or (8 if args.quick else 40),
+        min_seconds=1.0 if args.quick else 2.0,
+        batch_size=args.batch_size,
+    )
+    repeats = args.repeats or (2 if args.quick else 3)
+
+    work = Path(args.work)
+    source = ensure_images(work, count, classes=10, seed=args.seed)
+    cfg = build_config(source, work / f"tfrecords-{count}", args.image_size, args.batch_size)
+    version_dir = ensure_ingested(cfg.data, count)
+    stored = describe_stored(version_dir, source)
+    print(
+        f"bench: ingest stored {stored['records']} records as {stored['formats']}, "
+        f"{stored['stored_as_source_bytes']} of them the source JPEG's own bytes"
+    )
+    encoded = [path.read_bytes() for path in sorted(source.glob("class_*/*.jpg"))]
+    sides = build_sides(version_dir, source, encoded, cfg, timing)
+    print(
+        f"bench: {count} JPEGs ~{SIZE[0]}x{SIZE[1]} -> {args.image_size}x{args.image_size}x3, "
+        f"batch {args.batch_size}; per sample {timing.warmup} untimed + at least "
+        f"{timing.batches} timed batches; {repeats} repeats",
+        flush=True,
+    )
+    samples = measure(sides, repeats)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    cpu_ms = {name: statistics.median(side.cpu_ms_per_image) for name, side in sides.items()}
+    stages = stage_costs(cpu_ms)
+    print(
+        "bench: CPU ms per image by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+    )
+
+    details = {
+        "images": count,
+        "source_images": f"about {SIZE[0]}x{SIZE[1]} JPEG q{synthetic_images.JPEG_QUALITY}",
+        "bytes_per_image_mean": round(float(np.mean([len(e) for e in encoded]))),
+        "image_size": [args.image_size, args.image_size],
+        "batch_size": args.batch_size,
+        "augment": AUGMENT_LAYERS,
+        "timing": asdict(timing),
+        "repeats": repeats,
+        "op_determinism": args.deterministic,
+        "ingest_stored": stored,
+        "raw_decode_method": "tf.data map(num_parallel_calls=AUTOTUNE, deterministic=False) "
+        "over the encoded bytes held in memory; tf.data's thread pool spans every core",
+        "samples_images_per_s": {k: [round(v, 1) for v in vs] for k, vs in samples.items()},
+        "medians_images_per_s": {k: round(v, 1) for k, v in medians.items()},
+        "cpu_ms_per_image": {k: round(v, 3) for k, v in cpu_ms.items()},
+        "cpu_ms_per_image_by_stage": {k: round(v, 3) for k, v in stages.items()},
+    }
+    report.write_results("input", build_comparisons(medians), details)
+
+
+if __name__ == "__main__":
+    main()
