@@ -10,8 +10,9 @@ which stores these JPEGs' own bytes):
 - both again without augmentation, which leaves the reading and preprocessing alone;
 - raw decode: `tf.io.decode_jpeg` over the encoded bytes held in memory, in a tf.data
   `map(num_parallel_calls=AUTOTUNE, deterministic=False)` (tf.data's thread pool uses every
-  core), alone and followed by the same float conversion and antialiased bilinear resize that
-  imgclf applies. Nothing is read from disk, parsed, shuffled or augmented there.
+  core), alone and followed by imgclf's own preprocessing (`preprocess.decode_and_resize`:
+  float conversion, bilinear resize, antialiased only past a 2x downscale).
+  Nothing is read from disk, parsed, shuffled or augmented there.
 Each sample builds a fresh pipeline, pulls --warmup batches untimed, then times at least --batches
 batches. All six sides run once per repeat, in pairs; figures are medians. The CPU time per image
 of each side (less sensitive to other processes than wall time) gives the cost of each stage.
@@ -35,7 +36,7 @@ import synthetic_images  # beside this script, which Python puts first on sys.pa
 import tensorflow as tf
 
 from configs import loader, schema
-from transforms import augment, dataset, dataset_info, features
+from transforms import augment, dataset, dataset_info, features, preprocess
 from transforms.beam import ingest
 
 SIZE = (320, 240)  # synthetic_images' default nominal (width, height)
@@ -174,16 +175,15 @@ def build_keras_baseline(source: Path, cfg: schema.Config, augmenter) -> tf.data
 def build_raw_decode(
     encoded: list[bytes], image_size: tuple[int, int] | None, batch_size: int
 ) -> tf.data.Dataset:
-    """decode_jpeg (then, with `image_size`, imgclf's float conversion and antialiased resize) on
-    in-memory bytes, in parallel on every core; batches of per-image results."""
+    """decode_jpeg (with `image_size`: imgclf's whole decode and resize) on in-memory bytes, in
+    parallel on every core; batches of per-image results."""
 
     def decode(data):
+        if image_size is not None:
+            return preprocess.decode_and_resize(data, image_size, 3)
         image = tf.io.decode_jpeg(data, channels=3)
-        if image_size is None:
-            # A pixel and the shape: the decode must run, nothing else is copied.
-            return tf.cast(image[0, 0, 0], tf.int32) + tf.reduce_sum(tf.shape(image))
-        image = tf.image.convert_image_dtype(image, tf.float32)
-        return tf.image.resize(image, image_size, method="bilinear", antialias=True)
+        # A pixel and the shape: the decode must run, nothing else is copied.
+        return tf.cast(image[0, 0, 0], tf.int32) + tf.reduce_sum(tf.shape(image))
 
     return (
         tf.data.Dataset.from_tensor_slices(encoded)
@@ -212,8 +212,8 @@ def stage_costs(cpu_ms: dict[str, float]) -> dict[str, float]:
     """CPU ms per image of each stage, from the differences between sides that add one stage."""
     return {
         "decode_jpeg": cpu_ms["decode"],
-        "to_float_and_antialiased_resize": cpu_ms["decode_resize"] - cpu_ms["decode"],
-        "exif_clip_tfrecord_parse_shuffle_batch": cpu_ms["imgclf_noaug"] - cpu_ms["decode_resize"],
+        "exif_to_float_and_resize": cpu_ms["decode_resize"] - cpu_ms["decode"],
+        "tfrecord_parse_shuffle_batch": cpu_ms["imgclf_noaug"] - cpu_ms["decode_resize"],
         "augment": cpu_ms["imgclf"] - cpu_ms["imgclf_noaug"],
         "imgclf_total": cpu_ms["imgclf"],
     }
@@ -289,7 +289,7 @@ def build_comparisons(medians: dict[str, float]) -> list[report.Comparison]:
             "input without augmentation vs raw decode+resize",
             "imgclf_noaug",
             "decode_resize",
-            "decode_jpeg + float + antialiased resize, all cores, in memory",
+            "preprocess.decode_and_resize (decode, float, resize), all cores, in memory",
             "",
         ),
     ]
