@@ -3,9 +3,12 @@
 For each size in --sizes, synthetic class images are generated once (cached under --work) and
 `imgclf ingest` runs as a subprocess with the DirectRunner in multi_processing mode, while the
 resident set size of its whole process tree (driver and Beam workers, summed) is sampled every
---interval seconds. Baseline, in the same run: the same ingest in in_memory mode (one process) on
---baseline-size images. Memory should stay flat in the number of images: the target is peak RSS
-at the largest size within 1.2x of peak RSS at the smallest. Writes bench/results/ingest.json.
+--interval seconds. Baseline (issue 9), alternating with it on the same images: a plain
+single-process Python loop that walks the class folders, decodes each JPEG with PIL and writes
+tf.train.Examples to one TFRecord file, sampled the same way. imgclf must be faster than the loop
+on 2 cores and hold memory flat: peak RSS at the largest size within 1.2x of the smallest.
+Also measured: the same ingest in in_memory mode (one process) on --baseline-size images.
+Writes bench/results/ingest.json through bench/report.py.
 """
 
 import argparse
@@ -22,12 +25,14 @@ import time
 from pathlib import Path
 
 import psutil
-import synthetic_images  # beside this script, which Python puts first on sys.path
+import report  # beside this script, which Python puts first on sys.path
+import synthetic_images
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MIB = 1024 * 1024
 RSS_TARGET = 1.2  # peak RSS at the largest size / at the smallest
+PIL_LOOP = "pil_loop"  # the baseline's mode name in the rows
 PROGRESS = re.compile(r"ingest: worker (\d+): \d+ units, (\d+) images read")
 
 
@@ -66,29 +71,19 @@ def tree_rss(root: psutil.Process) -> dict[int, tuple[int, str]]:
 
 
 def short_name(cmdline: list[str]) -> str:
-    for marker in ("sdk_worker_main", "tfx_pipeline.cli"):
+    for marker, name in (
+        ("sdk_worker_main", "beam-worker"),
+        ("tfx_pipeline.cli", "driver"),
+        ("--pil-loop", "pil-loop"),
+    ):
         if any(marker in part for part in cmdline):
-            return "beam-worker" if marker == "sdk_worker_main" else "driver"
+            return name
     return os.path.basename(cmdline[0]) if cmdline else "?"
 
 
-def run_ingest(
-    source: Path, out_dir: Path, mode: str, interval: float, log_path: Path, max_seconds: float
-) -> dict:
-    """Runs one ingest subprocess; wall seconds, peak tree RSS and its composition, the report."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    command = [
-        sys.executable,
-        "-m",
-        "tfx_pipeline.cli",
-        "ingest",
-        "--set",
-        f"data.source={source}",
-        "--set",
-        f"data.output_dir={out_dir}",
-        "--set",
-        f"data.beam_direct_mode={mode}",
-    ]
+def measure(command: list[str], interval: float, log_path: Path, max_seconds: float) -> dict:
+    """Runs `command` as a subprocess, sampling its process tree's RSS: wall seconds, peak RSS
+    (summed over the tree), the peak's composition, per-process peaks and a timeline."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -118,12 +113,16 @@ def run_ingest(
     reader.start()
     root = psutil.Process(process.pid)
     peak, peak_at, peak_parts, timeline, timed_out = 0, 0.0, {}, [], False
+    process_peaks: dict[int, tuple[int, str]] = {}
     while process.poll() is None:
         parts = tree_rss(root)
         total = sum(rss for rss, _ in parts.values())
         elapsed = time.perf_counter() - started
         if total > peak:
             peak, peak_at, peak_parts = total, elapsed, parts
+        for pid, (rss, name) in parts.items():
+            if rss > process_peaks.get(pid, (0, ""))[0]:
+                process_peaks[pid] = (rss, name)
         if not timeline or elapsed - timeline[-1][0] >= 1.0:
             timeline.append((round(elapsed, 1), round(total / MIB, 1), len(parts)))
         if elapsed > max_seconds:
@@ -134,31 +133,112 @@ def run_ingest(
         time.sleep(interval)
     seconds = time.perf_counter() - started
     reader.join(10)
-    result = {
-        "mode": mode,
+    return {
         "seconds": round(seconds, 2),
         "startup_seconds": round(listed_at[0], 2) if listed_at else None,
         "peak_rss_mib": round(peak / MIB, 1),
         "peak_at_seconds": round(peak_at, 1),
-        "peak_processes": sorted(
-            ({"name": name, "rss_mib": round(rss / MIB, 1)} for rss, name in peak_parts.values()),
-            key=lambda p: -p["rss_mib"],
-        ),
+        "peak_processes": by_size(peak_parts),
+        # Each process's own peak, whenever it came: which process grows with the dataset.
+        "process_peaks": by_size(process_peaks),
         "returncode": process.returncode,
         "timed_out": timed_out,
         "log": str(log_path),
         "rss_timeline": timeline,
+        "images_read_before_stop": sum(read_by_worker.values()) if timed_out else None,
     }
+
+
+def by_size(parts: dict[int, tuple[int, str]]) -> list[dict]:
+    """[{name, rss_mib}] of the processes that hold memory, largest first."""
+    listed = ({"name": name, "rss_mib": round(rss / MIB, 1)} for rss, name in parts.values())
+    return sorted((p for p in listed if p["rss_mib"] >= 10), key=lambda p: -p["rss_mib"])
+
+
+def run_ingest(
+    source: Path, out_dir: Path, mode: str, interval: float, log_path: Path, max_seconds: float
+) -> dict:
+    """Runs one `imgclf ingest`; wall seconds, peak tree RSS and its composition, the report."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    command = [
+        sys.executable,
+        "-m",
+        "tfx_pipeline.cli",
+        "ingest",
+        "--set",
+        f"data.source={source}",
+        "--set",
+        f"data.output_dir={out_dir}",
+        "--set",
+        f"data.beam_direct_mode={mode}",
+    ]
+    result = {"mode": mode, **measure(command, interval, log_path, max_seconds)}
     dataset = out_dir / "latest"
-    if process.returncode == 0 and dataset.is_file():
+    if result["returncode"] == 0 and dataset.is_file():
         info = json.loads((out_dir / dataset.read_text().strip() / "dataset.json").read_text())
         result.update(files_seen=info["files_seen"], written=info["written"])
-        result["images_per_s"] = round(info["files_seen"] / seconds, 1)
-    elif timed_out:
-        read = sum(read_by_worker.values())
-        result.update(images_read_before_stop=read)
+        result["images_per_s"] = round(info["files_seen"] / result["seconds"], 1)
     shutil.rmtree(out_dir, ignore_errors=True)  # tens of GB at scale: keep only the figures
     return result
+
+
+def run_pil_loop(
+    source: Path, out_dir: Path, interval: float, log_path: Path, max_seconds: float
+) -> dict:
+    """Runs the baseline loop (this script with --pil-loop) as its own process."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    command = [sys.executable, __file__, "--pil-loop", str(source), str(out_dir / "all.tfrecord")]
+    result = {"mode": PIL_LOOP, **measure(command, interval, log_path, max_seconds)}
+    written = out_dir / "written.json"
+    if result["returncode"] == 0 and written.is_file():
+        result.update(json.loads(written.read_text()))
+        result["images_per_s"] = round(result["files_seen"] / result["seconds"], 1)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def pil_loop(source: Path, out_path: Path) -> None:
+    """The baseline: what a hand-written conversion script does, in one process. Walks the class
+    folders, decodes every JPEG with PIL (to validate it and read its size) and writes each as a
+    tf.train.Example (original bytes, size, label) to one TFRecord file."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir())
+    seen = written = 0
+    with tf.io.TFRecordWriter(str(out_path)) as writer:
+        for label, name in enumerate(classes):
+            for path in sorted((source / name).glob("*.jpg")):
+                seen += 1
+                data = path.read_bytes()
+                try:
+                    with Image.open(io.BytesIO(data)) as image:
+                        width, height = image.convert("RGB").size
+                except OSError:
+                    continue
+                feature = {
+                    "image/encoded": bytes_feature(tf, data),
+                    "image/height": int_feature(tf, height),
+                    "image/width": int_feature(tf, width),
+                    "image/class/label": int_feature(tf, label),
+                    "image/class/text": bytes_feature(tf, name.encode()),
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+                written += 1
+    summary = {"files_seen": seen, "written": written}
+    (out_path.parent / "written.json").write_text(json.dumps(summary))
+
+
+def bytes_feature(tf, value: bytes):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def int_feature(tf, value: int):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -175,101 +255,176 @@ def summarize(runs: list[dict]) -> dict:
     return figures
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--work", default="/tmp/imgclf-bench-ingest", help="image cache, logs")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=1, help="ingest runs per figure (median)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--interval", type=float, default=0.2, help="RSS sampling period (s)")
     parser.add_argument(
-        "--baseline-size", type=int, help="in_memory baseline size (default: 10000 if in --sizes)"
+        "--loop-sizes", type=int, nargs="*", help="sizes for the PIL loop (default: --sizes)"
     )
-    parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--max-seconds", type=float, default=2400, help="stop one ingest after")
-    args = parser.parse_args()
-    sizes = sorted(set(args.sizes))
+    parser.add_argument(
+        "--baseline-size", type=int, help="in_memory run size (default: 10000 if in --sizes)"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the in_memory run")
+    parser.add_argument("--max-seconds", type=float, default=2400, help="stop one run after")
+    # Internal: the baseline runs as this script in its own process, so its RSS is its own.
+    parser.add_argument("--pil-loop", nargs=2, metavar=("SOURCE", "OUT"), help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def measure_all(args: argparse.Namespace, sizes: list[int], work: Path) -> list[dict]:
+    """Every run, one row per (size, mode): imgclf and the PIL loop alternate on each size (the
+    loop first on odd repeats), then the in_memory run."""
+    loop_sizes = set(sizes if args.loop_sizes is None else args.loop_sizes)
     baseline_size = args.baseline_size or (10_000 if 10_000 in sizes else sizes[0])
-    work = Path(args.work)
-    (work / "logs").mkdir(parents=True, exist_ok=True)
+    runs: dict[tuple[int, str], list[dict]] = {}
 
-    plan = [(size, "multi_processing") for size in sizes]
-    if not args.no_baseline:
-        plan.insert(
-            sizes.index(baseline_size) + 1 if baseline_size in sizes else 0,
-            (baseline_size, "in_memory"),
+    def run_once(size: int, source: Path, mode: str, repeat: int) -> None:
+        print(f"bench: {size} images, {mode} (run {repeat + 1}/{args.repeats})", flush=True)
+        log_path = work / "logs" / f"ingest-{size}-{mode}-{repeat}.log"
+        out_dir = work / f"out-{size}-{mode}"
+        if mode == PIL_LOOP:
+            result = run_pil_loop(source, out_dir, args.interval, log_path, args.max_seconds)
+        else:
+            result = run_ingest(source, out_dir, mode, args.interval, log_path, args.max_seconds)
+        print(
+            f"bench:   {result['seconds']:.1f}s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
+            f"exit {result['returncode']}{' (timed out)' if result['timed_out'] else ''}",
+            flush=True,
         )
-    rows = []
-    for size, mode in plan:
-        source = ensure_images(work, size, args.classes, args.seed)
-        runs = []
-        for repeat in range(args.repeats):
-            print(
-                f"bench: ingest {size} images, {mode} (run {repeat + 1}/{args.repeats})", flush=True
-            )
-            result = run_ingest(
-                source,
-                work / f"out-{size}-{mode}",
-                mode,
-                args.interval,
-                work / "logs" / f"ingest-{size}-{mode}-{repeat}.log",
-                args.max_seconds,
-            )
-            print(
-                f"bench:   {result['seconds']:.1f}s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
-                f"exit {result['returncode']}{' (timed out)' if result['timed_out'] else ''}",
-                flush=True,
-            )
-            runs.append(result)
-        rows.append({"size": size, **summarize(runs)})
+        runs.setdefault((size, mode), []).append(result)
 
+    for size in sizes:
+        source = ensure_images(work, size, args.classes, args.seed)
+        sides = ["multi_processing", *([PIL_LOOP] if size in loop_sizes else [])]
+        for repeat in range(args.repeats):
+            for mode in sides if repeat % 2 == 0 else sides[::-1]:
+                run_once(size, source, mode, repeat)
+        if size == baseline_size and not args.no_baseline:
+            for repeat in range(args.repeats):
+                run_once(size, source, "in_memory", repeat)
+    return [{"size": size, **summarize(results)} for (size, _), results in runs.items()]
+
+
+def rss_ratio(rows: list[dict], mode: str, sizes: list[int]) -> float | None:
+    """Peak RSS at the largest size / at the smallest, for one mode."""
+    by_size = {r["size"]: r for r in rows if r["mode"] == mode and r["returncode"] == 0}
+    smallest, largest = by_size.get(sizes[0]), by_size.get(sizes[-1])
+    if not smallest or not largest or largest is smallest or not smallest["peak_rss_mib"]:
+        return None
+    return round(largest["peak_rss_mib"] / smallest["peak_rss_mib"], 3)
+
+
+def build_comparisons(rows: list[dict], sizes: list[int]) -> list[report.Comparison]:
+    """imgclf (multi_processing) beside the PIL loop: images/s and peak RSS per size, and how
+    flat peak RSS stays from the smallest size to the largest."""
     parallel = {r["size"]: r for r in rows if r["mode"] == "multi_processing"}
-    smallest, largest = parallel.get(sizes[0]), parallel.get(sizes[-1])
-    ratio = None
-    if smallest and largest and largest is not smallest and smallest["peak_rss_mib"]:
-        ratio = round(largest["peak_rss_mib"] / smallest["peak_rss_mib"], 3)
-    baseline = next((r for r in rows if r["mode"] == "in_memory"), None)
+    loop = {r["size"]: r for r in rows if r["mode"] == PIL_LOOP}
+    comparisons = []
+    for size in sizes:
+        mine, theirs = parallel.get(size, {}), loop.get(size, {})
+        if mine.get("images_per_s") and theirs.get("images_per_s"):
+            comparisons.append(
+                report.Comparison(
+                    key=f"ingest.images_per_s.{size}",
+                    what=f"ingest {size} JPEGs, images/s",
+                    unit="images/s",
+                    imgclf=mine["images_per_s"],
+                    baseline=theirs["images_per_s"],
+                    baseline_name="PIL loop, 1 process",
+                    target="faster than the loop",
+                    target_met=mine["images_per_s"] > theirs["images_per_s"],
+                )
+            )
+            comparisons.append(
+                report.Comparison(
+                    key=f"ingest.peak_rss_mib.{size}",
+                    what=f"ingest {size} JPEGs, peak RSS",
+                    unit="MiB",
+                    imgclf=mine["peak_rss_mib"],
+                    baseline=theirs["peak_rss_mib"],
+                    baseline_name="PIL loop, 1 process",
+                    higher_is_better=False,
+                )
+            )
+    mine_ratio = rss_ratio(rows, "multi_processing", sizes)
+    loop_ratio = rss_ratio(rows, PIL_LOOP, sizes)
+    if mine_ratio is not None and loop_ratio is not None:
+        comparisons.append(
+            report.Comparison(
+                key="ingest.rss_flatness",
+                what=f"peak RSS {sizes[-1]} / {sizes[0]} images",
+                unit="x",
+                imgclf=mine_ratio,
+                baseline=loop_ratio,
+                baseline_name="PIL loop, 1 process",
+                higher_is_better=False,
+                target=f"<= {RSS_TARGET}x",
+                target_met=mine_ratio <= RSS_TARGET,
+            )
+        )
+    return comparisons
+
+
+def build_details(rows: list[dict], sizes: list[int]) -> dict:
+    """The figures behind the comparisons: every run, RSS ratios, the in_memory speed-up."""
+    ratio = rss_ratio(rows, "multi_processing", sizes)
+    parallel = {r["size"]: r for r in rows if r["mode"] == "multi_processing"}
+    in_memory = next((r for r in rows if r["mode"] == "in_memory"), None)
     speedup = None
-    if (
-        baseline
-        and baseline.get("images_per_s")
-        and parallel.get(baseline["size"], {}).get("images_per_s")
-    ):
-        speedup = round(parallel[baseline["size"]]["images_per_s"] / baseline["images_per_s"], 3)
-    figures = {
+    if in_memory and in_memory.get("images_per_s"):
+        mine = parallel.get(in_memory["size"], {}).get("images_per_s")
+        speedup = round(mine / in_memory["images_per_s"], 3) if mine else None
+    return {
         "runs": rows,
         "rss_ratio_largest_to_smallest": ratio,
         "rss_ratio_sizes": [sizes[0], sizes[-1]],
         "rss_target": RSS_TARGET,
         "rss_within_target": None if ratio is None else ratio <= RSS_TARGET,
+        "pil_loop_rss_ratio_largest_to_smallest": rss_ratio(rows, PIL_LOOP, sizes),
         "multi_processing_speedup_vs_in_memory": speedup,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "total_memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "python": platform.python_version(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(figures, indent=2) + "\n")
 
+
+def print_rows(rows: list[dict]) -> None:
     print(
         f"{'images':>8}  {'mode':18}{'images/s':>10}{'seconds':>10}{'startup s':>10}"
-        f"{'peak RSS MiB':>14}"
+        f"{'peak RSS MiB':>14}  per process at peak"
     )
     for row in rows:
         rate = f"{row['images_per_s']:10.1f}" if row.get("images_per_s") else f"{'-':>10}"
         startup = f"{row['startup_seconds']:10.1f}" if row.get("startup_seconds") else f"{'-':>10}"
+        parts = ", ".join(f"{p['name']} {p['rss_mib']:.0f}" for p in row["peak_processes"])
         print(
             f"{row['size']:8d}  {row['mode']:18}{rate}{row['seconds']:10.1f}{startup}"
-            f"{row['peak_rss_mib']:14.0f}"
+            f"{row['peak_rss_mib']:14.0f}  {parts}"
         )
-    if speedup is not None:
-        print(f"multi_processing / in_memory images/s at {baseline['size']}: {speedup:.2f}x")
-    if ratio is not None:
-        verdict = "within" if ratio <= RSS_TARGET else "OVER"
+
+
+def main() -> None:
+    args = parse_args()
+    if args.pil_loop:
+        pil_loop(Path(args.pil_loop[0]), Path(args.pil_loop[1]))
+        return
+    sizes = sorted(set(args.sizes))
+    work = Path(args.work)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    rows = measure_all(args, sizes, work)
+    print_rows(rows)
+    details = build_details(rows, sizes)
+    if details["multi_processing_speedup_vs_in_memory"] is not None:
         print(
-            f"peak RSS {sizes[-1]} / {sizes[0]}: {ratio:.2f}x ({verdict} the {RSS_TARGET}x target)"
+            "multi_processing / in_memory images/s: "
+            f"{details['multi_processing_speedup_vs_in_memory']:.2f}x"
         )
-    print(f"bench: wrote {RESULTS / 'ingest.json'}")
+    report.write_results("ingest", build_comparisons(rows, sizes), details)
 
 
 if __name__ == "__main__":

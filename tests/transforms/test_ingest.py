@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -259,6 +260,37 @@ def test_small_shards_hold_every_example_exactly_once(source, ingested, examples
         hashes = [ex[features.SHA256] for ex in read_shards([result.path / n for n in listed])]
         assert len(hashes) == len(set(hashes))
         assert sorted(hashes) == sorted(ex[features.SHA256] for ex in examples[split])
+
+
+def test_rank_bucket_ranks_each_split_in_global_hash_order():
+    # Each (split, hash bucket) group is ranked alone; together they must give the rank in the
+    # whole split's hash order, so shards fill up as if one process had sorted every hash.
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(600)]
+    by_split = {"train": hashes[:500], "val": hashes[500:], "test": []}
+    groups: dict[tuple[str, str], list] = {}
+    for split, mine in by_split.items():
+        for sha in mine:
+            bucket = sha[: ingest.BUCKET_HEX_DIGITS]
+            groups.setdefault((split, bucket), []).append((sha, "cat", f"cat/{sha[:6]}.png"))
+    sizes = {key: len(records) for key, records in groups.items()}
+    keyed = {}
+    for key, records in groups.items():
+        for shard_key, record in ingest.rank_bucket((key, reversed(records)), sizes, 64):
+            keyed[record[0]] = shard_key
+    for split, mine in by_split.items():
+        for rank, sha in enumerate(sorted(mine)):
+            assert keyed[sha] == (split, rank // 64, len(mine))
+
+
+def test_worker_environment_adds_only_unset_names_and_restores(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    wanted = {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "1048576"}
+    with ingest.worker_environment(wanted):
+        assert os.environ["MALLOC_ARENA_MAX"] == "4"  # the user's setting wins
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "1048576"
+    assert os.environ["MALLOC_ARENA_MAX"] == "4"
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
 
 
 def test_small_shards_are_numbered_without_gaps_and_bounded(source, tmp_path):

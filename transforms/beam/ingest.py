@@ -2,11 +2,14 @@
 
 Image bytes never cross a shuffle: they are read, prepared and written to a content-addressed
 staging area in one fused step, whose memory does not grow with the dataset; the shuffles after
-it (dedupe, shards) move small metadata records, and shard writers read the staged bytes back.
-On the DirectRunner those records are held in memory (about 1.3x the 10k peak RSS at 100k
-images); runners whose shuffles spill to disk keep it flat.
+it (dedupe, splits, shards) move small metadata tuples, and shard writers read the staged bytes
+back. No step holds every image's record in one place: splits are cut per class, shards ranked
+per (split, hash bucket), so the only side inputs are the label map and per-bucket counts. The
+DirectRunner holds each shuffle in the driver's memory; runners whose shuffles spill to disk
+do not.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,6 +35,18 @@ PROGRESS_SECONDS = 5.0
 BLOBS = "_blobs"
 UNITS = "_units"
 UNITS_PER_CHUNK = 64
+# Shards are ranked per (split, first hex digits of the hash): 256 buckets per split keep each
+# ranking group small (N / 256 records) and the bucket-size side input tiny.
+BUCKET_HEX_DIGITS = 2
+# glibc malloc settings for the DirectRunner's worker processes, which inherit the driver's
+# environment: two arenas instead of one per thread, and fixed mmap/trim thresholds (glibc's
+# dynamic ones ratchet up after big frees), so memory freed after decoding images and after each
+# shuffle goes back to the OS instead of staying fragmented. Values already set are kept.
+WORKER_MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "262144",
+    "MALLOC_TRIM_THRESHOLD_": "1048576",
+}
 SUMMARIES = ("shards", "quarantine", "duplicates", "leakage", "labels", "seen")
 
 log = logging.getLogger(__name__)
@@ -112,13 +127,10 @@ class ReadAndPrepare(beam.DoFn):
                 continue
             sha256 = hashlib.sha256(data).hexdigest()
             stage_image(self.staging, sha256, prepared)
-            # Only what dedupe, splits and sharding need travels through the shuffles.
-            yield {
-                "sha256": sha256,
-                "label": item.label,
-                "given_split": item.split,
-                "source": relative_to_source(item.uri, self.source_root),
-            }
+            # Only what dedupe, splits and sharding need travels through the shuffles, as a
+            # tuple: the DirectRunner holds every shuffled record decoded, and a dict is 3x bigger.
+            source = relative_to_source(item.uri, self.source_root)
+            yield sha256, (item.label, item.split, source)
         self.units_done += 1
         if time.monotonic() - self.last_report > PROGRESS_SECONDS:
             self.last_report = time.monotonic()
@@ -163,66 +175,70 @@ def read_unit_chunk(index: int, staging: str):
             yield source_base.ReadUnit(**json.loads(line))
 
 
-def resolve_copies(sha_and_records, leakage: str):
-    """One record per content hash. Copies with another label are quarantined; copies in two
-    given splits are leakage, resolved by `leakage` (keep_eval, drop or error)."""
-    sha256, records = sha_and_records
-    records = sorted(records, key=lambda r: r["source"])
-    first = records[0]
-    same_label = [r for r in records if r["label"] == first["label"]]
-    for other in records:
-        if other["label"] != first["label"]:
+def resolve_copies(sha_and_copies, leakage: str):
+    """One (sha256, label, given split, source) record per content hash. Copies with another
+    label are quarantined; copies in two given splits are leakage, resolved by `leakage`
+    (keep_eval, drop or error)."""
+    sha256, copies = sha_and_copies
+    copies = sorted(copies, key=lambda copy: copy[2])  # by source path
+    first_label, _, first_source = copies[0]
+    same_label = [copy for copy in copies if copy[0] == first_label]
+    for label, _, source in copies:
+        if label != first_label:
             reason = (
-                f"same bytes as {first['source']} but labelled {other['label']!r} "
-                f"instead of {first['label']!r}"
+                f"same bytes as {first_source} but labelled {label!r} instead of {first_label!r}"
             )
-            yield beam.pvalue.TaggedOutput(
-                "quarantine", {"path": other["source"], "reason": reason}
-            )
-    given = {r["given_split"] for r in same_label if r["given_split"]}
+            yield beam.pvalue.TaggedOutput("quarantine", {"path": source, "reason": reason})
+    given = {split for _, split, _ in same_label if split}
     # A copy with a given split wins over one without, so the given split is respected.
-    kept = next((r for r in same_label if r["given_split"]), first)
+    kept = next((copy for copy in same_label if copy[1]), same_label[0])
     if len(given) > 1:
+        paths = [source for _, _, source in same_label]
         yield beam.pvalue.TaggedOutput(
-            "leakage",
-            {"sha256": sha256, "splits": sorted(given), "paths": [r["source"] for r in same_label]},
+            "leakage", {"sha256": sha256, "splits": sorted(given), "paths": paths}
         )
         if leakage == "drop":
-            for record in same_label:
-                reason = (
-                    f"leakage: same bytes in splits {', '.join(sorted(given))} (data.leakage: drop)"
-                )
-                yield beam.pvalue.TaggedOutput(
-                    "quarantine", {"path": record["source"], "reason": reason}
-                )
+            in_splits = ", ".join(sorted(given))
+            reason = f"leakage: same bytes in splits {in_splits} (data.leakage: drop)"
+            for path in paths:
+                yield beam.pvalue.TaggedOutput("quarantine", {"path": path, "reason": reason})
             return
-        keep_split = next(s for s in splits.EVAL_FIRST if s in given)
-        kept = next(r for r in same_label if r["given_split"] == keep_split)
-    yield kept
-    for record in same_label:
-        if record is not kept:
-            yield beam.pvalue.TaggedOutput("duplicate", record["source"])
+        keep_split = next(split for split in splits.EVAL_FIRST if split in given)
+        kept = next(copy for copy in same_label if copy[1] == keep_split)
+    yield (sha256, *kept)
+    for copy in same_label:
+        if copy is not kept:
+            yield beam.pvalue.TaggedOutput("duplicate", copy[2])
 
 
-def plan_shards(_, class_members: dict, split_cfg: schema.SplitConfig, per_shard: int) -> dict:
-    """{sha256: (split, shard index)} for every kept image, from (sha256, given split) per class.
+def split_class(label_and_members, split_cfg: schema.SplitConfig):
+    """Assigns one class's images to splits and keys each by (split, hash bucket).
 
-    Given splits are kept; the rest of each class is split stratified by content hash. Within a
-    split, an image's rank in hash order picks its shard, so every shard but the last holds
-    exactly `per_shard` examples. Only hashes are held here, never records or image bytes.
+    Given splits are kept; the rest of the class is split stratified by content hash. Only this
+    class's records are held here, never the whole dataset's.
     """
-    by_split: dict[str, list[str]] = {name: [] for name in splits.SPLITS}
-    for members in class_members.values():
-        unassigned = [sha for sha, given in members if not given]
-        assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
-        for sha, given in members:
-            by_split[given or assignment[sha]].append(sha)
-    plan = {}
-    for split, hashes in by_split.items():
-        hashes.sort()
-        for rank, sha in enumerate(hashes):
-            plan[sha] = (split, rank // per_shard, len(hashes))
-    return plan
+    label, members = label_and_members
+    members = list(members)
+    unassigned = [sha256 for sha256, given, _ in members if not given]
+    assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
+    for sha256, given, source in members:
+        split = given or assignment[sha256]
+        yield (split, sha256[:BUCKET_HEX_DIGITS]), (sha256, label, source)
+
+
+def rank_bucket(key_and_records, bucket_sizes: dict, per_shard: int):
+    """Keys each record of one (split, hash bucket) by its shard: (split, index, split size).
+
+    An image's rank in its split's hash order is the size of the split's earlier buckets plus
+    its rank within its bucket, so every shard but the last holds exactly `per_shard` examples
+    without any worker holding every hash of the split.
+    """
+    (split, bucket), records = key_and_records
+    sizes = {b: count for (s, b), count in bucket_sizes.items() if s == split}
+    offset = sum(count for b, count in sizes.items() if b < bucket)
+    split_size = sum(sizes.values())
+    for rank, record in enumerate(sorted(records), start=offset):
+        yield (split, rank // per_shard, split_size), record
 
 
 def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
@@ -235,21 +251,21 @@ def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
     shard_stats = stats.DatasetStats()
     accumulator = shard_stats.create_accumulator()
     with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
-        for record in sorted(records, key=lambda r: r["sha256"]):
-            data, description = read_staged(staging, record["sha256"])
+        for sha256, label, source in sorted(records):
+            data, description = read_staged(staging, sha256)
             accumulator = shard_stats.add_input(accumulator, description)
             example = features.build_example(
                 image=data,
                 image_format=description["format"],
                 height=description["height"],
                 width=description["width"],
-                label=label_index[record["label"]],
-                label_text=record["label"],
-                sha256=record["sha256"],
-                source=record["source"],
+                label=label_index[label],
+                label_text=label,
+                sha256=sha256,
+                source=source,
             )
             writer.write(example.SerializeToString(deterministic=True))
-            per_class[record["label"]] = per_class.get(record["label"], 0) + 1
+            per_class[label] = per_class.get(label, 0) + 1
     return {
         "split": split,
         "file": name,
@@ -265,20 +281,19 @@ def write_json(items, path: str):
         out.write(json.dumps(items))
 
 
-def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
+def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: int, staging: str):
     prepared = (
         pipeline
-        | "UnitChunks" >> beam.Create(range(write_unit_chunks(units, staging)), reshuffle=False)
+        | "UnitChunks" >> beam.Create(range(chunks), reshuffle=False)
         | "SpreadChunks" >> beam.Reshuffle()
         | "ReadChunk" >> beam.FlatMap(read_unit_chunk, staging=staging)
         | "ReadAndPrepare"
-        >> beam.ParDo(ReadAndPrepare(cfg, staging, len(units))).with_outputs(
+        >> beam.ParDo(ReadAndPrepare(cfg, staging, total_units)).with_outputs(
             ReadAndPrepare.QUARANTINE, ReadAndPrepare.SEEN, main="records"
         )
     )
     unique = (
         prepared.records
-        | "KeyByHash" >> beam.Map(lambda record: (record["sha256"], record))
         | "GroupByHash" >> beam.GroupByKey()
         | "ResolveCopies"
         >> beam.FlatMap(resolve_copies, leakage=cfg.leakage).with_outputs(
@@ -287,36 +302,30 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, units, staging: str):
     )
     labels = (
         unique.kept
-        | "Labels" >> beam.Map(lambda record: record["label"])
+        | "Labels" >> beam.MapTuple(lambda sha256, label, given, source: label)
         | "DistinctLabels" >> beam.Distinct()
         | "CollectLabels" >> beam.combiners.ToList()
         | "SortLabels" >> beam.Map(lambda found: order_labels(found, cfg.classes))
     )
-    class_members = (
+    bucketed = (
         unique.kept
-        | "ClassMembers" >> beam.Map(lambda r: (r["label"], (r["sha256"], r["given_split"])))
+        | "KeyByClass"
+        >> beam.MapTuple(lambda sha256, label, given, source: (label, (sha256, given, source)))
         | "GroupByClass" >> beam.GroupByKey()
-        | "ListMembers" >> beam.MapTuple(lambda label, members: (label, list(members)))
+        | "SplitClass" >> beam.FlatMap(split_class, split_cfg=cfg.split)
     )
-    shard_plan = (
-        pipeline
-        | "PlanSeed" >> beam.Create([None])
-        | "PlanShards"
-        >> beam.Map(
-            plan_shards,
-            class_members=beam.pvalue.AsDict(class_members),
-            split_cfg=cfg.split,
+    # At most len(SPLITS) * 16**BUCKET_HEX_DIGITS counts: the only side input that every
+    # ranking worker needs, whatever the dataset's size.
+    bucket_sizes = bucketed | "CountPerBucket" >> beam.combiners.Count.PerKey()
+    shard_summaries = (
+        bucketed
+        | "GroupByBucket" >> beam.GroupByKey()
+        | "RankBucket"
+        >> beam.FlatMap(
+            rank_bucket,
+            bucket_sizes=beam.pvalue.AsDict(bucket_sizes),
             per_shard=cfg.examples_per_shard,
         )
-    )
-
-    def assign_shard(record, plan):
-        split, index, split_size = plan[record["sha256"]]
-        return (split, index, split_size), record
-
-    shard_summaries = (
-        unique.kept
-        | "AssignShard" >> beam.Map(assign_shard, plan=beam.pvalue.AsSingleton(shard_plan))
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards"
         >> beam.Map(
@@ -385,14 +394,32 @@ def run(cfg: schema.DataConfig) -> IngestResult:
     mode = f", {cfg.beam_direct_mode}" if cfg.beam_runner == "DirectRunner" else ""
     print(f"ingest: {len(units)} read units from {cfg.source} ({cfg.beam_runner}{mode})")
     try:
-        with beam.Pipeline(options=pipeline_options(cfg)) as pipeline:
-            build_pipeline(pipeline, cfg, units, staging)
+        chunks, total_units = write_unit_chunks(units, staging), len(units)
+        del units  # workers read the staged chunks: the driver need not hold every unit meanwhile
+        with (
+            worker_environment(WORKER_MALLOC_ENV),
+            beam.Pipeline(options=pipeline_options(cfg)) as pipeline,
+        ):
+            build_pipeline(pipeline, cfg, chunks, total_units, staging)
         dataset = summarize(cfg, staging)
         version_dir = publish(staging, out_root, dataset)
     finally:
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
     return IngestResult(version=dataset["version"], path=Path(version_dir), dataset=dataset)
+
+
+@contextlib.contextmanager
+def worker_environment(env: dict[str, str]):
+    """Adds `env` (where not set already) to the environment worker processes started meanwhile
+    inherit; restores the environment after, so later subprocesses (a model server) get theirs."""
+    added = {name: value for name, value in env.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def check_vocabulary(labels: set[str], vocabulary: list[str] | None) -> None:
