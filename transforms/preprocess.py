@@ -74,10 +74,17 @@ def decode_and_resize(
     # bilinear's 2x2 taps would skip source pixels: more than 2x down on either axis.
     source = tf.shape(image)
     skips_pixels = tf.logical_or(source[0] > 2 * height, source[1] > 2 * width)
-    image = tf.cond(
-        skips_pixels,
-        lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True),
-        lambda: tf.image.resize(image, (height, width), method="bilinear"),
+    same_size = tf.logical_and(tf.equal(source[0], height), tf.equal(source[1], width))
+    image = tf.case(
+        [
+            (same_size, lambda: image),  # bilinear at scale 1 returns the pixels unchanged
+            (
+                skips_pixels,
+                lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True),
+            ),
+        ],
+        default=lambda: tf.image.resize(image, (height, width), method="bilinear"),
+        exclusive=True,
     )
     image = tf.clip_by_value(image, 0.0, 1.0)
     return tf.ensure_shape(image, (height, width, channels))

@@ -210,6 +210,7 @@ def test_only_a_downscale_of_more_than_2x_is_antialiased():
     pixels = tf.image.convert_image_dtype(tf.io.decode_png(png, channels=3), tf.float32)
     plain = tf.clip_by_value(tf.image.resize(pixels, (64, 64), method="bilinear"), 0.0, 1.0)
     np.testing.assert_array_equal(decode(png, (64, 64)), plain.numpy())
+    np.testing.assert_array_equal(decode(png, (96, 96)), pixels.numpy())  # no resize at all
 
 
 @pytest.mark.parametrize("channels", [1, 3])
