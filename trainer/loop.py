@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from trainer import checkpoints, optim, runs
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 BEST_WEIGHTS = "best.weights.h5"
+SECONDS_PER_CALL = 0.5  # the time one call of the train step aims at (see TrainingLoop._pace)
+MAX_STEPS_PER_CALL = 64
 
 
 class NonFiniteLoss(errors.UserError):
@@ -83,6 +86,7 @@ class TrainingLoop:
         chief: bool = True,
         class_weights: list[float] | None = None,
         plateau: optim.Plateau | None = None,
+        on_steps_done: Callable[[int, int], None] | None = None,
     ):
         if not isinstance(phases, list):
             phases = [Phase(0, phases)]
@@ -95,6 +99,8 @@ class TrainingLoop:
             cfg,
         )
         self.plateau = plateau
+        # Called with (epoch, steps done in the epoch) after each run of steps: benchmarks time it.
+        self.on_steps_done = on_steps_done
         self.global_batch_size = global_batch_size
         self.num_classes = num_classes
         self.run_dir = Path(run_dir)
@@ -136,6 +142,8 @@ class TrainingLoop:
             self.checkpoint, str(checkpoint_dir), max_to_keep=cfg.keep_checkpoints
         )
         self.train_step = None  # traced per phase: each trains other variables
+        self.steps_per_call = 1  # grows once a step's time is known, see _pace
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.sync_statistics = tf.function(self._average_statistics)
 
     # --- the step ---
@@ -197,6 +205,14 @@ class TrainingLoop:
         per_replica = self.strategy.run(self._replica_step, args=(images, labels))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
+    def _distributed_steps(self, iterator, steps):
+        """`steps` optimizer steps in one call, like Keras' `steps_per_execution`: one host round
+        trip per call instead of per step. Returns each step's loss and the running metrics."""
+        losses = tf.TensorArray(tf.float32, size=steps)
+        for index in tf.range(steps):
+            losses = losses.write(index, self._distributed_step(iterator))
+        return losses.stack(), self.train_loss.result(), self.train_accuracy.result()
+
     def _average_statistics(self):
         """Sets non-trainable weights (BatchNorm moving statistics), which each replica updates
         from its own batches, to their mean over replicas: every worker then evaluates, decides
@@ -236,26 +252,7 @@ class TrainingLoop:
                 steps_per_epoch, stateful_metrics=["loss", "accuracy"], verbose=self._verbosity()
             )
             print(f"Epoch {epoch + 1}/{self.cfg.epochs}")
-            for step in range(skip, steps_per_epoch):
-                step_loss = float(self.train_step(iterator))
-                if not math.isfinite(step_loss):
-                    raise NonFiniteLoss(
-                        f"loss became {step_loss} at epoch {epoch + 1}, step {step + 1}; "
-                        f"last good checkpoint: {self.manager.latest_checkpoint or 'none'}. "
-                        "Lower optimizer.learning_rate, set train.clip_global_norm, or check "
-                        "the data"
-                    )
-                self.step_in_epoch.assign(step + 1)
-                progress.update(
-                    step + 1,
-                    [
-                        ("loss", float(self.train_loss.result())),
-                        ("accuracy", float(self.train_accuracy.result())),
-                    ],
-                )
-                every = self.cfg.checkpoint_every_steps
-                if every and (step + 1) % every == 0 and step + 1 < steps_per_epoch:
-                    checkpoints.save(self.manager, epoch * steps_per_epoch + step + 1)
+            self._train_epoch(iterator, epoch, skip, steps_per_epoch, progress)
             if self.strategy.num_replicas_in_sync > 1:
                 self.sync_statistics()
             row = {
@@ -285,6 +282,47 @@ class TrainingLoop:
                 print(f"train: restored the weights of the best epoch ({result.best_epoch + 1})")
         return result
 
+    def _train_epoch(self, iterator, epoch: int, step: int, steps_per_epoch: int, progress) -> None:
+        """Runs the epoch's steps from `step` on, several per call once the step time is known."""
+        every = self.cfg.checkpoint_every_steps
+        while step < steps_per_epoch:
+            # A run of steps never crosses a mid-epoch checkpoint or the end of the epoch.
+            stop = (
+                steps_per_epoch if not every else min(steps_per_epoch, (step // every + 1) * every)
+            )
+            count = min(self.steps_per_call, stop - step)
+            started = time.perf_counter()
+            losses, loss, accuracy = self.train_step(iterator, tf.constant(count, tf.int32))
+            self._check_finite(losses.numpy(), epoch, step)
+            self._pace(count, time.perf_counter() - started)
+            step += count
+            self.step_in_epoch.assign(step)
+            progress.update(step, [("loss", float(loss)), ("accuracy", float(accuracy))])
+            if self.on_steps_done is not None:
+                self.on_steps_done(epoch, step)
+            if every and step % every == 0 and step < steps_per_epoch:
+                checkpoints.save(self.manager, epoch * steps_per_epoch + step)
+
+    def _check_finite(self, losses, epoch: int, first_step: int) -> None:
+        for index, step_loss in enumerate(losses.tolist()):
+            if not math.isfinite(step_loss):
+                raise NonFiniteLoss(
+                    f"loss became {step_loss} at epoch {epoch + 1}, step {first_step + index + 1}; "
+                    f"last good checkpoint: {self.manager.latest_checkpoint or 'none'}. "
+                    "Lower optimizer.learning_rate, set train.clip_global_norm, or check the data"
+                )
+
+    def _pace(self, count: int, seconds: float) -> None:
+        """Sets how many steps the next call runs: as many as take about SECONDS_PER_CALL, so the
+        per-call host work (a sync, the progress bar) is amortised on small models while large
+        ones still report every step. Grows at most 4x per call, so one fast call cannot jump far
+        (the first call, which traces, is slow and leaves it at one step).
+        Multi-worker runs keep one step per call, so every worker issues the same collectives."""
+        if self.multi_worker:
+            return
+        wanted = int(SECONDS_PER_CALL / max(seconds / count, 1e-6))
+        self.steps_per_call = max(1, min(wanted, 4 * count, MAX_STEPS_PER_CALL))
+
     def evaluate(self, dataset) -> tuple[float, float]:
         """Mean loss and accuracy over a finite (images, labels) dataset, on this worker."""
         total_loss, correct, count = 0.0, 0, 0
@@ -309,7 +347,7 @@ class TrainingLoop:
             return
         phase.set_trainable()
         self.active_phase, self.optimizer = phase, phase.optimizer
-        self.train_step = tf.function(self._distributed_step)
+        self.train_step = tf.function(self._distributed_steps)
         if len(self.phases) == 1:
             return
         if epoch == phase.first_epoch and phase is not self.phases[0]:

@@ -213,7 +213,8 @@ def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):
     images, labels = next(iter(dataset.build_dataset(version_dir, "train", cfg.data, False)))
     images, labels = images[:16], labels[:16]
     if augmenter is not None:
-        images = augmenter(images, training=True)
+        # Under a mixed precision policy the layers compute, and return, bfloat16 or float16.
+        images = tf.cast(augmenter(images, training=True), tf.float32)
     summaries.write_image_grid(
         log_dir / "train", "augmented_training_images", images, labels, class_names
     )

@@ -148,6 +148,26 @@ def test_nan_loss_stops_naming_the_step_and_checkpoint(tmp_path):
         train(tmp_path, tf.distribute.get_strategy(), nan=True)
 
 
+def test_several_steps_per_call_train_exactly_like_one_step_per_call(tmp_path, monkeypatch):
+    strategy = tf.distribute.get_strategy()
+    monkeypatch.setattr(loop, "MAX_STEPS_PER_CALL", 1)
+    one_per_call = train(tmp_path / "one", strategy)
+    # Any step time is short enough: epoch 2 then runs both its steps in one call.
+    monkeypatch.setattr(loop, "MAX_STEPS_PER_CALL", 64)
+    monkeypatch.setattr(loop, "SECONDS_PER_CALL", 1e9)
+    calls = []
+    original = loop.TrainingLoop._pace
+    monkeypatch.setattr(
+        loop.TrainingLoop,
+        "_pace",
+        lambda self, count, seconds: calls.append(count) or original(self, count, seconds),
+    )
+    several_per_call = train(tmp_path / "several", strategy)
+    assert calls == [1, 1, 2]  # epoch 1: the traced first step, then one left; epoch 2: both
+    for a, b in zip(one_per_call, several_per_call, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 MIRRORED_SCRIPT = """
 import json, sys
 import tensorflow as tf
