@@ -24,8 +24,7 @@ BENCHMARKS = {
         ["--quick"],
     ),
     "input": ("bench_input.py", [], ["--quick"]),
-    "training": ("bench_training.py", [], ["--quick"]),
-    "digits": ("bench_digits.py", [], ["--repeats", "1", "--epochs", "1"]),
+    "training": ("bench_training.py", ["--repeats", "2"], ["--quick"]),
     "ingest": ("bench_ingest.py", ["--sizes", "10000", "100000"], ["--sizes", "500", "2000"]),
 }
 
