@@ -30,6 +30,8 @@ from serving.server import manager, metrics, models, service
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Predict bodies up to this size are parsed on the event loop (about 0.2 ms); larger in a thread.
+INLINE_BODY_BYTES = 256 * 1024
 
 # `<m>[/versions/<n>|/labels/<l>]` then `:verb` (POST) or nothing / `/metadata` (GET). Names are
 # only looked up in the loaded models, never joined to a path.
@@ -301,9 +303,25 @@ def build_app(
         except service.DeadlineExceeded as error:
             raise RequestError(504, str(error)) from None
 
-    def predict(model: models.ServedModel, body: bytes) -> dict:
-        signature_name, inputs, row_format = parse_predict(model, body)
-        return predict_response(run(model, signature_name, inputs), row_format)
+    async def predict(model: models.ServedModel, body: bytes) -> dict:
+        # A small body (a few encoded images) is parsed and answered on the event loop: a
+        # thread hop costs more than the work. Large ones go to a thread, off the loop.
+        inline = len(body) <= INLINE_BODY_BYTES
+        if inline:
+            signature_name, inputs, row_format = parse_predict(model, body)
+        else:
+            signature_name, inputs, row_format = await run_in_threadpool(parse_predict, model, body)
+        try:
+            outputs = await predict_service.predict_async(model, signature_name, inputs)
+        except models.InvalidInputError as error:
+            raise RequestError(400, str(error)) from None
+        except service.Overloaded as error:
+            raise RequestError(429, str(error)) from None
+        except service.DeadlineExceeded as error:
+            raise RequestError(504, str(error)) from None
+        if inline:
+            return predict_response(outputs, row_format)
+        return await run_in_threadpool(predict_response, outputs, row_format)
 
     async def classify_images(model: models.ServedModel, request: Request, body: bytes) -> dict:
         k = request.query_params.get("top_k", str(top_k))
@@ -377,8 +395,7 @@ def build_app(
         body = await read_body(request, max_body_bytes)
         if match["verb"] == "classify-images":
             return JSONResponse(await classify_images(model, request, body))
-        # JSON, base64 and the TF call all block: keep them off the event loop.
-        return JSONResponse(await run_in_threadpool(predict, model, body))
+        return JSONResponse(await predict(model, body))
 
     @app.get(
         "/v1/models/{model_path:path}",

@@ -1,5 +1,6 @@
 """The predict path shared by REST and gRPC: admission, batching or a worker, and a deadline."""
 
+import asyncio
 import concurrent.futures
 import threading
 
@@ -35,13 +36,13 @@ class PredictService:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def predict(
+    def submit(
         self,
         model: models.ServedModel,
         signature_name: str,
         inputs: dict[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
-        """Blocking; raises InvalidInputError, Overloaded or DeadlineExceeded."""
+    ) -> concurrent.futures.Future:
+        """Starts a request without waiting for it; raises InvalidInputError or Overloaded."""
         model.check_inputs(signature_name, inputs)  # a bad request never takes a slot
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
@@ -51,7 +52,7 @@ class PredictService:
         metrics = self.manager.metrics
         metrics.in_flight.inc()
 
-        def release(_: concurrent.futures.Future) -> None:
+        def release(_: concurrent.futures.Future | None) -> None:
             metrics.in_flight.dec()
             self._slots.release()
 
@@ -68,10 +69,39 @@ class PredictService:
             release(None)
             raise
         future.add_done_callback(release)
+        return future
+
+    def deadline_exceeded(self, model: models.ServedModel) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{model.name} version {model.version} did not answer within "
+            f"{self.timeout_s:g}s (serving.request_timeout_s); send fewer images per request"
+        )
+
+    def predict(
+        self,
+        model: models.ServedModel,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Blocking; raises InvalidInputError, Overloaded or DeadlineExceeded."""
+        future = self.submit(model, signature_name, inputs)
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:
-            raise DeadlineExceeded(
-                f"{model.name} version {model.version} did not answer within "
-                f"{self.timeout_s:g}s (serving.request_timeout_s); send fewer images per request"
-            ) from None
+            raise self.deadline_exceeded(model) from None
+
+    async def predict_async(
+        self,
+        model: models.ServedModel,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """`predict` for an event loop: awaits the worker instead of blocking a thread on it."""
+        future = self.submit(model, signature_name, inputs)
+        try:
+            # shield: a timed-out model call cannot be interrupted; it finishes and frees its slot.
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self.timeout_s
+            )
+        except TimeoutError:
+            raise self.deadline_exceeded(model) from None
