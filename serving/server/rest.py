@@ -11,10 +11,12 @@ Routes (as TF Serving has them, with `[/versions/<n>|/labels/<l>]` after the mod
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -206,6 +208,19 @@ def top_labels(outputs: dict[str, np.ndarray], top_k: int) -> list[list[dict]]:
     ]
 
 
+@contextlib.contextmanager
+def answered_as_http_errors() -> Iterator[None]:
+    """The predict service's refusals as TF Serving's status codes."""
+    try:
+        yield
+    except models.InvalidInputError as error:
+        raise RequestError(400, str(error)) from None
+    except service.Overloaded as error:
+        raise RequestError(429, str(error)) from None
+    except service.DeadlineExceeded as error:
+        raise RequestError(504, str(error)) from None
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `max_bytes`."""
     too_large = RequestError(
@@ -294,14 +309,8 @@ def build_app(
         return model
 
     def run(model: models.ServedModel, signature_name: str, inputs: dict) -> dict:
-        try:
+        with answered_as_http_errors():
             return predict_service.predict(model, signature_name, inputs)
-        except models.InvalidInputError as error:
-            raise RequestError(400, str(error)) from None
-        except service.Overloaded as error:
-            raise RequestError(429, str(error)) from None
-        except service.DeadlineExceeded as error:
-            raise RequestError(504, str(error)) from None
 
     async def predict(model: models.ServedModel, body: bytes) -> dict:
         # A small body (a few encoded images) is parsed and answered on the event loop: a
@@ -311,14 +320,8 @@ def build_app(
             signature_name, inputs, row_format = parse_predict(model, body)
         else:
             signature_name, inputs, row_format = await run_in_threadpool(parse_predict, model, body)
-        try:
+        with answered_as_http_errors():
             outputs = await predict_service.predict_async(model, signature_name, inputs)
-        except models.InvalidInputError as error:
-            raise RequestError(400, str(error)) from None
-        except service.Overloaded as error:
-            raise RequestError(429, str(error)) from None
-        except service.DeadlineExceeded as error:
-            raise RequestError(504, str(error)) from None
         if inline:
             return predict_response(outputs, row_format)
         return await run_in_threadpool(predict_response, outputs, row_format)

@@ -8,6 +8,8 @@ import numpy as np
 
 from serving.server import batching, manager, models
 
+Inputs = dict[str, np.ndarray]  # input or output arrays by name
+
 
 class Overloaded(Exception):
     """Too much work in progress: 429 / RESOURCE_EXHAUSTED, so clients back off and retry."""
@@ -37,10 +39,7 @@ class PredictService:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def submit(
-        self,
-        model: models.ServedModel,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
+        self, model: models.ServedModel, signature_name: str, inputs: Inputs
     ) -> concurrent.futures.Future:
         """Starts a request without waiting for it; raises InvalidInputError or Overloaded."""
         model.check_inputs(signature_name, inputs)  # a bad request never takes a slot
@@ -77,12 +76,7 @@ class PredictService:
             f"{self.timeout_s:g}s (serving.request_timeout_s); send fewer images per request"
         )
 
-    def predict(
-        self,
-        model: models.ServedModel,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
+    def predict(self, model: models.ServedModel, signature_name: str, inputs: Inputs) -> Inputs:
         """Blocking; raises InvalidInputError, Overloaded or DeadlineExceeded."""
         future = self.submit(model, signature_name, inputs)
         try:
@@ -91,11 +85,8 @@ class PredictService:
             raise self.deadline_exceeded(model) from None
 
     async def predict_async(
-        self,
-        model: models.ServedModel,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
+        self, model: models.ServedModel, signature_name: str, inputs: Inputs
+    ) -> Inputs:
         """`predict` for an event loop: awaits the worker instead of blocking a thread on it."""
         future = self.submit(model, signature_name, inputs)
         try:
