@@ -41,9 +41,8 @@ def serving_threads() -> set[str]:
 
 
 def test_good_export_passes_with_sensible_latencies(good_export):
-    assert (
-        len(warmup.read_warmup_requests(good_export)) == 4
-    )  # serving_default at 1 and 8 images, predict_images, preprocess_images
+    # serving_default at 1 and 8 images, predict_images, preprocess_images
+    assert len(warmup.read_warmup_requests(good_export)) == 4
     result = validate(good_export, requests=12)
     assert result["passed"], result["reason"]
     assert result["requests"] == 12 and result["errors"] == 0
