@@ -347,6 +347,11 @@ class TrainingLoop:
             return
         phase.set_trainable()
         self.active_phase, self.optimizer = phase, phase.optimizer
+        if not self.optimizer.built:
+            # Built here rather than in the first step: a tf.function that creates variables
+            # while tracing traces a second time (0.5-2 s) before it runs.
+            with self.strategy.scope():
+                self.optimizer.build(self.model.trainable_variables)
         self.train_step = tf.function(self._distributed_steps)
         if len(self.phases) == 1:
             return
