@@ -346,11 +346,14 @@ def measure_time_to_accuracy(source: Path, version_dir: Path, repeats: int):
         unit="s",
         imgclf=statistics.median(seconds for seconds, _ in ours),
         baseline=statistics.median(seconds for seconds, _, _ in base),
-        baseline_name="model.fit on image_dataset_from_directory, tested every epoch",
+        # The baseline looks at the test split after every epoch and stops as soon as it
+        # reaches the target: an oracle a real run lacks, so the issue asks for the seconds
+        # alone; the ratio shows how far imgclf's fixed schedule is from that oracle.
+        baseline_name="model.fit on image_dataset_from_directory, stopped by a test-set oracle",
         higher_is_better=False,
-        target=f"test accuracy >= {TARGET_ACCURACY}, ratio >= 1.0",
+        target=f"test accuracy >= {TARGET_ACCURACY}",
     )
-    comparison.target_met = reached and comparison.ratio >= 1.0
+    comparison.target_met = reached
     details = {
         "config": str(FAST_CONFIG.relative_to(REPO)),
         "seeds": [42 + repeat for repeat in range(repeats)],
