@@ -109,8 +109,13 @@ def test_a_failed_component_stops_downstream_and_the_next_run_resumes_from_it(
     overrides = [
         *tiny_overrides(tmp_path, make_image, make_tree),
         "pipeline.infra_validation.enabled=false",
+        # Compared with production, which does not exist before the first push: the first
+        # model is judged on absolute checks, blessed and pushed.
+        "evaluation.gate.baseline=registry:tiny@production",
+        "evaluation.gate.max_accuracy_drop=0.5",
     ]
     first = run(overrides)
+    assert first.outputs["Pusher.pushed_model"].properties["pushed"] is True
     examples = first.outputs["ExampleGen.examples"]
     # A corrupt train shard: the dataset is still there, reading it fails mid-training.
     [shard_name] = _train_shards(examples.uri)

@@ -319,15 +319,13 @@ def run_evaluator(ctx: Context) -> dict:
 
     model, examples = ctx.inputs["model"], ctx.inputs["examples"]
     baseline = ctx.inputs.get("baseline")
+    spec = baseline.properties["spec"] if baseline else None
+    if spec == ctx.cfg.evaluation.gate.baseline:
+        # Left to evaluate() as the configured baseline: before the first promotion there is
+        # nothing labelled, and the first model is then judged on its absolute checks alone.
+        spec = None
     run_dir = Path(model.properties["run_dir"])
-    result = run.evaluate(
-        ctx.cfg,
-        str(run_dir),
-        examples.uri,
-        "test",
-        run_dir,
-        baseline.properties["spec"] if baseline else None,
-    )
+    result = run.evaluate(ctx.cfg, str(run_dir), examples.uri, "test", run_dir, spec)
     print(result.line())
     records.refresh(run_dir)
     blessing = result.blessing
