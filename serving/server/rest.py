@@ -6,6 +6,8 @@ Routes (as TF Serving has them, with `[/versions/<n>|/labels/<l>]` after the mod
     GET  /v1/models/<m>/metadata           signature defs
     POST /v1/models/<m>:classify-images    multipart image uploads -> top-k labels per file
     GET  /monitoring/prometheus/metrics    Prometheus text format
+    GET  /monitoring/models/<m>            prediction and input statistics as JSON
+                                           (?version=<n>&since=<30m|1h|ISO time>)
     GET  /docs, /openapi.json              OpenAPI documentation
 """
 
@@ -26,12 +28,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from monitoring import recorder, timespan
 from serving import signatures
 from serving.server import manager, metrics, models, service
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MONITORING_PATH = "/monitoring/models"
 # Predict bodies up to this size are parsed on the event loop (about 0.2 ms); larger in a thread.
 INLINE_BODY_BYTES = 256 * 1024
 
@@ -278,6 +282,7 @@ def build_app(
     predict_service: service.PredictService,
     max_body_bytes: int = MAX_BODY_BYTES,
     top_k: int = 5,
+    monitor: recorder.Recorder | None = None,
 ) -> FastAPI:
     """The REST app over the manager's models, under /v1/models/ as TF Serving has them."""
     app = FastAPI(
@@ -437,6 +442,32 @@ def build_app(
     def prometheus_metrics() -> Response:
         body, content_type = models_manager.metrics.exposition()
         return Response(body, media_type=content_type)
+
+    @app.get(
+        f"{MONITORING_PATH}/{{name}}",
+        summary="Prediction and input statistics of a model",
+        description="Counts merged over the windows that end after `since` (a duration such "
+        "as `30m`, `1h`, `2d`, or an ISO time; default `1h`), of one `version` or all: top-1 "
+        "class counts, a confidence histogram, the low-confidence rate and histograms of input "
+        "height, width, brightness, contrast and channel means on the fixed `bins`.",
+    )
+    def monitoring_stats(name: str, since: str = "1h", version: str | None = None) -> dict:
+        if monitor is None:
+            raise RequestError(
+                404, "monitoring is off on this server; set serving.monitoring.enabled=true"
+            )
+        if version is not None and not version.isdigit():
+            raise RequestError(400, f"version must be a whole number (received {version!r})")
+        try:
+            start = timespan.parse_since(since)
+        except timespan.SinceError as error:
+            raise RequestError(400, str(error)) from None
+        summary = monitor.summary(name, None if version is None else int(version), start)
+        if summary is None:
+            if name not in models_manager.served():
+                raise RequestError(404, f"Servable not found for request: Latest({name})")
+            summary = {"model": name, "versions": [], "since": start, "stats": None}
+        return summary
 
     return app
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from configs import errors, schema
+from monitoring import recorder
 from serving.server import grpc_api, manager, metrics, rest, service
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,17 @@ class ModelServer:
     def __init__(self, models_manager: manager.ModelManager, config: schema.ServingConfig):
         self.manager = models_manager
         self.config = config
-        self.service = service.PredictService(
-            models_manager, config.max_concurrent_requests, config.request_timeout_s
+        self.monitor = (
+            recorder.Recorder(config.monitoring, observer=models_manager.metrics)
+            if config.monitoring.enabled
+            else None
         )
-        self.app = rest.build_app(models_manager, self.service, config.max_body_bytes, config.top_k)
+        self.service = service.PredictService(
+            models_manager, config.max_concurrent_requests, config.request_timeout_s, self.monitor
+        )
+        self.app = rest.build_app(
+            models_manager, self.service, config.max_body_bytes, config.top_k, self.monitor
+        )
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
         self._uvicorn: uvicorn.Server | None = None
@@ -45,6 +53,8 @@ class ModelServer:
 
     def start(self, log_level: str = "warning") -> "ModelServer":
         self.manager.start()
+        if self.monitor is not None:
+            self.monitor.start()
         listening = bind(self.config.host, self.config.port)
         self.rest_port = listening.getsockname()[1]
         self._uvicorn = uvicorn.Server(
@@ -106,6 +116,8 @@ class ModelServer:
             self._grpc.stop(grace=2).wait(5)
         self.manager.stop()
         self.service.close()
+        if self.monitor is not None:
+            self.monitor.stop()
 
     def wait(self) -> None:
         """Blocks until interrupted (Ctrl-C or SIGTERM), then stops cleanly."""

@@ -6,9 +6,14 @@ import threading
 
 import numpy as np
 
+from monitoring import recorder
+from serving import signatures
 from serving.server import batching, manager, models
 
 Inputs = dict[str, np.ndarray]  # input or output arrays by name
+# Signatures answering scores and classes. Only the bytes one has images to measure: the float
+# one takes already resized pixels, whose statistics would not compare with the dataset's.
+MONITORED = (signatures.SERVING_DEFAULT, signatures.PREDICT_IMAGES)
 
 
 class Overloaded(Exception):
@@ -26,8 +31,15 @@ class PredictService:
     keeps its admission slot until it really finishes, so slow calls cannot pile up unbounded.
     """
 
-    def __init__(self, models_manager: manager.ModelManager, max_concurrent: int, timeout_s: float):
+    def __init__(
+        self,
+        models_manager: manager.ModelManager,
+        max_concurrent: int,
+        timeout_s: float,
+        monitor: recorder.Recorder | None = None,
+    ):
         self.manager = models_manager
+        self.monitor = monitor
         self.max_concurrent = max_concurrent
         self.timeout_s = timeout_s
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -68,7 +80,24 @@ class PredictService:
             release(None)
             raise
         future.add_done_callback(release)
+        if self.monitor is not None and signature_name in MONITORED:
+            future.add_done_callback(lambda done: self.record(model, inputs, done))
         return future
+
+    def record(
+        self, model: models.ServedModel, inputs: Inputs, done: concurrent.futures.Future
+    ) -> None:
+        """Counts an answered request's predictions and queues its images for measuring."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        outputs = done.result()
+        self.monitor.record(
+            model.name,
+            model.version,
+            outputs[signatures.SCORES],
+            outputs[signatures.CLASSES],
+            inputs.get(signatures.IMAGE_BYTES),
+        )
 
     def deadline_exceeded(self, model: models.ServedModel) -> DeadlineExceeded:
         return DeadlineExceeded(

@@ -1,8 +1,11 @@
-"""Dataset statistics from the ingest pipeline: sizes, aspect ratios, modes, pixel moments."""
+"""Dataset statistics from the ingest pipeline: sizes, aspect ratios, modes, pixel moments, and
+per-image feature histograms on monitoring's fixed bins (the reference for serving drift)."""
 
 import math
 
 import apache_beam as beam
+
+from monitoring import stats as monitoring_stats
 
 SIDE_BINS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # lower edges; the last bin is open
 ASPECT_BINS = (0.0, 0.5, 0.75, 0.9, 1.1, 1.34, 2.0)  # width / height
@@ -30,6 +33,7 @@ class DatasetStats(beam.CombineFn):
             "mode": {},
             "format": {},
             "rewritten": 0,
+            "inputs": monitoring_stats.empty_histograms(),
         }
 
     def add_input(self, acc, record):
@@ -50,6 +54,11 @@ class DatasetStats(beam.CombineFn):
         ):
             acc[key][value] = acc[key].get(value, 0) + 1
         acc["rewritten"] += int(record["rewritten"])
+        # The original size, as a client would send the file to the server.
+        features = monitoring_stats.features_from_moments(
+            height, width, record["channel_mean"], record["channel_std"]
+        )
+        monitoring_stats.add_features(acc["inputs"], features)
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -62,6 +71,10 @@ class DatasetStats(beam.CombineFn):
             for key in ("height", "width", "aspect", "mode", "format"):
                 for value, count in acc[key].items():
                     merged[key][value] = merged[key].get(value, 0) + count
+            for name, counts in acc["inputs"].items():
+                merged["inputs"][name] = [
+                    a + b for a, b in zip(merged["inputs"][name], counts, strict=True)
+                ]
         return merged
 
     def extract_output(self, acc):
@@ -81,6 +94,10 @@ class DatasetStats(beam.CombineFn):
             "aspect_histogram": sort_bins(acc["aspect"]),
             "original_modes": dict(sorted(acc["mode"].items())),
             "original_formats": dict(sorted(acc["format"].items())),
+            "input_histograms": {
+                "edges": {k: list(v) for k, v in monitoring_stats.INPUT_EDGES.items()},
+                "counts": acc["inputs"],
+            },
         }
 
 
