@@ -48,7 +48,7 @@ from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from configs import schema
-from serving import convert, export, formats
+from serving import convert, export, formats, parity
 from serving.server import models, runtimes, server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -442,11 +442,11 @@ def attach_onnx(version_dir: Path, work: Path) -> None:
     """As `imgclf export --format onnx` does: convert, check parity, attach to assets.extra."""
     started = time.perf_counter()
     onnx_path = convert.to_onnx(version_dir, work / "formats" / runtimes.ONNX_FILE)
-    images = convert.build_parity_images(version_dir, count=8)
-    parity = convert.check_parity(version_dir, onnx_path, images)
-    convert.write_parity(parity, onnx_path)
-    if not parity["passed"]:
-        raise RuntimeError(f"the ONNX conversion failed its parity check: {parity}")
+    images = parity.build_parity_images(version_dir, count=8)
+    verdict = parity.check_parity(version_dir, onnx_path, images)
+    parity.write_parity(verdict, onnx_path)
+    if not verdict["passed"]:
+        raise RuntimeError(f"the ONNX conversion failed its parity check: {verdict}")
     formats.attach_onnx(version_dir, onnx_path)
     seconds = time.perf_counter() - started
     print(

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "input": ("bench_input.py", [], ["--quick"]),
     "training": ("bench_training.py", ["--repeats", "2"], ["--quick"]),
     "ingest": ("bench_ingest.py", ["--sizes", "10000", "100000"], ["--sizes", "500", "2000"]),
+    "formats": ("bench_formats.py", [], ["--quick"]),
 }
 
 

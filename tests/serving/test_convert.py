@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from configs import errors
-from serving import convert, export, signatures
+from serving import convert, export, parity, signatures
 
 IMAGE_SIZE = (16, 16)
 CLASS_NAMES = ["cat", "dog", "fox"]
@@ -44,7 +44,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def images(exported: dict[str, Path]) -> np.ndarray:
-    return convert.build_parity_images(exported["model"], count=16, seed=0)
+    return parity.build_parity_images(exported["model"], count=16, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def tflite(exported: dict[str, Path]) -> dict[str, Path]:
     out = exported["model"].parent.parent / "tflite"
     return {
         quantize: convert.to_tflite(exported["model"], out / f"model-{quantize}.tflite", quantize)
-        for quantize in convert.QUANTIZE_MODES
+        for quantize in ("none", "dynamic_range")  # the other modes: test_quantize.py
     }
 
 
@@ -76,47 +76,47 @@ def test_onnx_takes_the_float_images_and_matches_the_saved_model(exported, onnx_
     assert (node.name, node.type, node.shape[1:]) == ("images", "tensor(float)", [16, 16, 3])
     assert {output.name for output in session.get_outputs()} == {"scores", "classes"}
 
-    result = convert.check_parity(exported["model"], onnx_model, images, None)
+    result = parity.check_parity(exported["model"], onnx_model, images, None)
     assert result["format"] == "onnx" and result["quantize"] == "none"
-    assert result["max_abs_diff"] <= convert.FLOAT_TOLERANCE, result
+    assert result["max_abs_diff"] <= parity.FLOAT_TOLERANCE, result
     assert result["top1_agreement"] == 1.0 and result["classes_match"], result
     assert result["passed"] and result["num_images"] == 16
 
-    path = convert.write_parity(result, onnx_model)
+    path = parity.write_parity(result, onnx_model)
     assert path == onnx_model.with_name("model.onnx.parity.json")
     assert json.loads(path.read_text()) == result
 
 
 def test_float_tflite_matches_the_saved_model(exported, tflite, images):
-    result = convert.check_parity(exported["model"], tflite["none"], images, None)
+    result = parity.check_parity(exported["model"], tflite["none"], images, None)
     assert result["format"] == "tflite" and result["quantize"] == "none"
-    assert result["tolerance"] == convert.FLOAT_TOLERANCE
-    assert result["max_abs_diff"] <= convert.FLOAT_TOLERANCE, result
+    assert result["tolerance"] == parity.FLOAT_TOLERANCE
+    assert result["max_abs_diff"] <= parity.FLOAT_TOLERANCE, result
     assert result["passed"] and result["classes_match"], result
     # Batches of other sizes than the 16 above go through the same converted model.
-    assert convert.check_parity(exported["model"], tflite["none"], images[:3], None)["passed"]
+    assert parity.check_parity(exported["model"], tflite["none"], images[:3], None)["passed"]
 
 
 def test_dynamic_range_tflite_keeps_the_decisions_and_shrinks(exported, tflite, images):
-    result = convert.check_parity(exported["model"], tflite["dynamic_range"], images, None)
+    result = parity.check_parity(exported["model"], tflite["dynamic_range"], images, None)
     assert result["quantize"] == "dynamic_range", result
-    assert result["top1_agreement"] >= convert.QUANTIZED_TOP1_AGREEMENT, result
+    assert result["top1_agreement"] >= parity.QUANTIZED_TOP1_AGREEMENT, result
     assert result["passed"] and result["tolerance"] is None, result
     # Weights are rounded, so probabilities move: measurably, but far less than the top-2 gap.
     assert 0 < result["max_abs_diff"] < 0.05, result
     assert tflite["dynamic_range"].stat().st_size < 0.5 * tflite["none"].stat().st_size
-    assert not convert.check_parity(exported["model"], tflite["dynamic_range"], images, 1e-6)[
+    assert not parity.check_parity(exported["model"], tflite["dynamic_range"], images, 1e-6)[
         "passed"
     ]
-    path = convert.write_parity(result, tflite["dynamic_range"])
+    path = parity.write_parity(result, tflite["dynamic_range"])
     assert path.name == "model-dynamic_range.tflite.parity.json"
 
 
 def test_a_conversion_of_another_model_fails_parity(exported, tmp_path, images):
     stranger = convert.to_tflite(exported["other"], tmp_path / "other.tflite")
-    result = convert.check_parity(exported["model"], stranger, images, None)
+    result = parity.check_parity(exported["model"], stranger, images, None)
     assert not result["passed"] and result["max_abs_diff"] > 0.05, result
-    assert json.loads(convert.write_parity(result, stranger).read_text())["passed"] is False
+    assert json.loads(parity.write_parity(result, stranger).read_text())["passed"] is False
 
 
 def saved_model_with(tmp_path: Path, function_name: str, function) -> Path:
@@ -132,8 +132,8 @@ def test_inputs_are_checked_before_converting(exported, tmp_path, images):
         convert.to_tflite(tmp_path / "missing", tmp_path / "x.tflite")
     with pytest.raises(convert.ConversionError, match=r"onnx: .*no saved_model.pb"):
         convert.to_onnx(tmp_path, tmp_path / "x.onnx")
-    with pytest.raises(convert.ConversionError, match=r"quantize must be one of .*'int8'"):
-        convert.to_tflite(exported["model"], tmp_path / "x.tflite", "int8")
+    with pytest.raises(convert.ConversionError, match=r"quantize must be one of .*'int4'"):
+        convert.to_tflite(exported["model"], tmp_path / "x.tflite", "int4")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve(image_bytes):
@@ -145,11 +145,11 @@ def test_inputs_are_checked_before_converting(exported, tmp_path, images):
 
     float_tflite = convert.to_tflite(exported["model"], tmp_path / "model.tflite")
     with pytest.raises(convert.ConversionError, match=r"images must be float \[N, 16, 16, 3\]"):
-        convert.check_parity(exported["model"], float_tflite, images[..., :1], None)
+        parity.check_parity(exported["model"], float_tflite, images[..., :1], None)
     with pytest.raises(convert.ConversionError, match=r"in \[0, 1\]"):
-        convert.check_parity(exported["model"], float_tflite, images * 255, None)
+        parity.check_parity(exported["model"], float_tflite, images * 255, None)
     with pytest.raises(convert.ConversionError, match=r"\.onnx or \.tflite"):
-        convert.check_parity(exported["model"], exported["model"] / "saved_model.pb", images)
+        parity.check_parity(exported["model"], exported["model"] / "saved_model.pb", images)
     assert not list(tmp_path.glob("x.*"))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import client, convert, export, formats, signatures
+from serving import client, convert, export, formats, parity, signatures
 from serving.server import models, runtimes
 from tests.serving.test_convert import CLASS_NAMES, IMAGE_SIZE, tiny_cnn
 from tests.serving.test_export_kinds import KINDS
@@ -22,8 +22,8 @@ def export_with_onnx(base: Path, seed: int = 0) -> Path:
     """A tiny CNN exported as base/1/, converted to ONNX, parity-checked and attached."""
     saved_model = export.export_saved_model(tiny_cnn(seed), base, 1, IMAGE_SIZE, 3, CLASS_NAMES, {})
     onnx_path = convert.to_onnx(saved_model, base / "formats" / runtimes.ONNX_FILE)
-    images = convert.build_parity_images(saved_model, count=8)
-    convert.write_parity(convert.check_parity(saved_model, onnx_path, images), onnx_path)
+    images = parity.build_parity_images(saved_model, count=8)
+    parity.write_parity(parity.check_parity(saved_model, onnx_path, images), onnx_path)
     formats.attach_onnx(saved_model, onnx_path)
     return saved_model
 
