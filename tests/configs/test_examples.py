@@ -24,6 +24,7 @@ FAMILIES = {
     "xception.yaml": {"xception"},
     "convnext.yaml": {"convnext_tiny"},
     "cnn.yaml": {"cnn"},
+    "imbalanced.yaml": {"cnn"},  # focal loss and class-balanced weights
     "tuning.yaml": {"cnn"},  # a search space over the digits
     "digits_fast.yaml": {"cnn"},  # the digits to 0.98 fast (bench/bench_training.py)
 }

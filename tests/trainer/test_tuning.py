@@ -254,7 +254,7 @@ def test_a_trial_whose_values_make_an_invalid_config_is_recorded_failed(tmp_path
         ],
     )
     found = trials.prepare(cfg, dataset_version="0123456789abcdef")
-    oracle = oracles.build_oracle(cfg.tuning, "max", keras_tuner.HyperParameters(), 0, 1)
+    oracle = oracles.build_oracle(cfg.tuning, found.objective, keras_tuner.HyperParameters(), 0, 1)
     tuner = trials.ConfigTuner(oracle, found)
     values = {"optimizer.schedule": "plateau", "optimizer.warmup_epochs": 1.0}
     raw = trials.trial_config(found, values, found.run_id_of("0"))
@@ -450,6 +450,86 @@ CHECKS = {
     "bayesian": check_bayesian,
     "hyperband": check_hyperband,
 }
+
+
+# --- several objectives ---
+
+
+@pytest.mark.slow
+def test_a_search_on_two_objectives_scores_trials_by_keras_tuners_sum(
+    tmp_path, ingested_digits, digits_dir
+):
+    """KerasTuner's MultiObjective: score = val_loss - val_accuracy (min objectives minus max
+    ones), minimised; the table and results show the score and each objective."""
+    tuning = {
+        "name": "multi",
+        "objective": ["val_accuracy", "val_loss"],
+        "max_trials": 2,
+        "seed": 5,
+        "space": {"optimizer.learning_rate": {"choice": [1e-3, 3e-2]}},
+    }
+    config = write_config(tmp_path, ingested_digits, digits_dir, tuning)
+    status, output = tune(config)
+    assert status == 0, output
+    summary = results_json(tmp_path, "multi")
+    assert (summary["objective"], summary["direction"]) == ("-val_accuracy + val_loss", "min")
+    assert [o["direction"] for o in summary["objectives"]] == ["max", "min"]
+    assert [t["status"] for t in summary["trials"]] == ["completed"] * 2
+    for trial in summary["trials"]:
+        (epoch,) = record(tmp_path, trial["runs"][0])["epochs"]
+        assert trial["objectives"] == {k: epoch[k] for k in ("val_accuracy", "val_loss")}
+        assert trial["objective"] == pytest.approx(epoch["val_loss"] - epoch["val_accuracy"])
+    scores = [t["objective"] for t in summary["trials"]]
+    assert scores == sorted(scores) and scores[0] != scores[1]  # ranked: lowest score first
+    header = next(line for line in output.splitlines() if line.startswith("rank  trial"))
+    assert header.split()[3:9] == [
+        "-val_accuracy",
+        "+",
+        "val_loss",
+        "val_accuracy",
+        "val_loss",
+        "test",
+    ]
+    best = (tmp_path / "runs" / "tuning" / "multi" / results.BEST_CONFIG).read_text()
+    assert f"(-val_accuracy + val_loss {scores[0]:.4f})" in best
+
+
+def test_the_best_epoch_of_several_objectives_minimises_their_sum():
+    cfg = loader.load(
+        None,
+        [
+            "train.custom_objects=unused.py",
+            "train.metrics=[f1]",
+            "tuning.objective=[val_loss, {name: val_f1, direction: max}]",
+        ],
+    )
+    objective = trials.build_objective(cfg.tuning)
+    epochs = [
+        {"epoch": 0, "val_loss": 0.5, "val_f1": 0.6, "val_accuracy": 0.9},  # -0.1
+        {"epoch": 1, "val_loss": 0.4, "val_f1": 0.7, "val_accuracy": 0.8},  # -0.3: best
+        {"epoch": 2, "val_loss": 0.1, "val_f1": None},  # not every objective: skipped
+    ]
+    assert trials.best_epoch(epochs, objective)["epoch"] == 1
+    assert objective.get_value(epochs[1]) == pytest.approx(-0.3)
+    assert trials.objective_label(objective) == "val_loss - val_f1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["tuning.objective=[val_loss, val_f1]"],
+            r"objective: Input should be 'val_acc.*received 'val_f1'",
+        ),
+        (["tuning.objective=[val_loss, {name: val_f1}]"], "'val_f1' needs a direction"),
+        (["tuning.objective=[val_loss, val_loss]"], "an objective is listed twice"),
+        (["tuning.objective=[loss, accuracy]", "tuning.direction=max"], "its own instead"),
+        (["tuning.objective={name: val_f1, direction: max}"], "'val_f1' is not a history.csv"),
+    ],
+)
+def test_bad_objectives_are_config_errors(overrides, message):
+    with pytest.raises(loader.ConfigError, match=message):
+        loader.load(None, overrides)
 
 
 # --- importance ---

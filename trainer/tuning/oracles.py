@@ -5,6 +5,7 @@ import time
 import keras_tuner
 
 from configs import schema
+from trainer.tuning import trials
 
 
 class BudgetMixin:
@@ -43,7 +44,11 @@ class BudgetMixin:
         super().end_trial(trial)
         if self.announce:
             ended = self.trials[trial.trial_id]
-            score = f": {self.objective.name} {ended.score:.4f}" if ended.score is not None else ""
+            score = (
+                f": {trials.objective_label(self.objective)} {ended.score:.4f}"
+                if ended.score is not None
+                else ""
+            )
             print(f"tune: trial {ended.trial_id} {str(ended.status).lower()}{score}", flush=True)
 
     def get_state(self):
@@ -80,11 +85,15 @@ ORACLES = {
 
 
 def build_oracle(
-    tuning: schema.TuningConfig, direction: str, hyperparameters, seed: int, epochs: int
+    tuning: schema.TuningConfig,
+    objective: keras_tuner.Objective,
+    hyperparameters,
+    seed: int,
+    epochs: int,
 ):
     """The oracle of tuning.algorithm; `epochs` is Hyperband's budget when max_epochs is null."""
     common = dict(
-        objective=keras_tuner.Objective(tuning.objective, direction),
+        objective=objective,
         hyperparameters=hyperparameters,
         # KerasTuner reads a seed of 0 as "no seed" (random): shift every seed by one.
         seed=seed + 1,

@@ -41,6 +41,7 @@ class Row:
     score: float | None
     values: dict
     run_ids: list[str]
+    objectives: dict[str, float] = field(default_factory=dict)  # each, at the best epoch
     test_accuracy: float | None = None
     epochs: int | None = None
     duration_s: float | None = None
@@ -86,7 +87,7 @@ def write(search, oracle) -> "Results":
     importance = parameter_importance(rows, search.params)
     directory = search.directory
     directory.mkdir(parents=True, exist_ok=True)
-    chart = plot(rows, importance, search.tuning.objective, search.direction, directory / CHART)
+    chart = plot(rows, importance, search.label, search.direction, directory / CHART)
     best_path = None
     if rows and rows[0].status == COMPLETED:
         best_path = write_best_config(search, rows[0], directory / BEST_CONFIG)
@@ -97,7 +98,7 @@ def write(search, oracle) -> "Results":
         best_config=best_path,
         chart=chart,
         elapsed_s=getattr(oracle, "elapsed_s", lambda: None)(),
-        objective=search.tuning.objective,
+        objective=search.label,
     )
     write_json(outcome, search, directory / RESULTS_JSON)
     print(table(rows, search))
@@ -123,6 +124,11 @@ def collect(search, oracle) -> list[Row]:
             score=trial.score if records.is_number(trial.score) else None,
             values=chosen,
             run_ids=run_ids,
+            objectives={
+                name: trial.metrics.get_last_value(name)
+                for name in trials.objective_names(search.objective)
+                if trial.metrics.exists(name)
+            },
             order=order.get(trial_id, len(order) + len(rows)),
         )
         fill_from_records(row, search.runs_dir)
@@ -160,7 +166,10 @@ def table(rows: list[Row], search) -> str:
     keys = [param.key for param in search.params]
     if any("train.epochs" in row.values for row in rows) and "train.epochs" not in keys:
         keys.append("train.epochs")
-    header = ["rank", "trial", "status", search.tuning.objective, "test acc", "epochs", "time"]
+    # Several objectives: the score, then each of them.
+    parts = trials.objective_names(search.objective)
+    parts = parts if len(parts) > 1 else []
+    header = ["rank", "trial", "status", search.label, *parts, "test acc", "epochs", "time"]
     header += keys
     lines = []
     for rank_number, row in enumerate(rows, start=1):
@@ -169,6 +178,7 @@ def table(rows: list[Row], search) -> str:
             row.trial_id,
             row.status,
             f"{row.score:.4f}" if row.score is not None else "-",
+            *(short(row.objectives.get(name, "-")) for name in parts),
             f"{row.test_accuracy:.4f}" if row.test_accuracy is not None else "-",
             str(row.epochs) if row.epochs is not None else "-",
             format_duration(row.duration_s),
@@ -323,7 +333,7 @@ def write_best_config(search, best: Row, path: Path) -> Path:
     raw = best_config(search, best)
     header = (
         f"# Best trial {best.trial_id} of search {search.name} "
-        f"({search.tuning.objective} {best.score:.4f}): the full config it trained with.\n"
+        f"({search.label} {best.score:.4f}): the full config it trained with.\n"
         f"# Train it again: imgclf train --config {path.name}\n"
     )
     body = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=100)
@@ -337,7 +347,8 @@ def write_json(outcome: Results, search, path: Path) -> None:
     payload = {
         "search": search.name,
         "algorithm": search.tuning.algorithm,
-        "objective": search.tuning.objective,
+        "objective": search.label,
+        "objectives": [o.model_dump() for o in search.tuning.objectives()],
         "direction": search.direction,
         "elapsed_s": outcome.elapsed_s,
         "best_config": str(outcome.best_config) if outcome.best_config else None,
@@ -348,6 +359,7 @@ def write_json(outcome: Results, search, path: Path) -> None:
                 "trial_id": row.trial_id,
                 "status": row.status,
                 "objective": row.score,
+                "objectives": row.objectives,
                 "test_accuracy": row.test_accuracy,
                 "epochs": row.epochs,
                 "duration_s": row.duration_s,

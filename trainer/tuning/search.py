@@ -70,14 +70,14 @@ def run(cfg: schema.Config, mode: str = "auto") -> "results.Results | None":
     hyperparameters = space.build_hyperparameters(search.params)
     oracle_seed = cfg.tuning.seed if cfg.tuning.seed is not None else cfg.seed
     oracle = oracles.build_oracle(
-        cfg.tuning, search.direction, hyperparameters, oracle_seed, cfg.train.epochs
+        cfg.tuning, search.objective, hyperparameters, oracle_seed, cfg.train.epochs
     )
     oracle.announce = who == "chief"
     tuner = trials.ConfigTuner(oracle, search)
     done = len(getattr(tuner.oracle, "trials", {}) or {})
     print(
         f"tune: {'resuming' if done else 'starting'} search {search.name} "
-        f"({cfg.tuning.algorithm}, {search.direction} {cfg.tuning.objective}, "
+        f"({cfg.tuning.algorithm}, {search.direction} {search.label}, "
         f"{len(search.params)} key(s), at most {cfg.tuning.max_trials} trial(s)"
         f"{f', {done} trial(s) so far' if done else ''}; {who}) in {search.directory}",
         flush=True,
@@ -116,7 +116,7 @@ def write_search_file(search: trials.Search) -> None:
         "name": search.name,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "algorithm": search.tuning.algorithm,
-        "objective": search.tuning.objective,
+        "objective": search.tuning.model_dump(mode="json")["objective"],
         "direction": search.direction,
         "space": loader.to_dict(schema.Config(tuning=search.tuning))["tuning"]["space"],
         "dataset_version": search.base["data"]["version"],
@@ -132,7 +132,7 @@ def check_unchanged(search: trials.Search, started: dict) -> None:
     """A resumed search must search the same space from the same base config."""
     now = {
         "algorithm": search.tuning.algorithm,
-        "objective": search.tuning.objective,
+        "objective": search.tuning.model_dump(mode="json")["objective"],
         "direction": search.direction,
         "space": loader.to_dict(schema.Config(tuning=search.tuning))["tuning"]["space"],
     }

@@ -17,10 +17,11 @@ from pathlib import Path
 import keras
 import keras_tuner
 from keras_tuner.engine import base_tuner
+from keras_tuner.src.engine import objective as keras_tuner_objective
 
 from configs import loader, schema
 from tracking import records
-from trainer import loop, runs, task
+from trainer import runs, task
 from trainer.tuning import space
 from transforms import dataset_info
 
@@ -34,11 +35,21 @@ class Search:
     name: str
     directory: Path
     tuning: schema.TuningConfig
-    direction: str
+    # KerasTuner's: several are one MultiObjective, its score their sum (see build_objective).
+    objective: keras_tuner.Objective
     params: list[space.Param]
     base: dict  # the config of every trial before its values: no tuning section, pinned data
     runs_dir: Path
     run_id: str | None  # the configured train.run_id, restored in best.yaml
+
+    @property
+    def direction(self) -> str:
+        return self.objective.direction
+
+    @property
+    def label(self) -> str:
+        """What a trial's score is: the objective's name, or e.g. `val_loss - val_accuracy`."""
+        return objective_label(self.objective)
 
     def run_id_of(self, trial_id: str, execution: int = 0) -> str:
         suffix = f"-{execution + 1}" if self.tuning.executions_per_trial > 1 else ""
@@ -56,8 +67,28 @@ def search_directory(cfg: schema.Config) -> Path:
     return Path(cfg.tuning.directory or Path(cfg.train.runs_dir) / "tuning" / search_name(cfg))
 
 
-def direction_of(tuning: schema.TuningConfig) -> str:
-    return tuning.direction or schema.TUNING_OBJECTIVES[tuning.objective]
+def build_objective(tuning: schema.TuningConfig) -> keras_tuner.Objective:
+    """One Objective, or KerasTuner's MultiObjective for several: it scores a trial with the
+    sum of the objectives to minimise minus the sum of those to maximise (unweighted), and
+    minimises that score."""
+    objectives = [keras_tuner.Objective(o.name, o.direction) for o in tuning.objectives()]
+    if len(objectives) == 1:
+        return objectives[0]
+    return keras_tuner_objective.MultiObjective(objectives)
+
+
+def objective_label(objective: keras_tuner.Objective) -> str:
+    if not isinstance(objective, keras_tuner_objective.MultiObjective):
+        return objective.name
+    terms = [(o.direction == "min", o.name) for o in objective.objectives]
+    text = "".join(f" {'+' if plus else '-'} {name}" for plus, name in terms)
+    return text[3:] if text.startswith(" + ") else "-" + text[3:]
+
+
+def objective_names(objective: keras_tuner.Objective) -> list[str]:
+    if isinstance(objective, keras_tuner_objective.MultiObjective):
+        return [o.name for o in objective.objectives]
+    return [objective.name]
 
 
 def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
@@ -67,9 +98,13 @@ def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
     directory = search_directory(cfg)
     base = loader.to_dict(cfg)
     del base["tuning"]
+    objective = build_objective(tuning)
     if tuning.early_stopping_patience is not None:
+        # One metric can be watched: the first objective.
         base["train"]["early_stopping"].update(
-            enabled=True, monitor=tuning.objective, patience=tuning.early_stopping_patience
+            enabled=True,
+            monitor=objective_names(objective)[0],
+            patience=tuning.early_stopping_patience,
         )
     params = space.check(cfg, base)  # before the dataset: a config error comes first
     if dataset_version is None:
@@ -82,7 +117,7 @@ def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
         name=name,
         directory=directory,
         tuning=tuning,
-        direction=direction_of(tuning),
+        objective=objective,
         params=params,
         base=base,
         runs_dir=Path(cfg.train.runs_dir),
@@ -165,16 +200,20 @@ class ConfigTuner(base_tuner.BaseTuner):
             except Exception as error:  # NaN, out of memory, a bad combination: the trial fails
                 raise self.fail(run_dir, raw, error, tag) from error
         epochs = records.read_epochs(run_dir)
-        best = best_epoch(epochs, search.tuning.objective, search.direction)
+        best = best_epoch(epochs, search.objective)
         if best is None:
             error = task.TrainingError(
-                f"no finite {search.tuning.objective} in {run_dir / runs.HISTORY}: the "
-                "objective needs a validation split (data.split.val > 0) for val_ metrics"
+                f"no finite {' and '.join(objective_names(search.objective))} in "
+                f"{run_dir / runs.HISTORY}: the objective needs a validation split "
+                "(data.split.val > 0) for val_ metrics"
             )
             raise self.fail(run_dir, raw, error, tag)
-        tag.update(objective_value=best[search.tuning.objective], best_epoch=int(best["epoch"]))
+        score = search.objective.get_value(best)
+        tag.update(objective_value=score, best_epoch=int(best["epoch"]))
         records.update(run_dir, trial=tag)
-        return {k: float(v) for k, v in best.items() if k in loop.HISTORY_FIELDS and k != "epoch"}
+        # Every metric of the best epoch, and the score under KerasTuner's name for it.
+        metrics = {k: float(v) for k, v in best.items() if k != "epoch" and records.is_number(v)}
+        return {**metrics, search.objective.name: score}
 
     def fail(self, run_dir: Path, raw: dict, error: BaseException, tag: dict):
         """Records the run as failed (also when it stopped before its folder existed) and
@@ -203,7 +242,7 @@ class ConfigTuner(base_tuner.BaseTuner):
         super().on_trial_end(trial)  # the oracle scores and saves it
         self.progress.ran += 1
         seconds = time.time() - self.progress.started.pop(trial.trial_id, time.time())
-        objective = self.search_spec.tuning.objective
+        objective = self.search_spec.label
         ended = self.oracle.get_trial(trial.trial_id)
         best = self.oracle.get_best_trials(1)
         best_text = (
@@ -233,7 +272,7 @@ def trial_tag(search: Search, trial_id: str, execution: int, values: dict) -> di
         "trial_id": trial_id,
         "execution": execution,
         "algorithm": search.tuning.algorithm,
-        "objective": search.tuning.objective,
+        "objective": search.label,
         "direction": search.direction,
         "hyperparameters": space.config_values(search.params, values),
         "tuning_dir": str(search.directory),
@@ -255,13 +294,15 @@ def continue_from(search: Search, values: dict, run_dir: Path, execution: int) -
     return past.name
 
 
-def best_epoch(epochs: list[dict], objective: str, direction: str) -> dict | None:
-    """The history row with the best finite objective (the first of equals), or None."""
-    rows = [row for row in epochs if records.is_number(row.get(objective))]
+def best_epoch(epochs: list[dict], objective: keras_tuner.Objective) -> dict | None:
+    """The history row with the best score (the first of equals) among those where every
+    objective is finite, or None."""
+    names = objective_names(objective)
+    rows = [row for row in epochs if all(records.is_number(row.get(n)) for n in names)]
     if not rows:
         return None
-    pick = max if direction == "max" else min
-    return pick(rows, key=lambda row: row[objective])
+    pick = max if objective.direction == "max" else min
+    return pick(rows, key=objective.get_value)
 
 
 def format_value(value) -> str:
