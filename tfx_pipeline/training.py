@@ -21,4 +21,7 @@ def train_and_evaluate(cfg: schema.Config, dry_run: bool = False):
     if logged:
         print(logged)
     result.metrics.update(evaluation.metrics)
+    if result.run_mirror is not None:
+        result.run_mirror.push()
+        print(f"evaluate: report synced to {result.run_mirror.url}")
     return result

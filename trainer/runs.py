@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 from configs import loader, schema
+from trainer import mirror
 
 CONFIG = "config.yaml"  # the resolved config the run used
 HISTORY = "history.csv"  # one row per epoch
@@ -22,14 +23,19 @@ def new_run_id(name: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{uuid.uuid4().hex[:6]}"
 
 
-def create(cfg: schema.Config, write: bool = True) -> Path:
+def create(
+    cfg: schema.Config, write: bool = True, run_mirror: mirror.RunMirror | None = None
+) -> Path:
     """runs_dir/<run_id>/ with its sub-folders and the resolved config.
 
     train.run_id names the folder (workers of one multi-worker run share it, and a run started
     again with the same id resumes); without it a new id is made. `write=False` (non-chief
-    workers) only computes the path.
+    workers) only computes the path. With `run_mirror` (runs_dir in a bucket) the folder is its
+    local staging copy, pulled from the bucket first.
     """
-    run_dir = Path(cfg.train.runs_dir) / (cfg.train.run_id or new_run_id(cfg.name))
+    run_id = cfg.train.run_id or new_run_id(cfg.name)
+    runs_dir = run_mirror.pull(run_id) if run_mirror else Path(cfg.train.runs_dir)
+    run_dir = runs_dir / run_id
     if write:
         for sub in (TENSORBOARD, CHECKPOINTS, EXPORT):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
