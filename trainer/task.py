@@ -2,6 +2,8 @@
 
 import argparse
 import contextlib
+import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,18 @@ import tensorflow as tf
 
 from configs import errors, loader, schema
 from tracking import recorder as run_recorder
-from trainer import distribute, evaluate, loop, models, optim, runs, summaries, transfer
+from trainer import (
+    distribute,
+    evaluate,
+    loop,
+    losses,
+    mirror,
+    models,
+    optim,
+    runs,
+    summaries,
+    transfer,
+)
 from transforms import augment, dataset, dataset_info
 
 
@@ -24,6 +37,8 @@ class RunResult:
     run_dir: Path
     export_dir: Path | None  # None on multi-worker workers other than the chief
     metrics: dict
+    # The bucket copy of a remote runs_dir: whoever adds to the run folder later pushes again.
+    run_mirror: mirror.RunMirror | None = None
 
 
 def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
@@ -35,17 +50,39 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
     tracking.mlflow.uri is set): running, then completed, or failed with the reason.
     """
     recorder = run_recorder.Recorder(cfg)
+    run_mirror = (
+        mirror.RunMirror(cfg.train.runs_dir) if mirror.is_remote(cfg.train.runs_dir) else None
+    )
     try:
-        result = train(cfg, dry_run, recorder)
+        result = train(cfg, dry_run, recorder, run_mirror)
     except BaseException as error:
         recorder.fail(error)
+        # Only the chief records, and pushes: the failed record and the last checkpoint.
+        if run_mirror is not None and recorder.run_dir is not None:
+            try:
+                run_mirror.push()
+            except Exception as push_error:  # the training error is the one to report
+                logging.getLogger(__name__).warning(
+                    "could not sync %s: %s", run_mirror.url, push_error
+                )
         raise
     recorder.complete()
+    if run_mirror is not None and recorder.run_dir is not None:
+        run_mirror.push()
+        print(f"train: run synced to {run_mirror.url}")
+        if result is not None:
+            result = dataclasses.replace(result, run_mirror=run_mirror)
     return result
 
 
-def train(cfg: schema.Config, dry_run: bool, recorder: run_recorder.Recorder) -> RunResult | None:
-    """The body of `run`: calls recorder.start once the run folder exists."""
+def train(
+    cfg: schema.Config,
+    dry_run: bool,
+    recorder: run_recorder.Recorder,
+    run_mirror: mirror.RunMirror | None = None,
+) -> RunResult | None:
+    """The body of `run`: calls recorder.start once the run folder exists; with `run_mirror`
+    the run folder is its staging copy, pushed after every epoch."""
     started = time.time()
     version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
     info = dataset_info.load(version_dir)
@@ -88,6 +125,9 @@ def train(cfg: schema.Config, dry_run: bool, recorder: run_recorder.Recorder) ->
         model = models.build_model(cfg.model, input_shape, len(class_names))
         phases = build_phases(cfg, model, steps_per_epoch, precision)
     weights = class_weights(cfg.train.class_weights, class_names, splits["train"]["per_class"])
+    # A broken custom loss or metric fails here, dry run included, before the run folder exists.
+    losses.build_loss(cfg.train, len(class_names))
+    losses.build_metrics(cfg.train, len(class_names))
     if dry_run:
         print(loader.to_yaml(cfg), end="")
         model.summary()
@@ -105,7 +145,7 @@ def train(cfg: schema.Config, dry_run: bool, recorder: run_recorder.Recorder) ->
         )
         return None
     chief = distribute.is_chief(strategy)
-    run_dir = runs.create(cfg, write=chief)
+    run_dir = runs.create(cfg, write=chief, run_mirror=run_mirror)
     recorder.start(run_dir, info["version"], chief)
     print(
         f"train: run {run_dir.name} on dataset {info['version']} "
@@ -127,6 +167,7 @@ def train(cfg: schema.Config, dry_run: bool, recorder: run_recorder.Recorder) ->
         chief,
         class_weights=weights,
         plateau=optim.plateau(cfg.optimizer),
+        on_epoch_done=(lambda epoch: run_mirror.push()) if run_mirror and chief else None,
     )
     with reading_shards(version_dir):
         fitted = training.fit(
@@ -221,9 +262,13 @@ def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):
 
 
 def class_weights(setting, class_names: list[str], train_counts: dict[str, int]):
-    """Per-class loss weights in label order, or None; `auto` balances classes by count."""
+    """Per-class loss weights in label order, or None; `auto` balances classes by count,
+    `{scheme: effective_number}` by their effective numbers."""
     if setting is None:
         return None
+    if isinstance(setting, schema.ClassBalanceConfig):
+        counts = [train_counts.get(name, 0) for name in class_names]
+        return losses.effective_number_weights(counts, setting.beta)
     if setting == "auto":
         total = sum(train_counts.values())
         return [total / (len(class_names) * max(train_counts[name], 1)) for name in class_names]
