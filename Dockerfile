@@ -43,6 +43,7 @@ COPY evaluator ./evaluator
 COPY tracking ./tracking
 COPY serving ./serving
 COPY registry ./registry
+COPY monitoring ./monitoring
 COPY tfx_pipeline ./tfx_pipeline
 RUN pip install "$TF_PACKAGE" . \
     && useradd --create-home --uid 1000 imgclf \

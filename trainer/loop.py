@@ -212,6 +212,12 @@ class TrainingLoop:
     def _distributed_step(self, iterator):
         """The step's loss and the seconds `next(iterator)` blocked: timestamps taken in the
         graph around the fetch measure input wait with no extra host round trip."""
+        if self.cfg.deterministic:
+            # Op determinism makes the Timestamp op fail: the wait is then not measured (NaN).
+            images, labels = next(iterator)
+            per_replica = self.strategy.run(self._replica_step, args=(images, labels))
+            loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return loss, tf.constant(math.nan, tf.float64)
         requested = tf.timestamp()
         with tf.control_dependencies([requested]):
             images, labels = next(iterator)

@@ -8,6 +8,7 @@ utilisation needs the optional `pynvml` (nvidia-ml-py) module.
 """
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class EpochTotals:
     images: int = 0
     seconds: float = 0.0
     waited: float = 0.0
+    wait_measured: bool = True  # False under train.deterministic (no timestamps in the graph)
 
     @property
     def wait_fraction(self) -> float:
@@ -59,19 +61,24 @@ class Telemetry:
     def record(self, step: int, steps: int, seconds: float, waited: float) -> dict[str, float]:
         """Adds one call of `steps` steps that took `seconds`, `waited` of them blocked on input;
         writes its scalars at global `step` and returns them (tags without the prefix)."""
-        waited = min(max(waited, 0.0), seconds)
         images = steps * self.images_per_step
         self.epoch.images += images
         self.epoch.seconds += seconds
-        self.epoch.waited += waited
         scalars = {
             "images_per_second": images / seconds if seconds > 0 else 0.0,
             "step_time_ms": 1000 * seconds / steps,
-            "input_wait_ms": 1000 * waited / steps,
-            "compute_ms": 1000 * (seconds - waited) / steps,
-            "input_wait_fraction": waited / seconds if seconds > 0 else 0.0,
-            **self.memory(),
         }
+        if math.isnan(waited):  # not measured: the wait tags are left out, not written as 0
+            self.epoch.wait_measured = False
+        else:
+            waited = min(max(waited, 0.0), seconds)
+            self.epoch.waited += waited
+            scalars.update(
+                input_wait_ms=1000 * waited / steps,
+                compute_ms=1000 * (seconds - waited) / steps,
+                input_wait_fraction=waited / seconds if seconds > 0 else 0.0,
+            )
+        scalars.update(self.memory())
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for tag, value in scalars.items():
@@ -93,15 +100,19 @@ class Telemetry:
         """The epoch's telemetry line, then the input-bound warning when it applies."""
         totals = self.epoch
         memory = self.memory()
+        wait = (
+            f"input wait {totals.wait_fraction:.0%} of step time"
+            if totals.wait_measured
+            else "input wait not measured (train.deterministic)"
+        )
         line = (
-            f"telemetry: {totals.images_per_second:.0f} images/s, input wait "
-            f"{totals.wait_fraction:.0%} of step time, "
+            f"telemetry: {totals.images_per_second:.0f} images/s, {wait}, "
             f"host memory {memory['host_memory_mib']:.0f} MiB"
         )
         if "gpu_peak_memory_mib" in memory:
             line += f", GPU peak memory {memory['gpu_peak_memory_mib']:.0f} MiB"
         lines = [line]
-        if totals.wait_fraction > self.warn_fraction:
+        if totals.wait_measured and totals.wait_fraction > self.warn_fraction:
             lines.append(
                 f"train: input-bound: epoch {epoch + 1} waited for input "
                 f"{totals.wait_fraction:.0%} of step time (over train.input_bound_warning = "

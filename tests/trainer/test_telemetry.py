@@ -97,3 +97,19 @@ def test_slow_input_is_measured_and_warned_about_once(tmp_path, capsys):
     assert all(1000 * SLOW_BATCH_S * 0.5 < wait < 1000 * SLOW_BATCH_S * 3 for wait in waits)
     [warning] = [line for line in output.splitlines() if "input-bound" in line]
     assert "epoch 1" in warning and "data.image_size" in warning and "augment.layers" in warning
+
+
+def test_an_unmeasured_wait_is_left_out_not_written_as_zero(tmp_path):
+    """Under train.deterministic the loop cannot time its input (TensorFlow refuses the Timestamp
+    op) and hands over NaN: throughput is still written, the wait tags are not."""
+    recorder = telemetry.Telemetry(tmp_path, images_per_step=BATCH, warn_fraction=0.0)
+    recorder.start_epoch()
+    live = recorder.record(step=3, steps=3, seconds=0.3, waited=float("nan"))
+    [line] = recorder.end_epoch(0)  # no input-bound warning, even with a threshold of 0
+    recorder.close()
+    assert live["images_per_second"] == pytest.approx(3 * BATCH / 0.3)
+    assert "input_wait_fraction" not in live
+    assert "input wait not measured" in line
+    written = scalars(tmp_path)
+    assert telemetry.PREFIX + "images_per_second" in written
+    assert not any("input_wait" in tag for tag in written)
