@@ -41,8 +41,11 @@ class RunResult:
     run_mirror: mirror.RunMirror | None = None
 
 
-def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
+def run(cfg: schema.Config, dry_run: bool = False, export_model: bool = True) -> RunResult | None:
     """Trains, evaluates on the test split and exports; everything lands in runs_dir/<run_id>/.
+
+    `export_model=False` (tuning trials) skips the SavedModel, which costs seconds per run and
+    is wanted only for the configuration a search picks; model.keras is still written.
 
     A run whose folder already holds checkpoints (same train.run_id) resumes where it stopped.
     `dry_run` stops after validating the dataset and building the model, and prints both.
@@ -54,7 +57,7 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
         mirror.RunMirror(cfg.train.runs_dir) if mirror.is_remote(cfg.train.runs_dir) else None
     )
     try:
-        result = train(cfg, dry_run, recorder, run_mirror)
+        result = train(cfg, dry_run, recorder, run_mirror, export_model)
     except BaseException as error:
         recorder.fail(error)
         # Only the chief records, and pushes: the failed record and the last checkpoint.
@@ -80,6 +83,7 @@ def train(
     dry_run: bool,
     recorder: run_recorder.Recorder,
     run_mirror: mirror.RunMirror | None = None,
+    export_model: bool = True,
 ) -> RunResult | None:
     """The body of `run`: calls recorder.start once the run folder exists; with `run_mirror`
     the run folder is its staging copy, pushed after every epoch."""
@@ -199,6 +203,14 @@ def train(
     # What `model.weights: <file>` takes to start another run from this one's backbone.
     model.get_layer(models.BACKBONE).save_weights(run_dir / runs.BACKBONE_WEIGHTS)
 
+    done = (
+        f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
+        f"macro F1 {metrics['macro_f1']:.4f} (weights {fingerprint}); run in {run_dir}"
+    )
+    if not export_model:
+        print(f"{done} (not exported)")
+        return RunResult(run_dir=run_dir, export_dir=None, metrics=metrics)
+
     # Entry-point glue: export belongs to serving, which the library half of trainer never imports.
     from serving import export
 
@@ -217,11 +229,7 @@ def train(
             "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "num_examples")},
         },
     )
-    print(
-        f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
-        f"macro F1 {metrics['macro_f1']:.4f} (weights {fingerprint}); run in {run_dir}, "
-        f"SavedModel in {export_dir}"
-    )
+    print(f"{done}, SavedModel in {export_dir}")
     return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
 
 

@@ -196,7 +196,8 @@ class ConfigTuner(base_tuner.BaseTuner):
         if not done:
             keras.backend.clear_session()  # trials in one process must not share Keras state
             try:
-                task.run(cfg)
+                # No SavedModel per trial: best.yaml trains and exports the chosen config.
+                task.run(cfg, export_model=False)
             except Exception as error:  # NaN, out of memory, a bad combination: the trial fails
                 raise self.fail(run_dir, raw, error, tag) from error
         epochs = records.read_epochs(run_dir)
