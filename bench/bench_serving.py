@@ -450,7 +450,7 @@ def attach_onnx(version_dir: Path, work: Path) -> None:
     formats.attach_onnx(version_dir, onnx_path)
     seconds = time.perf_counter() - started
     print(
-        f"bench: ONNX conversion attached in {seconds:.0f}s (parity {parity['max_abs_diff']:.1e})"
+        f"bench: ONNX conversion attached in {seconds:.0f}s (parity {verdict['max_abs_diff']:.1e})"
     )
 
 

@@ -679,11 +679,12 @@ class MonitoringConfig(Section):
         0.5, ge=0, le=1, description="A top-1 probability below this counts as low confidence."
     )
     input_sample_rate: float = Field(
-        1.0,
+        0.1,
         ge=0,
         le=1,
         description="Fraction of images whose input statistics are computed, off the request "
-        "path in a background thread.",
+        "path in a background thread that decodes them again: at 1.0 it competed with requests "
+        "for the CPU (REST p50 10 -> 17 ms for MobileNetV2 on 2 cores).",
     )
     queue_size: int = Field(
         1024,

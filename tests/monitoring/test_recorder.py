@@ -13,7 +13,7 @@ SCORES = np.array([[0.9, 0.1], [0.4, 0.6]], np.float32)
 
 def test_a_full_queue_drops_sampled_images_and_counts_them():
     server_metrics = metrics.ServerMetrics()
-    cfg = schema.MonitoringConfig(queue_size=1, dir=None)
+    cfg = schema.MonitoringConfig(queue_size=1, dir=None, input_sample_rate=1.0)
     # Not started: nothing drains the queue, as when the measuring thread falls behind.
     monitor = recorder.Recorder(cfg, observer=server_metrics)
     images = np.array([b"first", b"second"], dtype=object)
@@ -33,7 +33,7 @@ def test_a_full_queue_drops_sampled_images_and_counts_them():
 
 
 def test_stopping_writes_the_open_window(tmp_path):
-    monitor = recorder.Recorder(schema.MonitoringConfig(dir=str(tmp_path)))
+    monitor = recorder.Recorder(schema.MonitoringConfig(dir=str(tmp_path), input_sample_rate=1.0))
     monitor.start()
     monitor.record("m", 3, SCORES, CLASSES)
     monitor.stop()

@@ -53,7 +53,8 @@ def monitored(start_server, classifier: Path, stats_dir: Path, tmp_path_factory)
     )
     config.write_text(f"model_config_list {{\n{entries}}}\n")
     return start_server(
-        model_config_file=config, monitoring={"window_seconds": 1, "dir": str(stats_dir)}
+        model_config_file=config,
+        monitoring={"window_seconds": 1, "dir": str(stats_dir), "input_sample_rate": 1.0},
     )
 
 
@@ -275,7 +276,7 @@ def test_monitoring_can_be_switched_off(start_server, classifier, digits):
 
 
 def test_grpc_requests_are_counted_and_float_inputs_not_measured(start_server, classifier, digits):
-    server = start_server(model_path=classifier, monitoring={"dir": None})
+    server = start_server(model_path=classifier, monitoring={"dir": None, "input_sample_rate": 1.0})
     images = [data for _, data in digits["test"][:3]]
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
