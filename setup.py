@@ -54,6 +54,7 @@ setup(
         "mlflow": ["mlflow-skinny>=3,<4"],
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",  # make test: two workers, one test file each at a time
             "ruff>=0.6",
             "moto[server]>=5",
             "gcp-storage-emulator>=2024.1",  # a real GCS JSON API on 127.0.0.1 for gs:// tests
