@@ -115,6 +115,15 @@ def make_tree() -> Callable[[Path, TreeSpec], Path]:
     return write_tree
 
 
+def digits_subset(digits_dir: Path, out: Path, per_class: int) -> Path:
+    """out/<digit>/ with symlinks to the first `per_class` PNGs of each digit."""
+    for class_dir in sorted(p for p in digits_dir.iterdir() if p.is_dir()):
+        (out / class_dir.name).mkdir(parents=True)
+        for png in sorted(class_dir.glob("*.png"))[:per_class]:
+            (out / class_dir.name / png.name).symlink_to(png)
+    return out
+
+
 DIGITS_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
 
 

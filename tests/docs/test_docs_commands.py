@@ -17,7 +17,7 @@ import yaml
 
 from configs import schema
 from registry import store as registry_store
-from tests.conftest import DIGITS_CONFIG
+from tests.conftest import DIGITS_CONFIG, digits_subset
 from tfx_pipeline import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,14 +220,6 @@ def retrain_argv(step_id: str, env: dict[str, str]) -> list[list[str]]:
         shlex.split(VARIABLE.sub(lambda m: values[m[1]], line), comments=True)[1:]
         for line in imgclf_lines(step["run"])
     ]
-
-
-def digits_subset(digits_dir: Path, out: Path, per_class: int) -> Path:
-    for class_dir in sorted(p for p in digits_dir.iterdir() if p.is_dir()):
-        (out / class_dir.name).mkdir(parents=True)
-        for png in sorted(class_dir.glob("*.png"))[:per_class]:
-            (out / class_dir.name / png.name).symlink_to(png)
-    return out
 
 
 # Test-only: a model small enough to train in seconds. Everything else is the workflow's.

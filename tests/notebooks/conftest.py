@@ -1,10 +1,8 @@
 """A small ingested digits dataset and a finished tiny run on it, built once per session."""
 
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import DIGITS_CONFIG
+from tests.conftest import DIGITS_CONFIG, digits_subset
 
 PER_CLASS = 12  # 120 images: 96 train / 12 val / 12 test, and ingest takes a few seconds
 TINY_RUN = [
@@ -14,15 +12,6 @@ TINY_RUN = [
     "optimizer.warmup_epochs=0",
     "pipeline.infra_validation.enabled=false",
 ]
-
-
-def digits_subset(digits_dir: Path, out: Path, per_class: int) -> Path:
-    """out/<digit>/ with symlinks to the first `per_class` PNGs of each digit."""
-    for class_dir in sorted(p for p in digits_dir.iterdir() if p.is_dir()):
-        (out / class_dir.name).mkdir(parents=True)
-        for png in sorted(class_dir.glob("*.png"))[:per_class]:
-            (out / class_dir.name / png.name).symlink_to(png)
-    return out
 
 
 @pytest.fixture(scope="session")
