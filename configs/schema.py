@@ -1,6 +1,7 @@
 """The typed configuration: every field with its default, its bounds and a description."""
 
 import builtins
+import difflib
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -272,8 +273,26 @@ class ModelConfig(Section):
         return validate_layer_list(layers, CNN_LAYER_SPECS)
 
 
-class PlateauConfig(Section):
+# history.csv columns whose better direction is known; val_<name> of each train.metrics entry
+# is a column too, and needs its direction stated.
+METRIC_DIRECTIONS = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+
+
+class MonitoredMetric(Section):
+    """A history.csv column a training run watches, and which way is better."""
+
     monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss, val_accuracy.")
+    direction: Literal["max", "min"] | None = Field(
+        None,
+        description="max or min: whether a higher monitor value is better; null = the metric's "
+        "natural one (needed for train.metrics entries).",
+    )
+
+    def minimizes(self) -> bool:
+        return (self.direction or METRIC_DIRECTIONS[self.monitor]) == "min"
+
+
+class PlateauConfig(MonitoredMetric):
     patience: int = Field(2, ge=0, description="Epochs without improvement before a decay.")
     min_learning_rate: float = Field(0.0, ge=0, description="The rate never drops below this.")
 
@@ -311,9 +330,8 @@ class OptimizerConfig(Section):
         return self
 
 
-class EarlyStoppingConfig(Section):
+class EarlyStoppingConfig(MonitoredMetric):
     enabled: bool = True
-    monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss, val_accuracy.")
     patience: int = Field(5, ge=0, description="Epochs without improvement before stopping.")
     restore_best_weights: bool = True
 
@@ -749,10 +767,9 @@ class RegistryConfig(Section):
 
 
 SPACE_KINDS = ("choice", "uniform", "log_uniform", "int")
+
+
 # Per-epoch metrics of history.csv a search can optimise, and their natural direction.
-TUNING_OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
-
-
 class SpaceSpec(Section):
     """The values one config key takes in a search: exactly one of choice, uniform,
     log_uniform or int, optionally a step, and `when` to make the key conditional."""
@@ -828,7 +845,7 @@ class ObjectiveSpec(Section):
     """One objective of a search: a history.csv column and whether higher is better."""
 
     name: str = Field(
-        description=f"{', '.join(TUNING_OBJECTIVES)}, or val_<name> of a train.metrics entry."
+        description=f"{', '.join(METRIC_DIRECTIONS)}, or val_<name> of a train.metrics entry."
     )
     direction: Literal["max", "min"] | None = Field(
         None, description="null = the metric's natural one (needed for train.metrics entries)."
@@ -836,7 +853,7 @@ class ObjectiveSpec(Section):
 
     @model_validator(mode="after")
     def _direction_known(self):
-        if self.direction is None and self.name not in TUNING_OBJECTIVES:
+        if self.direction is None and self.name not in METRIC_DIRECTIONS:
             raise ValueError(
                 f"{self.name!r} needs a direction: {{name: {self.name}, direction: max}} or min"
             )
@@ -877,7 +894,7 @@ class TuningConfig(Section):
     objective: Objectives = Field(
         "val_accuracy",
         description="Per-epoch metric optimised (its best epoch counts): "
-        f"{', '.join(TUNING_OBJECTIVES)}, or {{name: val_<name>, direction: max}} for a "
+        f"{', '.join(METRIC_DIRECTIONS)}, or {{name: val_<name>, direction: max}} for a "
         "train.metrics entry. A list optimises their sum as KerasTuner does: the min "
         "objectives minus the max ones, unweighted.",
     )
@@ -935,9 +952,9 @@ class TuningConfig(Section):
         if len(set(names)) != len(names):
             raise ValueError(f"an objective is listed twice (received {names})")
         for name in (item for item in items if isinstance(item, str)):
-            if name not in TUNING_OBJECTIVES:
+            if name not in METRIC_DIRECTIONS:
                 raise ValueError(
-                    f"Input should be {', '.join(repr(n) for n in TUNING_OBJECTIVES)} "
+                    f"Input should be {', '.join(repr(n) for n in METRIC_DIRECTIONS)} "
                     f"(received {name!r}); for a train.metrics entry give its direction: "
                     f"{{name: {name}, direction: max}}"
                 )
@@ -955,12 +972,12 @@ class TuningConfig(Section):
     def objectives(self) -> list[ObjectiveSpec]:
         """Every objective, each with its direction."""
         if isinstance(self.objective, str):
-            direction = self.direction or TUNING_OBJECTIVES[self.objective]
+            direction = self.direction or METRIC_DIRECTIONS[self.objective]
             return [ObjectiveSpec(name=self.objective, direction=direction)]
         items = self.objective if isinstance(self.objective, list) else [self.objective]
         specs = [ObjectiveSpec(name=item) if isinstance(item, str) else item for item in items]
         return [
-            spec.model_copy(update={"direction": spec.direction or TUNING_OBJECTIVES[spec.name]})
+            spec.model_copy(update={"direction": spec.direction or METRIC_DIRECTIONS[spec.name]})
             for spec in specs
         ]
 
@@ -1111,15 +1128,41 @@ class Config(Section):
             )
         return self
 
+    def history_columns(self) -> list[str]:
+        """The per-epoch metrics a run records, and so what can be monitored or tuned for."""
+        return [*METRIC_DIRECTIONS, *(f"val_{name}" for name in self.train.metrics)]
+
     @model_validator(mode="after")
     def _objectives_are_history_columns(self):
-        columns = [*TUNING_OBJECTIVES, *(f"val_{name}" for name in self.train.metrics)]
+        columns = self.history_columns()
         unknown = [o.name for o in self.tuning.objectives() if o.name not in columns]
         if unknown:
             raise ValueError(
                 f"tuning.objective {unknown[0]!r} is not a history.csv column; objectives: "
                 f"{', '.join(columns)} (val_<name> for each train.metrics entry)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _monitors_are_history_columns(self):
+        """A misspelt monitor would otherwise never be seen: no early stop, no best epoch."""
+        columns = self.history_columns()
+        watched = {
+            "train.early_stopping": self.train.early_stopping,
+            "optimizer.plateau": self.optimizer.plateau,
+        }
+        for key, section in watched.items():
+            if section.monitor not in columns:
+                close = difflib.get_close_matches(section.monitor, columns, n=1, cutoff=0.5)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"{key}.monitor {section.monitor!r} is not a history.csv column{hint}; "
+                    f"columns: {', '.join(columns)} (val_<name> for each train.metrics entry)"
+                )
+            if section.direction is None and section.monitor not in METRIC_DIRECTIONS:
+                raise ValueError(
+                    f"{key}.monitor {section.monitor!r} needs {key}.direction: max or min"
+                )
         return self
 
     @model_validator(mode="after")

@@ -145,11 +145,11 @@ def attach_onnx(saved_model: Path, onnx_path: Path) -> Path:
     """Copies the checked ONNX model and its parity verdict into the SavedModel's assets.extra/,
     where TF Serving ignores them and a registry push carries them to the server."""
     target = saved_model / signatures.METADATA_DIR / runtimes.ONNX_FILE
-    verdict = onnx_path.with_name(onnx_path.name + runtimes.PARITY_SUFFIX)
+    verdict = onnx_path.with_name(onnx_path.name + signatures.PARITY_SUFFIX)
     # The verdict lands last: a server never sees a model without it, nor one half-copied.
     for source, destination in (
         (onnx_path, target),
-        (verdict, target.with_name(target.name + runtimes.PARITY_SUFFIX)),
+        (verdict, target.with_name(target.name + signatures.PARITY_SUFFIX)),
     ):
         partial = destination.with_name(destination.name + ".partial")
         shutil.copyfile(source, partial)

@@ -26,8 +26,6 @@ FLOAT_TOLERANCE = 1e-5
 # 0.95 allows one flip in twenty images; with fewer than 20 images it requires all to agree.
 QUANTIZED_TOP1_AGREEMENT = 0.95
 
-PARITY_SUFFIX = ".parity.json"
-
 
 def build_parity_images(saved_model_dir: str | Path, count: int = 16, seed: int = 0) -> np.ndarray:
     """Fixed uniform-noise float images of the shape `predict_images` takes."""
@@ -193,7 +191,7 @@ def write_parity(result: dict, converted_path: str | Path) -> Path:
     One file per converted model, so a float and a quantised TFLite in one folder keep theirs.
     """
     converted_path = Path(converted_path)
-    path = converted_path.with_name(converted_path.name + PARITY_SUFFIX)
+    path = converted_path.with_name(converted_path.name + signatures.PARITY_SUFFIX)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
 

@@ -19,3 +19,5 @@ CLASSES = "classes"  # string [N, C] class names aligned with SCORES (label-map 
 # Written next to saved_model.pb: resolved config, label map, dataset version, metrics.
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "imgclf.json"
+# A converted model file's check against its SavedModel is written beside it as <file> + this.
+PARITY_SUFFIX = ".parity.json"

@@ -264,8 +264,13 @@ class TrainingLoop:
             )
         result.history = self._read_history()
         monitor = self.cfg.early_stopping.monitor
-        minimize = "loss" in monitor
+        minimize = self.cfg.early_stopping.minimizes()
         patience = self.cfg.early_stopping.patience
+        if val_data is None and monitor.startswith("val_"):
+            print(
+                f"train: the validation split is empty, so {monitor} is never measured: early "
+                "stopping and best-epoch weights are off (raise data.split.val to use them)"
+            )
         while int(self.epoch) < self.cfg.epochs:
             epoch = int(self.epoch)
             self._enter_phase(epoch)
@@ -422,7 +427,7 @@ class TrainingLoop:
         if self.plateau is None or self.plateau.monitor not in row:
             return
         value, best = row[self.plateau.monitor], float(self.plateau_best)
-        minimize = "loss" in self.plateau.monitor
+        minimize = self.plateau.minimize
         if math.isnan(best) or (value < best if minimize else value > best):
             self.plateau_best.assign(value)
             self.plateau_wait.assign(0)

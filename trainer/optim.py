@@ -87,11 +87,16 @@ class Plateau:
     patience: int
     factor: float
     min_learning_rate: float
+    minimize: bool
 
 
 def plateau(cfg: schema.OptimizerConfig) -> Plateau | None:
     if cfg.schedule != "plateau":
         return None
     return Plateau(
-        cfg.plateau.monitor, cfg.plateau.patience, cfg.decay_rate, cfg.plateau.min_learning_rate
+        cfg.plateau.monitor,
+        cfg.plateau.patience,
+        cfg.decay_rate,
+        cfg.plateau.min_learning_rate,
+        cfg.plateau.minimizes(),
     )

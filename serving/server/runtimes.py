@@ -18,7 +18,6 @@ import numpy as np
 from serving import signatures
 
 ONNX_FILE = "model.onnx"
-PARITY_SUFFIX = ".parity.json"
 RUNTIMES = ("auto", "savedmodel", "onnx")
 SAVEDMODEL, ONNX = "savedmodel", "onnx"
 # The runtimes must agree on the warm-up images before ONNX may serve (parity allows 1e-5).
@@ -35,7 +34,7 @@ def usable_onnx(version_dir: Path, signature_names: set[str]) -> tuple[Path | No
     path = onnx_file(version_dir)
     if not path.is_file():
         return None, f"no {signatures.METADATA_DIR}/{ONNX_FILE} (run `imgclf export --format onnx`)"
-    parity_path = path.with_name(ONNX_FILE + PARITY_SUFFIX)
+    parity_path = path.with_name(ONNX_FILE + signatures.PARITY_SUFFIX)
     try:
         parity = json.loads(parity_path.read_text())
     except (OSError, ValueError):

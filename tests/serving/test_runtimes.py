@@ -47,7 +47,9 @@ def copy_version(saved_model: Path, to: Path) -> Path:
 def test_attached_onnx_and_its_verdict_travel_in_assets_extra(with_onnx):
     attached = with_onnx / signatures.METADATA_DIR / runtimes.ONNX_FILE
     assert attached.read_bytes() == (with_onnx.parent / "formats" / runtimes.ONNX_FILE).read_bytes()
-    parity = json.loads(attached.with_name(runtimes.ONNX_FILE + runtimes.PARITY_SUFFIX).read_text())
+    parity = json.loads(
+        attached.with_name(runtimes.ONNX_FILE + signatures.PARITY_SUFFIX).read_text()
+    )
     assert parity["passed"] is True
     assert runtimes.usable_onnx(with_onnx, {signatures.PREPROCESS}) == (attached, "")
 
@@ -111,7 +113,7 @@ def test_without_a_usable_onnx_model_auto_keeps_the_saved_model_and_onnx_is_an_e
         models.ServedModel("m", 1, bare, runtimes.ONNX)
 
     failed = copy_version(with_onnx, tmp_path / "failed")
-    verdict = failed / signatures.METADATA_DIR / (runtimes.ONNX_FILE + runtimes.PARITY_SUFFIX)
+    verdict = failed / signatures.METADATA_DIR / (runtimes.ONNX_FILE + signatures.PARITY_SUFFIX)
     verdict.write_text(json.dumps(json.loads(verdict.read_text()) | {"passed": False}))
     assert models.ServedModel("m", 1, failed, "auto").runtime == runtimes.SAVEDMODEL
     with pytest.raises(models.ModelLoadError, match="failed its parity check"):

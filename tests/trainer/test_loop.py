@@ -310,8 +310,14 @@ PLATEAU_RATE = 0.1
 
 
 def fit_with_plateau(run_dir, images, labels, epochs: int, plateau: optim.Plateau, bias=True):
-    """Full-batch SGD, one step per epoch, validated on the training examples themselves."""
     overrides = [f"train.epochs={epochs}", "train.early_stopping.enabled=false"]
+    return fit_full_batch(run_dir, images, labels, overrides, plateau, bias).history
+
+
+def fit_full_batch(
+    run_dir, images, labels, overrides, plateau=None, bias=True, validate=True
+) -> loop.FitResult:
+    """Full-batch SGD, one step per epoch, validated on the training examples themselves."""
     cfg = loader.load(None, overrides).train
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -328,14 +334,16 @@ def fit_with_plateau(run_dir, images, labels, epochs: int, plateau: optim.Platea
         data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(count).repeat()
         return strategy.distribute_datasets_from_function(lambda context: data)
 
-    val_data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(count)
+    val_data = (
+        tf.data.Dataset.from_tensor_slices((images, labels)).batch(count) if validate else None
+    )
     # runs.create makes this folder in a real run; the best epoch's weights are saved into it.
     (run_dir / runs.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     optimizer = keras.optimizers.SGD(PLATEAU_RATE)
     training = loop.TrainingLoop(
         model, optimizer, strategy, cfg, count, CLASSES, run_dir, plateau=plateau
     )
-    return training.fit(make_train_data, 1, val_data).history
+    return training.fit(make_train_data, 1, val_data)
 
 
 def stalled_examples() -> tuple[np.ndarray, np.ndarray]:
@@ -347,7 +355,7 @@ def stalled_examples() -> tuple[np.ndarray, np.ndarray]:
 
 def test_plateau_halves_the_rate_after_each_stalled_epoch_down_to_the_minimum(tmp_path, capsys):
     images, labels = stalled_examples()
-    plateau = optim.Plateau("val_loss", 1, 0.5, 0.3 * PLATEAU_RATE)
+    plateau = optim.Plateau("val_loss", 1, 0.5, 0.3 * PLATEAU_RATE, True)
     history = fit_with_plateau(tmp_path, images, labels, 5, plateau, bias=False)
 
     assert history["val_loss"] == pytest.approx([math.log(CLASSES)] * 5, rel=1e-6)
@@ -363,7 +371,7 @@ def test_plateau_halves_the_rate_after_each_stalled_epoch_down_to_the_minimum(tm
 
 def test_plateau_keeps_the_rate_while_val_loss_improves(tmp_path):
     images, labels = examples()
-    plateau = optim.Plateau("val_loss", 1, 0.5, 0.0)
+    plateau = optim.Plateau("val_loss", 1, 0.5, 0.0, True)
     history = fit_with_plateau(tmp_path, images, labels, 5, plateau)
 
     assert (np.diff(history["val_loss"]) < 0).all(), history["val_loss"]
@@ -372,7 +380,7 @@ def test_plateau_keeps_the_rate_while_val_loss_improves(tmp_path):
 
 def test_a_resumed_run_continues_the_plateau_sequence_of_an_uninterrupted_one(tmp_path):
     images, labels = stalled_examples()
-    plateau = optim.Plateau("val_loss", 2, 0.5, 0.3 * PLATEAU_RATE)
+    plateau = optim.Plateau("val_loss", 2, 0.5, 0.3 * PLATEAU_RATE, True)
     straight = fit_with_plateau(tmp_path / "straight", images, labels, 6, plateau, bias=False)
     rate = PLATEAU_RATE
     expected = [rate, rate, rate, rate * 0.5, rate * 0.5, rate * 0.3]
@@ -409,6 +417,63 @@ def test_plateau_settings_come_from_the_optimizer_config():
             "optimizer.plateau={monitor: val_accuracy, patience: 3, min_learning_rate: 0.0001}",
         ],
     ).optimizer
-    assert optim.plateau(cfg) == optim.Plateau("val_accuracy", 3, 0.25, 1e-4)
+    assert optim.plateau(cfg) == optim.Plateau("val_accuracy", 3, 0.25, 1e-4, False)
     assert optim.build_schedule(cfg, 10, 5) == cfg.learning_rate  # a constant the loop lowers
     assert optim.plateau(loader.load(None, ["optimizer.schedule=cosine"]).optimizer) is None
+
+
+# --- early stopping ---
+
+
+def test_early_stopping_follows_the_configured_direction(tmp_path):
+    images, labels = examples()
+    watch = ["train.epochs=4", "train.early_stopping.patience=1"]
+    natural = fit_full_batch(tmp_path / "natural", images, labels, watch)
+    assert (np.diff(natural.history["val_loss"]) < 0).all()
+    assert (natural.epochs_run, natural.best_epoch) == (4, 3)
+
+    # val_loss falls every epoch, so with "higher is better" the first epoch stays the best
+    # and the run stops after `patience` epochs without a higher one.
+    reversed_ = watch + ["train.early_stopping.direction=max"]
+    stopped = fit_full_batch(tmp_path / "reversed", images, labels, reversed_)
+    assert (stopped.epochs_run, stopped.best_epoch) == (2, 0)
+
+
+def test_an_empty_validation_split_says_early_stopping_is_off(tmp_path, capsys):
+    images, labels = examples()
+    result = fit_full_batch(tmp_path, images, labels, ["train.epochs=2"], validate=False)
+    assert result.epochs_run == 2 and result.best_epoch is None
+    assert "the validation split is empty, so val_loss is never measured" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "train.early_stopping.monitor=val_acc",
+            "train.early_stopping.monitor 'val_acc' is not a history.csv column "
+            "(did you mean 'val_accuracy'?)",
+        ),
+        (
+            "optimizer.plateau.monitor=val_los",
+            "optimizer.plateau.monitor 'val_los' is not a history.csv column "
+            "(did you mean 'val_loss'?)",
+        ),
+    ],
+)
+def test_a_monitor_that_is_no_history_column_is_a_config_error(override, expected):
+    with pytest.raises(loader.ConfigError) as raised:
+        loader.load(None, [override])
+    assert expected in str(raised.value)
+
+
+def test_a_custom_metric_monitor_needs_its_direction(tmp_path):
+    custom = [
+        "train.metrics=[f1]",
+        f"train.custom_objects={tmp_path / 'objects.py'}",
+        "train.early_stopping.monitor=val_f1",
+    ]
+    with pytest.raises(loader.ConfigError, match=r"needs train\.early_stopping\.direction"):
+        loader.load(None, custom)
+    cfg = loader.load(None, [*custom, "train.early_stopping.direction=max"])
+    assert cfg.train.early_stopping.minimizes() is False

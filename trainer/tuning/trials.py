@@ -101,9 +101,11 @@ def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
     objective = build_objective(tuning)
     if tuning.early_stopping_patience is not None:
         # One metric can be watched: the first objective.
+        first = tuning.objectives()[0]
         base["train"]["early_stopping"].update(
             enabled=True,
-            monitor=objective_names(objective)[0],
+            monitor=first.name,
+            direction=first.direction,
             patience=tuning.early_stopping_patience,
         )
     params = space.check(cfg, base)  # before the dataset: a config error comes first
