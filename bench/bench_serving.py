@@ -462,6 +462,7 @@ def comparisons(rows: list[dict], in_process: dict) -> list[report.Comparison]:
     found = []
     for api, key, what in (
         ("rest_predict", "rest", "REST :predict (b64 JSON)"),
+        ("grpc_predict", "grpc", "gRPC PredictionService.Predict"),
         ("classify_images", "upload", "REST :classify-images (multipart upload)"),
     ):
         ours = cells[(api, "off")][one]

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from configs import loader
-from serving import signatures
+from configs import loader, schema
+from serving import export, signatures
 from tfx_pipeline import cli, demo
 from trainer import runs
 
@@ -129,10 +129,18 @@ def test_export_writes_every_format_matching_the_saved_model(demo_result, capsys
     quantised = parities["model.dynamic_range.tflite"]["size_bytes"]
     assert quantised < 0.5 * parities["model.tflite"]["size_bytes"]
     metadata = json.loads((out / signatures.METADATA_FILE).read_text())
+    assert metadata == export.read_metadata(demo_result.run.export_dir)
     assert metadata["class_names"] == [str(d) for d in range(10)]
-    assert (
-        metadata["dataset_version"]
-        == json.loads((run_dir / runs.METRICS).read_text())["dataset_version"]
+    run_metrics = json.loads((run_dir / runs.METRICS).read_text())
+    assert metadata["run_id"] == run_dir.name
+    assert metadata["dataset_version"] == run_metrics["dataset_version"]
+    assert metadata["metrics"] == {
+        key: run_metrics[key] for key in ("accuracy", "macro_f1", "num_examples")
+    }
+    # The resolved config travels with the model: it loads back to the run's own config.
+    resolved = loader.load(run_dir / runs.CONFIG)
+    assert loader.to_dict(schema.Config.model_validate(metadata["config"])) == loader.to_dict(
+        resolved
     )
     assert "4 file(s) match the SavedModel" in capsys.readouterr().out
 
