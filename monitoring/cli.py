@@ -98,9 +98,7 @@ def served_window(args: argparse.Namespace, since: float, stats_dir: str | None)
 
 def cmd_drift(args: argparse.Namespace) -> None:
     # Imported here: TensorFlow and the dataset readers load only when this command runs.
-    import tensorflow as tf
-
-    from monitoring import drift, reference, windows
+    from monitoring import drift, reference, storage, windows
 
     cfg = loader.load(args.config, args.overrides)
     since = timespan.parse_since(args.since)
@@ -133,8 +131,7 @@ def cmd_drift(args: argparse.Namespace) -> None:
         )
     result = drift.report(args.model, since, baseline, served, findings, served_from)
     if args.out:
-        with tf.io.gfile.GFile(args.out, "w") as out:
-            out.write(json.dumps(result, indent=2) + "\n")
+        storage.write_file(args.out, (json.dumps(result, indent=2) + "\n").encode())
     drifted = result["drifted"]
     print(f"monitor drift: {'drift in ' + ', '.join(drifted) if drifted else 'no drift'}")
     if drifted:

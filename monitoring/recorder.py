@@ -18,10 +18,9 @@ import uuid
 from typing import Protocol
 
 import numpy as np
-import tensorflow as tf
 
 from configs import schema
-from monitoring import request_log, stats
+from monitoring import request_log, stats, storage
 
 logger = logging.getLogger(__name__)
 
@@ -195,17 +194,13 @@ class Recorder:
     def _write(self, key: Key, window: stats.Window) -> None:
         if self.cfg.dir is None:
             return
-        folder = windows_dir(self.cfg.dir, *key)
-        name = f"{request_log.stamp(window.start)}-{self.run_id}.json"
-        # Written aside, then renamed: a reader globbing *.json never sees half a window.
-        temporary = os.path.join(folder, f".{name}.tmp")
+        path = os.path.join(
+            windows_dir(self.cfg.dir, *key), f"{request_log.stamp(window.start)}-{self.run_id}.json"
+        )
         try:
-            tf.io.gfile.makedirs(folder)
-            with tf.io.gfile.GFile(temporary, "w") as out:
-                out.write(json.dumps(window.to_json()) + "\n")
-            tf.io.gfile.rename(temporary, os.path.join(folder, name), overwrite=True)
-        except (OSError, tf.errors.OpError) as error:
-            logger.error("monitoring: could not write %s: %s", os.path.join(folder, name), error)
+            storage.write_file(path, (json.dumps(window.to_json()) + "\n").encode())
+        except OSError as error:  # a full disk or an unreachable bucket must not stop serving
+            logger.error("monitoring: could not write %s: %s", path, error)
 
     # --- reading ---
 

@@ -11,9 +11,9 @@ import os
 import urllib.parse
 
 import numpy as np
-import tensorflow as tf
 
 from configs import schema
+from monitoring import storage
 
 IMAGES = "images"
 PREDICTIONS = "predictions"
@@ -77,10 +77,9 @@ class RequestLog:
         sha256 = hashlib.sha256(data).hexdigest()
         relative = os.path.join(IMAGES, folder_name(label), f"{sha256}.{suffix_of(data)}")
         path = os.path.join(self.version_dir(model, version), relative)
-        if not tf.io.gfile.exists(path):  # the same bytes sent twice are stored once
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            with tf.io.gfile.GFile(path, "wb") as out:
-                out.write(data)
+        fs, fs_path = storage.filesystem(path)
+        if not fs.exists(fs_path):  # the same bytes sent twice are stored once
+            storage.write_file(path, data)
         return {"image": relative, "sha256": sha256}
 
     def pending(self) -> int:
@@ -92,8 +91,8 @@ class RequestLog:
             if not lines:
                 continue
             folder = os.path.join(self.version_dir(model, version), PREDICTIONS)
-            tf.io.gfile.makedirs(folder)
             name = f"{stamp(now)}-{self.run_id}-{len(lines)}.jsonl"
-            with tf.io.gfile.GFile(os.path.join(folder, name), "w") as out:
-                out.write("".join(line + "\n" for line in lines))
+            storage.write_file(
+                os.path.join(folder, name), "".join(line + "\n" for line in lines).encode()
+            )
         self._lines = {}

@@ -5,10 +5,9 @@ import json
 import os
 
 import httpx
-import tensorflow as tf
 
 from configs import errors
-from monitoring import recorder, stats
+from monitoring import recorder, stats, storage
 
 MAX_WINDOW_SECONDS = 86400  # serving.monitoring.window_seconds' upper bound
 
@@ -30,25 +29,28 @@ def read_windows(
     stats_dir: str, model: str, since: float, version: int | None = None
 ) -> list[stats.Window]:
     """The windows of `model` (one version or all) in `stats_dir` that end after `since`."""
-    model_dir = os.path.join(stats_dir, model)
-    if not tf.io.gfile.isdir(model_dir):
-        found = sorted(tf.io.gfile.listdir(stats_dir)) if tf.io.gfile.isdir(stats_dir) else None
+    fs, root = storage.filesystem(stats_dir)
+    if not fs.isdir(f"{root}/{model}"):
+        found = (
+            sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
+            if fs.isdir(root)
+            else None
+        )
         where = f"it holds {found}" if found is not None else "it does not exist"
         raise MonitoringError(
             f"no statistics of model {model!r} in {stats_dir} ({where}); give the folder "
             "`imgclf serve` writes to (serving.monitoring.dir) with --stats-dir, or --server"
         )
-    pattern = recorder.windows_dir(stats_dir, model, "*" if version is None else version)
+    pattern = recorder.windows_dir(root, model, "*" if version is None else version)
     windows = []
-    for path in sorted(tf.io.gfile.glob(os.path.join(pattern, "*.json"))):
+    for path in sorted(fs.glob(f"{pattern}/*.json")):
         start = stamp_seconds(os.path.basename(path))
         if start is None or start + MAX_WINDOW_SECONDS <= since:
             continue
-        with tf.io.gfile.GFile(path) as file:
-            try:
-                window = stats.Window.from_json(json.loads(file.read()))
-            except (ValueError, KeyError, TypeError) as error:
-                raise MonitoringError(f"{path} is not a statistics window: {error}") from None
+        try:
+            window = stats.Window.from_json(json.loads(fs.cat_file(path)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise MonitoringError(f"{path} is not a statistics window: {error}") from None
         if window.end > since:
             windows.append(window)
     return windows
