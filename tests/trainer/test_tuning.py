@@ -12,12 +12,13 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
+import tensorflow as tf
 import yaml
 
 from configs import loader, schema
 from tfx_pipeline import cli
 from tracking import records
-from trainer import task
+from trainer import loop, task
 from trainer.tuning import oracles, results, search, space, trials
 
 pytestmark = pytest.mark.beam
@@ -192,6 +193,33 @@ def test_best_yaml_is_the_best_trials_full_config_ready_to_train(random_search):
     assert status == 0 and "train: dry run OK" in output
 
 
+@pytest.mark.slow
+def test_training_best_yaml_with_imgclf_train_reproduces_the_best_trials_metrics(
+    random_search, tmp_path
+):
+    """Trials on CPU are deterministic under their seed: a fresh process training best.yaml
+    gets the best trial's own validation and test metrics."""
+    root, *_ = random_search
+    best = results_json(root, "rs")["trials"][0]
+    trial_run = record(root, best["runs"][0])
+    best_path = root / "runs" / "tuning" / "rs" / results.BEST_CONFIG
+    command = [sys.executable, "-m", "tfx_pipeline.cli", "train", "--config", str(best_path)]
+    retrain = subprocess.run(
+        # Elsewhere: the search's runs_dir holds only its trials (see `imgclf runs list`).
+        [*command, "--set", f"train.runs_dir={tmp_path}", "--set", "train.run_id=again"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
+    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
+    again = records.read(tmp_path / "again")
+    [trial_epoch], [epoch] = trial_run["epochs"], again["epochs"]
+    for name in ("val_accuracy", "val_loss"):
+        assert epoch[name] == pytest.approx(trial_epoch[name], rel=1e-6), name
+    assert again["metrics"]["accuracy"] == best["test_accuracy"]
+
+
 # --- failures ---
 
 
@@ -265,6 +293,110 @@ def test_a_trial_whose_values_make_an_invalid_config_is_recorded_failed(tmp_path
     assert run["status"] == records.FAILED and run["reason"].startswith("ConfigError: ")
     assert run["trial"]["hyperparameters"] == values
     assert run["dataset_version"] == "0123456789abcdef"
+
+
+@pytest.mark.slow
+def test_a_trial_out_of_memory_is_recorded_failed_and_the_search_goes_on(
+    tmp_path, ingested_digits, digits_dir, monkeypatch
+):
+    """A real OOM cannot be caused safely: the training loop's epoch raises TensorFlow's
+    ResourceExhaustedError for batches of 64, as an allocation of too many images would."""
+    original = loop.TrainingLoop._train_epoch
+
+    def train_epoch(self, *args, **kwargs):
+        if self.global_batch_size == 64:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.TrainingLoop, "_train_epoch", train_epoch)
+    tuning = {
+        "name": "oom",
+        "algorithm": "grid",
+        "max_trials": 2,
+        "space": {"data.batch_size": {"choice": [64, 32]}},
+    }
+    config = write_config(tmp_path, ingested_digits, digits_dir, tuning)
+    status, output = tune(config)
+    assert status == 0, output
+    by_batch = {
+        t["hyperparameters"]["data.batch_size"]: t for t in results_json(tmp_path, "oom")["trials"]
+    }
+    failed, completed = by_batch[64], by_batch[32]
+    assert failed["status"] == "failed" and failed["reason"].startswith(
+        "TrainingError: out of memory: lower data.batch_size"
+    )
+    assert record(tmp_path, failed["runs"][0])["reason"] == failed["reason"]
+    assert f"tune: trial {failed['trial_id']} failed in" in output
+    assert completed["status"] == "completed"
+    assert record(tmp_path, completed["runs"][0])["status"] == records.COMPLETED
+    assert "2 trial(s) (1 completed, 1 failed)" in output
+
+
+def test_too_many_failed_trials_in_a_row_stop_the_search_with_exit_2_and_results(
+    tmp_path, ingested_digits, digits_dir, capsys
+):
+    """Warm-up is not supported with the plateau schedule: every trial fails (a config error,
+    before training), and the search stops at tuning.max_consecutive_failed_trials."""
+    tuning = {
+        "name": "allbad",
+        "algorithm": "grid",
+        "max_trials": 4,
+        "max_consecutive_failed_trials": 2,
+        "space": {
+            "optimizer.schedule": {"choice": ["plateau"]},
+            "optimizer.warmup_epochs": {"choice": [1.0, 2.0, 3.0, 4.0]},
+        },
+    }
+    config = write_config(tmp_path, ingested_digits, digits_dir, tuning)
+    status, output = tune(config)
+    assert status == 2, output
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("error: the search stopped after 2 failed trials in a row")
+    assert "raise tuning.max_consecutive_failed_trials" in errors[0]
+    assert "warmup_epochs is not supported" in errors[0]  # the last trial's reason
+    summary = results_json(tmp_path, "allbad")
+    assert [t["status"] for t in summary["trials"]] == ["failed", "failed"]
+    assert "tune: trial 1 started" in output and "tune: trial 2 started" not in output
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a trial: it stops there, its run still marked running."""
+
+
+def test_a_trial_killed_three_times_is_recorded_failed_instead_of_run_again(tmp_path, monkeypatch):
+    """A killed trial (e.g. by the host's out-of-memory killer) never ended, so every resume
+    starts it again; after three starts without an end it fails instead of starting a fourth."""
+    cfg = loader.load(
+        None,
+        [f"train.runs_dir={tmp_path}", "tuning.space={optimizer.name: {choice: [adam, sgd]}}"],
+    )
+    found = trials.prepare(cfg, dataset_version="0123456789abcdef")
+    oracle = oracles.build_oracle(cfg.tuning, found.objective, keras_tuner.HyperParameters(), 0, 1)
+    tuner = trials.ConfigTuner(oracle, found)
+    values = {"optimizer.name": "sgd"}
+    raw = trials.trial_config(found, values, found.run_id_of("0"))
+    run_dir = tmp_path / found.run_id_of("0")
+
+    def killed_run(cfg, export_model):
+        run_dir.mkdir(exist_ok=True)
+        records.start(run_dir, raw, "0123456789abcdef", None, {})
+        raise Killed
+
+    monkeypatch.setattr(task, "run", killed_run)
+    for _ in range(3):
+        with pytest.raises(Killed):
+            tuner.run_execution(raw, run_dir, trials.trial_tag(found, "0", 0, values), values)
+    assert records.read(run_dir)["status"] == records.RUNNING
+    with pytest.raises(
+        keras_tuner.errors.FailedTrialError,
+        match=r"stopped 3 times without finishing \(killed, e.g. out of host memory\?\)",
+    ):
+        tuner.run_execution(raw, run_dir, trials.trial_tag(found, "0", 0, values), values)
+    run = records.read(run_dir)
+    assert run["status"] == records.FAILED and run["attempts"] == 3
+    assert run["reason"].startswith("TrainingError: stopped 3 times without finishing")
+    assert run["trial"]["hyperparameters"] == values
 
 
 # --- resume after SIGKILL ---
@@ -342,6 +474,37 @@ def test_resume_requires_a_search_and_a_changed_space_is_refused(
         search.run(changed, "resume")
 
 
+def test_imgclf_tune_with_an_invalid_space_exits_2_naming_the_key_and_writes_nothing(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "train": {"runs_dir": str(tmp_path / "runs")},
+                "tuning": {
+                    "name": "typo",
+                    "space": {"optimizer.learning_rat": {"uniform": [0.1, 0.2]}},
+                },
+            }
+        )
+    )
+    tuned = subprocess.run(
+        [sys.executable, "-m", "tfx_pipeline.cli", "tune", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
+    assert tuned.returncode == 2, tuned.stdout + tuned.stderr
+    assert "Traceback" not in tuned.stderr
+    errors = [line for line in tuned.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: tuning.space.optimizer.learning_rat: unknown config key "
+        "(did you mean optimizer.learning_rate?)"
+    ]
+    assert not (tmp_path / "runs" / "tuning" / "typo" / search.SEARCH_FILE).exists()
+    assert not list((tmp_path / "runs").glob("typo-trial-*"))
+
+
 def test_overwrite_removes_the_search_state_and_only_its_trial_runs(tmp_path, capsys):
     runs_dir, directory = tmp_path / "runs", tmp_path / "runs" / "tuning" / "s"
     for folder in ("s-trial-0", "s-trial-1-2", "s-other", "t-trial-0", "tuning/s/trial_0"):
@@ -351,6 +514,40 @@ def test_overwrite_removes_the_search_state_and_only_its_trial_runs(tmp_path, ca
     assert not directory.exists()
     output = capsys.readouterr().out
     assert f"removed {directory} and 2 trial run(s)" in output
+
+
+# --- the time budget across a resume ---
+
+
+def budget_tuner(tmp_path) -> trials.ConfigTuner:
+    """A tuner of a one-minute search in tmp_path; it reloads the search saved there."""
+    cfg = loader.load(
+        None,
+        [
+            f"train.runs_dir={tmp_path}",
+            "tuning.time_budget_minutes=1",
+            "tuning.space={optimizer.name: {choice: [adam, sgd]}}",
+        ],
+    )
+    found = trials.prepare(cfg, dataset_version="0123456789abcdef")
+    hyperparameters = space.build_hyperparameters(found.params)
+    oracle = oracles.build_oracle(cfg.tuning, found.objective, hyperparameters, 0, 1)
+    return trials.ConfigTuner(oracle, found)
+
+
+def test_a_resumed_search_counts_the_time_it_ran_before_and_starts_no_trial_past_its_budget(
+    tmp_path, monkeypatch, capsys
+):
+    first = budget_tuner(tmp_path)
+    first.oracle.session_start -= 90  # it has run 90 s of its 60 s budget
+    first.save()
+    resumed = budget_tuner(tmp_path)
+    assert 90 <= resumed.oracle.elapsed_s() < 100
+    monkeypatch.setattr(task, "run", lambda *args, **kwargs: pytest.fail("a trial started"))
+    resumed.search(verbose=0)
+    assert resumed.oracle.trials == {}
+    assert not list(tmp_path.glob("imgclf-tune-trial-*"))
+    assert "tune: time budget of 1 min used; no new trials" in capsys.readouterr().out
 
 
 # --- every algorithm ---
@@ -531,6 +728,45 @@ def test_the_best_epoch_of_several_objectives_minimises_their_sum():
 def test_bad_objectives_are_config_errors(overrides, message):
     with pytest.raises(loader.ConfigError, match=message):
         loader.load(None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "monitor", "direction"),
+    [
+        (
+            [
+                "train.custom_objects=unused.py",
+                "train.metrics=[mae]",
+                "tuning.objective={name: val_mae, direction: min}",
+            ],
+            "val_mae",
+            "min",
+        ),
+        (["tuning.objective=val_accuracy"], "val_accuracy", "max"),
+    ],
+    ids=["custom min", "val_accuracy"],
+)
+def test_per_trial_early_stopping_watches_the_objective_in_its_direction(
+    overrides, monitor, direction
+):
+    cfg = loader.load(
+        None,
+        [
+            *overrides,
+            "tuning.early_stopping_patience=2",
+            "tuning.space={optimizer.learning_rate: {uniform: [0.001, 0.01]}}",
+        ],
+    )
+    stopping = trials.prepare(cfg, dataset_version="0123456789abcdef").base["train"][
+        "early_stopping"
+    ]
+    assert stopping == {
+        "enabled": True,
+        "monitor": monitor,
+        "direction": direction,
+        "patience": 2,
+        "restore_best_weights": True,
+    }
 
 
 # --- importance ---

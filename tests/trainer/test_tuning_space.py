@@ -1,5 +1,7 @@
 """trainer.tuning.space: tuning.space as KerasTuner hyperparameters, checked before any search."""
 
+from pathlib import Path
+
 import keras_tuner
 import pytest
 
@@ -333,3 +335,16 @@ def test_key_paths_reach_into_lists_by_index():
     space.check_key("model.cnn.1.max_pool", tree)
     with pytest.raises(loader.ConfigError, match="model.cnn is a list of 2"):
         space.check_key("model.cnn.2.conv", tree)
+
+
+# --- the example config ---
+
+TUNING_EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "examples" / "tuning.yaml"
+
+
+def test_the_tuning_example_declares_a_valid_space():
+    cfg = loader.load(TUNING_EXAMPLE)
+    params = space.check(cfg)
+    assert {p.key for p in params} == set(cfg.tuning.space)
+    hp = space.build_hyperparameters(params)
+    assert {declared.name for declared in hp.space} == set(cfg.tuning.space)

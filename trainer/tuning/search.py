@@ -93,8 +93,9 @@ def run(cfg: schema.Config, mode: str = "auto") -> "results.Results | None":
             raise
         stopped = TuningError(
             f"the search stopped after {cfg.tuning.max_consecutive_failed_trials} failed "
-            f"trials in a row (tuning.max_consecutive_failed_trials); last: "
-            f"{trials.last_line(str(error))}"
+            f"trials in a row (last: {trials.last_line(str(error))}); fix what makes them fail "
+            f"(the reasons are in {results.RESULTS_JSON}) or raise "
+            "tuning.max_consecutive_failed_trials"
         )
     if who == "worker":
         print(f"tune: worker {tuner.tuner_id} ran {tuner.progress.ran} trial(s); the chief reports")

@@ -141,6 +141,10 @@ def trial_config(search: Search, values: dict, run_id: str, execution: int = 0) 
 
 # --- the tuner: KerasTuner's BaseTuner with a trial = one training run per execution ---
 
+# A trial whose process is killed (SIGKILL: the host's out-of-memory killer) is retried by every
+# resume, since it never ended; after this many starts without an end it is recorded failed.
+MAX_UNFINISHED_STARTS = 3
+
 
 @dataclass
 class Progress:
@@ -195,6 +199,13 @@ class ConfigTuner(base_tuner.BaseTuner):
         )
         if "tuner/trial_id" in values:
             tag["continued_from"] = continue_from(search, values, run_dir, tag["execution"])
+        if unfinished_starts(record) >= MAX_UNFINISHED_STARTS:
+            error = task.TrainingError(
+                f"stopped {record['attempts']} times without finishing (killed, e.g. out of "
+                "host memory?); lower data.batch_size or the model size, or free memory"
+            )
+            records.fail(run_dir, error)  # before self.fail, which would count another start
+            raise self.fail(run_dir, raw, error, tag)
         if not done:
             keras.backend.clear_session()  # trials in one process must not share Keras state
             try:
@@ -266,6 +277,14 @@ class ConfigTuner(base_tuner.BaseTuner):
                 f"{reason}{best_text}",
                 flush=True,
             )
+
+
+def unfinished_starts(record: dict | None) -> int:
+    """How often a run was started, when it is still marked running: its process was killed
+    (a failure or Ctrl-C records the run as failed)."""
+    if record is None or record.get("status") != records.RUNNING:
+        return 0
+    return int(record.get("attempts", 0))
 
 
 def trial_tag(search: Search, trial_id: str, execution: int, values: dict) -> dict:
