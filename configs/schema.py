@@ -661,7 +661,10 @@ class BatchingConfig(Section):
         2.0, ge=0, le=10_000, description="Longest a request waits for others to fill a batch."
     )
     max_enqueued_batches: int = Field(
-        16, ge=1, description="Queue length in batches; a request beyond it is answered 429."
+        16,
+        ge=1,
+        description="Requests waiting while a batch runs, in batches: up to this times "
+        "max_batch_size requests queue; one beyond it gets 429 (gRPC RESOURCE_EXHAUSTED).",
     )
 
 

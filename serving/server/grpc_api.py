@@ -36,12 +36,9 @@ class Aborted(Exception):
 
 
 def resolve(models_manager: manager.ModelManager, model_spec) -> models.ServedModel:
+    # version and version_label are a oneof in TF Serving's ModelSpec: at most one is set.
     version = model_spec.version.value if model_spec.HasField("version") else None
     label = model_spec.version_label or None
-    if version is not None and label is not None:
-        raise Aborted(
-            grpc.StatusCode.INVALID_ARGUMENT, "set model_spec.version or version_label, not both"
-        )
     try:
         return models_manager.resolve(model_spec.name, version, label)
     except manager.NotFound as error:
