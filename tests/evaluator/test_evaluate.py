@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import export_dense_model
 from tfx_pipeline import cli
+from tracking import records
 
 pytestmark = pytest.mark.slow
 
@@ -282,7 +283,12 @@ def test_any_exported_model_evaluates_with_its_own_label_map(digits_tree, tmp_pa
 
 
 @pytest.mark.beam
-def test_imgclf_train_leaves_the_evaluation_in_its_run(tmp_path, make_image, make_tree, capsys):
+def test_imgclf_train_leaves_the_evaluation_in_its_run_and_its_mlflow_run(
+    tmp_path, make_image, make_tree, capsys, monkeypatch
+):
+    # mlflow_backend opts in to file stores through the environment: restored after the test.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "unset-after-test")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
     spec = {
         name: {f"{i}.png": make_image(10 * c + i, size=(16, 16)) for i in range(6)}
         for c, name in enumerate(["cat", "dog", "owl"])
@@ -299,6 +305,7 @@ def test_imgclf_train_leaves_the_evaluation_in_its_run(tmp_path, make_image, mak
         "train.epochs=1",
         f"train.runs_dir={tmp_path / 'runs'}",
         "evaluation.gate.min_accuracy=0.99",
+        f"tracking.mlflow.uri=file:{tmp_path / 'mlruns'}",
     ]
     sets = [arg for override in overrides for arg in ("--set", override)]
     assert cli.main(["ingest", *sets]) == 0
@@ -316,5 +323,24 @@ def test_imgclf_train_leaves_the_evaluation_in_its_run(tmp_path, make_image, mak
     assert check["name"] == "accuracy" and check["threshold"] == 0.99
     assert check["value"] == metrics["accuracy"]
     assert blessing["blessed"] is (metrics["accuracy"] >= 0.99)
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("evaluate: accuracy ") and last.endswith(f"{run_dir}/report.html")
+    evaluated, logged = out.strip().splitlines()[-2:]
+    assert evaluated.startswith("evaluate: accuracy ")
+    assert evaluated.endswith(f"{run_dir}/report.html")
+
+    # The MLflow run opened by training holds what the evaluation added after it finished.
+    from mlflow.tracking import MlflowClient
+
+    linked = records.read(run_dir)["mlflow"]
+    assert logged.startswith("evaluate: logged ")
+    assert logged.endswith(f" artefact(s) to MLflow run {linked['run_id']}")
+    client = MlflowClient(linked["uri"])
+    artefacts = {info.path for info in client.list_artifacts(linked["run_id"])}
+    assert {"report.html", "metrics.json", "blessing.json", *CHARTS} <= artefacts
+    # Training logged its own metrics.json first; the evaluator's replaced it.
+    copy = client.download_artifacts(linked["run_id"], "metrics.json", str(tmp_path / "copy"))
+    assert read_json(Path(copy)) == metrics
+    run = client.get_run(linked["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert run.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
+    assert run.data.metrics["test_num_skipped"] == 0  # only the evaluator records it

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
 
 from trainer import evaluate
 
@@ -164,3 +165,35 @@ def test_a_single_class_test_set_has_no_auc_at_all():
 def test_shapes_that_do_not_match_the_class_names_are_an_error():
     with pytest.raises(ValueError, match=r"shape \[2, 3\]"):
         evaluate.classification_metrics(np.array([0, 1]), np.ones((2, 4)) / 4, CLASSES[:3])
+
+
+@pytest.mark.parametrize("seed, num_bins", [(3, 4), (4, 10), (5, 15), (6, 20)])
+def test_calibration_bins_and_ece_match_sklearn_calibration_curve(seed, num_bins):
+    y_true, probabilities = random_predictions(seed, n=2000)
+    # Top probabilities exactly on bin edges (0.5 of 4, 10 and 20 bins; 0.25 and 0.75 of 4 and
+    # 20): both sides put a confidence on an edge into the bin below it.
+    for row, top in enumerate((0.25, 0.5, 0.75, 0.75, 1.0)):
+        probabilities[row] = (1 - top) / (len(CLASSES) - 1)
+        probabilities[row, y_true[row] if row % 2 else (y_true[row] + 1) % len(CLASSES)] = top
+    calibration = evaluate.calibration(y_true, probabilities.astype(np.float64), num_bins)
+    confidence = probabilities.max(axis=1).astype(np.float64)
+    correct = (probabilities.argmax(axis=1) == y_true).astype(int)
+
+    accuracy, mean_confidence = calibration_curve(
+        correct, confidence, n_bins=num_bins, strategy="uniform"
+    )
+
+    # calibration_curve returns only the non-empty bins and no counts; these are its own bin
+    # ids (sklearn/calibration.py: np.searchsorted(bins[1:-1], y_prob), upper edges inclusive).
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=num_bins)
+    bins = calibration["bins"]
+    assert [b["count"] for b in bins] == counts.tolist()
+    filled = [b for b in bins if b["count"]]
+    assert len(filled) == len(accuracy) >= 3
+    assert [b["accuracy"] for b in filled] == pytest.approx(accuracy.tolist(), abs=1e-12)
+    assert [b["confidence"] for b in filled] == pytest.approx(mean_confidence.tolist(), abs=1e-12)
+    assert all(b["accuracy"] is None and b["confidence"] is None for b in bins if not b["count"])
+    expected_ece = np.sum(counts[counts > 0] / len(y_true) * np.abs(accuracy - mean_confidence))
+    assert calibration["ece"] == pytest.approx(expected_ece, abs=1e-12)
+    assert 0.01 < calibration["ece"] < 0.5

@@ -190,6 +190,75 @@ def test_confusion_matrix_plot_follows_the_matrix(tmp_path, metrics, images):
     assert digest(again) == digest(images["confusion_matrix"])
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures the plots draw, kept open for inspection instead of being closed on saving."""
+    figures = []
+    close = plots.pyplot.close
+    monkeypatch.setattr(plots.pyplot, "close", figures.append)
+    yield figures
+    for figure in figures:
+        close(figure)
+
+
+def bars(axes) -> dict[str, list[tuple[float, float, float]]]:
+    """Each bar series of `axes` by its label: (left edge, width, height) per bar."""
+    return {
+        container.get_label(): [(p.get_x(), p.get_width(), p.get_height()) for p in container]
+        for container in axes.containers
+    }
+
+
+def test_per_class_bars_show_each_class_s_precision_recall_and_f1(tmp_path, metrics, drawn):
+    per_class = metrics["per_class"]
+    plots.plot_per_class(per_class, tmp_path / "per_class.png")
+
+    [figure] = drawn
+    [axes] = figure.axes
+    series = bars(axes)
+    assert list(series) == ["precision", "recall", "f1"]
+    ticks = [label.get_text() for label in axes.get_xticklabels()]
+    assert ticks == [
+        f"{plots._label(name, 18)}\n(n={per_class[name]['support']})" for name in CLASSES
+    ]
+    for metric, offset in zip(series, (-1, 0, 1), strict=True):
+        centres = [left + width / 2 for left, width, _ in series[metric]]
+        assert centres == pytest.approx([i + offset * 0.26 for i in range(len(CLASSES))])
+        heights = [height for _, _, height in series[metric]]
+        assert heights == pytest.approx([per_class[name][metric] for name in CLASSES])
+    # The three series differ for these predictions, so swapping two could not go unnoticed.
+    assert len({tuple(h for _, _, h in bars) for bars in series.values()}) == 3
+
+
+def test_reliability_diagram_shows_each_bin_s_accuracy_confidence_and_count(
+    tmp_path, metrics, drawn
+):
+    calibration = metrics["calibration"]
+    bins = calibration["bins"]
+    filled = [b for b in bins if b["count"]]
+    assert 0 < len(filled) < len(bins)  # some empty bins, which must not be drawn on top
+    plots.plot_reliability(calibration, tmp_path / "reliability.png")
+
+    [figure] = drawn
+    top, bottom = figure.axes
+    assert bars(top) == {
+        "accuracy": [
+            (pytest.approx(b["lower"]), pytest.approx(0.1), pytest.approx(b["accuracy"]))
+            for b in filled
+        ]
+    }
+    [diagonal] = [line for line in top.get_lines() if line.get_label() == "perfect calibration"]
+    assert diagonal.get_xydata().tolist() == [[0, 0], [1, 1]]
+    [points] = [
+        line for line in top.get_lines() if line.get_marker() == "o" and len(line.get_xdata())
+    ]
+    assert points.get_xdata() == pytest.approx([b["lower"] + 0.05 for b in filled])
+    assert points.get_ydata() == pytest.approx([b["confidence"] for b in filled])
+    assert top.get_title() == f"reliability (ECE {calibration['ece']:.4f})"
+    [counts] = bars(bottom).values()
+    assert counts == [(pytest.approx(b["lower"]), pytest.approx(0.1), b["count"]) for b in bins]
+
+
 def test_confusion_matrix_many_classes_and_wrong_shape(tmp_path):
     n = 40
     rng = np.random.default_rng(1)
