@@ -1,6 +1,7 @@
 """The `imgclf` command: one sub-command per pipeline stage, all sharing --config/--set."""
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -359,7 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def drop_beam_bigquery_notice(record: logging.LogRecord) -> bool:
+    """Beam logs "apitools not found, and bigquery client libraries are not available" on
+    import when google-apitools is absent; imgclf never uses BigQuery, so it only confuses."""
+    return not record.getMessage().startswith("apitools not found")
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger().addFilter(drop_beam_bigquery_notice)
     args = build_parser().parse_args(argv)
     return errors.exit_on_user_error(lambda: args.handler(args))
 
