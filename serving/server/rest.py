@@ -313,10 +313,6 @@ def build_app(
         request.state.version = model.version
         return model
 
-    def run(model: models.ServedModel, signature_name: str, inputs: dict) -> dict:
-        with answered_as_http_errors():
-            return predict_service.predict(model, signature_name, inputs)
-
     async def predict(model: models.ServedModel, body: bytes) -> dict:
         # A small body (a few encoded images) is parsed and answered on the event loop: a
         # thread hop costs more than the work. Large ones go to a thread, off the loop.
@@ -355,20 +351,20 @@ def build_app(
         names = [upload.filename or f"file {index}" for index, upload in enumerate(uploads)]
         images = [await upload.read() for upload in uploads]
 
-        def classify() -> list[list[dict]]:
-            try:
-                return top_labels(
-                    run(model, signatures.SERVING_DEFAULT, image_inputs(images)), int(k)
+        # Awaited on the event loop as :predict is: a thread blocking on the worker costs a hop.
+        try:
+            with answered_as_http_errors():
+                outputs = await predict_service.predict_async(
+                    model, signatures.SERVING_DEFAULT, image_inputs(images)
                 )
-            except RequestError as error:
-                if error.status_code != 400 or len(images) == 1:
-                    raise
-            bad = [
-                name for name, image in zip(names, images, strict=True) if not decodes(model, image)
-            ]
-            raise RequestError(400, f"not decodable as images (JPEG, PNG, GIF, BMP): {bad}")
-
-        results = await run_in_threadpool(classify)
+        except RequestError as error:
+            if error.status_code != 400 or len(images) == 1:
+                raise
+            bad = await run_in_threadpool(undecodable, model, names, images)
+            raise RequestError(
+                400, f"not decodable as images (JPEG, PNG, GIF, BMP): {bad}"
+            ) from None
+        results = top_labels(outputs, int(k))
         return {
             "model": model.name,
             "version": model.version,
@@ -476,9 +472,12 @@ def image_inputs(images: list[bytes]) -> dict[str, np.ndarray]:
     return {signatures.IMAGE_BYTES: models.ServedModel.image_array(images)}
 
 
-def decodes(model: models.ServedModel, image: bytes) -> bool:
-    try:
-        model.run(signatures.SERVING_DEFAULT, image_inputs([image]))
-    except models.InvalidInputError:
-        return False
-    return True
+def undecodable(model: models.ServedModel, names: list[str], images: list[bytes]) -> list[str]:
+    """The names of the images the model cannot decode, each tried on its own."""
+    bad = []
+    for name, image in zip(names, images, strict=True):
+        try:
+            model.run(signatures.SERVING_DEFAULT, image_inputs([image]))
+        except models.InvalidInputError:
+            bad.append(name)
+    return bad
