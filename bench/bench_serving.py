@@ -2,9 +2,11 @@
 
 The model is MobileNetV2 at 224x224x3 with random weights and a 10-class softmax head, exported
 with serving.export to a temporary folder. Each server runs in its own process (this script with
---serve), one at a time; the clients are threads in this process with one httpx.Client or gRPC
-stub each, sending one synthetic JPEG per request. A cell warms every client up, then runs until
---requests requests or --duration seconds, whichever comes first.
+--serve); all are started first, then measured in --rounds alternating rounds (every server's
+cells once per round), so a slow spell of the machine hits every figure alike, and each figure
+is the median over the rounds. The clients are threads in this process with one httpx.Client or
+gRPC stub each, sending one synthetic JPEG per request. A cell warms every client up, then runs
+until its share of --requests requests or --duration seconds, whichever comes first.
 
 The export is also converted to ONNX (tf2onnx), parity-checked and attached as `imgclf export
 --format onnx` does, so the servers (serving.runtime auto) pick onnxruntime when it is faster.
@@ -370,40 +372,96 @@ def measure_in_process(
     }
 
 
-def measure_server(
-    role: str, work: Path, images: list[bytes], concurrencies: list[int], args, rows: list[dict]
-) -> float:
-    """Starts the `role` server, appends one row per API to `rows`; the status round trip."""
+ROLES = ("baseline", "plain", "batching")
+
+
+def start_server(stack: contextlib.ExitStack, role: str, work: Path) -> tuple[dict, psutil.Process]:
+    """Starts the `role` server for the rest of `stack`; its addresses and process."""
     print(f"bench: starting the {role} server", flush=True)
-    with server_process(role, work) as (addresses, process):
-        if "runtime" in addresses:
-            print(f"bench:   serving with {addresses.pop('runtime')}")
-        round_trip = round_trip_ms(f"{addresses['rest_url']}/v1/models/{MODEL_NAME}")
-        print(f"bench:   REST round trip of a status GET: {round_trip} ms (p50)")
-        if round_trip > STALL_MS:
-            print(
-                f"bench:   WARNING: a trivial GET takes over {STALL_MS} ms: Nagle and delayed "
-                "ACK (is TCP_NODELAY set on the server's connections?)"
-            )
-        for api, open_client in build_clients(addresses, images).items():
-            name = f"baseline_{api}" if role == "baseline" else api
-            row = {"api": name, "batching": "on" if role == "batching" else "off", "cells": {}}
-            for concurrency in concurrencies:
-                cell = run_cell(open_client, concurrency, args, process)
-                row["cells"][str(concurrency)] = cell
-                errors = f", {cell['errors']} ERRORS" if cell["errors"] else ""
-                if cell["other_cpu_fraction"] > OTHER_CPU_LIMIT:
-                    errors += f"; other processes took {cell['other_cpu_fraction']:.0%} of the CPUs"
-                print(
-                    f"bench:   {name:22}{row['batching']:>4}{concurrency:3d} clients: "
-                    f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
-                    f"{cell['images_per_s']:5.1f} img/s  {cell['requests']:4d} requests; "
-                    f"CPU ms/image server {cell['server_cpu_ms_per_image']:.1f} "
-                    f"client {cell['client_cpu_ms_per_image']:.1f}{errors}",
-                    flush=True,
-                )
-            rows.append(row)
+    addresses, process = stack.enter_context(server_process(role, work))
+    if "runtime" in addresses:
+        print(f"bench:   serving with {addresses.pop('runtime')}")
+    return addresses, process
+
+
+def status_round_trip(addresses: dict) -> float:
+    round_trip = round_trip_ms(f"{addresses['rest_url']}/v1/models/{MODEL_NAME}")
+    print(f"bench:   REST round trip of a status GET: {round_trip} ms (p50)")
+    if round_trip > STALL_MS:
+        print(
+            f"bench:   WARNING: a trivial GET takes over {STALL_MS} ms: Nagle and delayed "
+            "ACK (is TCP_NODELAY set on the server's connections?)"
+        )
     return round_trip
+
+
+def measure_servers(
+    work: Path, images: list[bytes], concurrencies: list[int], args
+) -> tuple[list[dict], dict]:
+    """One row per (role, API) with a cell per client count, each the median over the rounds;
+    and each server's status round trip."""
+    per_round = argparse.Namespace(**vars(args))
+    per_round.requests = max(1, -(-args.requests // args.rounds))
+    per_round.duration = args.duration / args.rounds
+    with contextlib.ExitStack() as stack:
+        servers = {role: start_server(stack, role, work) for role in ROLES}
+        round_trips = {
+            role: status_round_trip(addresses) for role, (addresses, _) in servers.items()
+        }
+        measured: dict[tuple[str, str, int], list[dict]] = {}
+        for round_number in range(1, args.rounds + 1):
+            print(f"bench: round {round_number}/{args.rounds}", flush=True)
+            for role, (addresses, process) in servers.items():
+                for api, open_client in build_clients(addresses, images).items():
+                    for concurrency in concurrencies:
+                        cell = run_cell(open_client, concurrency, per_round, process)
+                        measured.setdefault((role, api, concurrency), []).append(cell)
+                        print_cell(row_name(role, api), role, concurrency, cell)
+    rows = []
+    for role in ROLES:
+        for api in dict.fromkeys(api for r, api, _ in measured if r == role):
+            cells = {str(c): merge_cells(measured[(role, api, c)]) for c in concurrencies}
+            rows.append({"api": row_name(role, api), "batching": batching_of(role), "cells": cells})
+    return rows, round_trips
+
+
+def row_name(role: str, api: str) -> str:
+    return f"baseline_{api}" if role == "baseline" else api
+
+
+def batching_of(role: str) -> str:
+    return "on" if role == "batching" else "off"
+
+
+def print_cell(name: str, role: str, concurrency: int, cell: dict) -> None:
+    errors = f", {cell['errors']} ERRORS" if cell["errors"] else ""
+    if cell["other_cpu_fraction"] > OTHER_CPU_LIMIT:
+        errors += f"; other processes took {cell['other_cpu_fraction']:.0%} of the CPUs"
+    print(
+        f"bench:   {name:22}{batching_of(role):>4}{concurrency:3d} clients: "
+        f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
+        f"{cell['images_per_s']:5.1f} img/s  {cell['requests']:4d} requests; "
+        f"CPU ms/image server {cell['server_cpu_ms_per_image']:.1f} "
+        f"client {cell['client_cpu_ms_per_image']:.1f}{errors}",
+        flush=True,
+    )
+
+
+def merge_cells(rounds: list[dict]) -> dict:
+    """One cell from a cell per round: counts add up, every figure is the median of the rounds
+    (other processes' share is the largest, so a disturbed round stays visible)."""
+    merged = {
+        key: round(statistics.median(cell[key] for cell in rounds), 3 if "fraction" in key else 2)
+        for key in rounds[0]
+        if key not in ("requests", "errors", "first_errors", "seconds")
+    }
+    merged["other_cpu_fraction"] = max(cell["other_cpu_fraction"] for cell in rounds)
+    merged["requests"] = sum(cell["requests"] for cell in rounds)
+    merged["errors"] = sum(cell["errors"] for cell in rounds)
+    merged["first_errors"] = [error for cell in rounds for error in cell["first_errors"]][:3]
+    merged["seconds"] = round(sum(cell["seconds"] for cell in rounds), 2)
+    merged["rounds"] = len(rounds)
+    return merged
 
 
 # --- report ---
@@ -545,6 +603,9 @@ def main() -> None:
     parser.add_argument("--image-size", default="320x240", help="nominal JPEG width x height")
     parser.add_argument("--images", type=int, default=16, help="distinct JPEGs sent in turn")
     parser.add_argument("--repeats", type=int, default=20, help="in-process timings (median)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds over the servers (median)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, 1,8")
     parser.add_argument(
         "--serve", choices=["baseline", "plain", "batching"], help=argparse.SUPPRESS
@@ -556,7 +617,7 @@ def main() -> None:
         return
     if args.quick:
         args.requests, args.duration, args.concurrency = 40, 4.0, "1,8"
-        args.warmup_requests, args.repeats = 1, 5
+        args.warmup_requests, args.repeats, args.rounds = 1, 5, 1
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     width, height = (int(side) for side in args.image_size.lower().split("x"))
     images = [synthetic_images.render(i, 10, 0, (width, height)) for i in range(args.images)]
@@ -576,9 +637,7 @@ def main() -> None:
     in_process = measure_in_process(model, version_dir, images, args.repeats)
     print("bench: in-process, no HTTP: " + ", ".join(f"{k} {v}" for k, v in in_process.items()))
 
-    rows, round_trips = [], {}
-    for role in ("baseline", "plain", "batching"):
-        round_trips[role] = measure_server(role, work, images, concurrencies, args, rows)
+    rows, round_trips = measure_servers(work, images, concurrencies, args)
 
     baseline, ours = rows[0], rows[1:]
     print(f"\nMobileNetV2 224x224x3, one {args.image_size} JPEG per request; clients and server")
@@ -615,6 +674,7 @@ def main() -> None:
             "distinct_images": args.images,
             "mean_jpeg_bytes": round(statistics.mean(len(image) for image in images)),
             "batching_on": BATCHING_ON,
+            "rounds": args.rounds,
             "quick": args.quick,
         },
         "in_process": in_process,
