@@ -53,3 +53,27 @@ def test_every_api_is_compared_with_the_naive_service_at_one_client(bench_servin
     assert batching.target_met is True  # >= 150 images/s and >= 10x the naive service
     assert found["serving.rest_images_per_s.c32.batching_off"].target_met is None
     assert found["serving.model_jpeg_batch1_ms"].ratio == pytest.approx(16.0 / 7.0)
+
+
+def test_rounds_merge_into_medians_with_counts_that_add_up(bench_serving):
+    def measured(p50: float, requests: int, other: float) -> dict:
+        return {
+            "requests": requests,
+            "errors": 1 if p50 > 20 else 0,
+            "first_errors": [f"slow round {p50}"] if p50 > 20 else [],
+            "seconds": 2.0,
+            "p50_ms": p50,
+            "p99_ms": 2 * p50,
+            "images_per_s": requests / 2.0,
+            "other_cpu_fraction": other,
+        }
+
+    merged = bench_serving.merge_cells(
+        [measured(9.0, 200, 0.01), measured(30.0, 60, 0.4), measured(10.0, 190, 0.02)]
+    )
+
+    # One disturbed round moves neither median, and stays visible in the largest other share.
+    assert (merged["p50_ms"], merged["p99_ms"], merged["images_per_s"]) == (10.0, 20.0, 95.0)
+    assert merged["other_cpu_fraction"] == 0.4
+    assert (merged["requests"], merged["errors"], merged["seconds"]) == (450, 1, 6.0)
+    assert merged["first_errors"] == ["slow round 30.0"] and merged["rounds"] == 3
