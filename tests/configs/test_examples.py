@@ -1,5 +1,5 @@
-"""configs/examples: one loadable, buildable transfer-learning config per backbone family, and
-the tuning example."""
+"""configs/examples: one loadable, buildable transfer-learning config per backbone family.
+(configs/digits_tune.yaml, the tuning example, is checked in tests/trainer/test_tuning_space.py.)"""
 
 from pathlib import Path
 
@@ -25,11 +25,10 @@ FAMILIES = {
     "convnext.yaml": {"convnext_tiny"},
     "cnn.yaml": {"cnn"},
     "imbalanced.yaml": {"cnn"},  # focal loss and class-balanced weights
-    "tuning.yaml": {"cnn"},  # a search space over the digits
     "digits_fast.yaml": {"cnn"},  # the digits to 0.98 fast (bench/bench_training.py)
 }
-# Where each example expects its images by default: the bundled digits for the tuning example.
-DEFAULT_SOURCES = {"tuning.yaml": "data/digits", "digits_fast.yaml": "data/digits"}
+# Where each example expects its images by default: the bundled digits for digits_fast.yaml.
+DEFAULT_SOURCES = {"digits_fast.yaml": "data/digits"}
 # Expected names as well as what is on disk: a missing file fails its own case, an extra one too.
 EXAMPLE_NAMES = sorted(set(FAMILIES) | {path.name for path in EXAMPLES_DIR.glob("*.yaml")})
 ENV_VARS = ("DATA_DIR", "DATA_OUT", "RUNS_DIR")

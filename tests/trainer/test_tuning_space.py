@@ -339,7 +339,7 @@ def test_key_paths_reach_into_lists_by_index():
 
 # --- the example config ---
 
-TUNING_EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "examples" / "tuning.yaml"
+TUNING_EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "digits_tune.yaml"
 
 
 def test_the_tuning_example_declares_a_valid_space():
