@@ -18,6 +18,7 @@ Credentials and endpoints come from the environment as for any fsspec client (AW
 AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, ...).
 """
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -25,9 +26,15 @@ from pathlib import Path
 
 import fsspec
 
+from configs import errors
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "checkpoints/checkpoint"  # tf.train.CheckpointManager's pointer to the newest
+
+
+class MirrorError(errors.UserError):
+    """The bucket of a remote train.runs_dir could not be read or written."""
 
 
 def is_remote(path: str) -> bool:
@@ -61,12 +68,13 @@ class RunMirror:
         self.staging = Path(tempfile.mkdtemp(prefix="imgclf-runs-"))
         self.run_id = run_id
         remote = f"{self.root}/{run_id}"
-        self.fs.invalidate_cache()
-        files = self.fs.find(remote) if self.fs.exists(remote) else []
-        for path in files:
-            target = self.local / path[len(remote) + 1 :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(path, str(target))
+        with self._reaching_the_bucket("read"):
+            self.fs.invalidate_cache()
+            files = self.fs.find(remote) if self.fs.exists(remote) else []
+            for path in files:
+                target = self.local / path[len(remote) + 1 :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(path, str(target))
         self.synced = self._local_files()
         if files:
             print(f"train: pulled {len(files)} files of {self.url} into {self.local}")
@@ -78,14 +86,28 @@ class RunMirror:
         changed = [path for path, stamp in current.items() if self.synced.get(path) != stamp]
         # False sorts first: the state file goes after the checkpoint files it names.
         changed.sort(key=lambda path: path == STATE_FILE)
-        for path in changed:
-            self.fs.put_file(str(self.local / path), f"{self.root}/{self.run_id}/{path}")
         gone = [path for path in self.synced if path not in current]
-        if gone:
-            self.fs.rm([f"{self.root}/{self.run_id}/{path}" for path in gone])
+        with self._reaching_the_bucket("write"):
+            for path in changed:
+                self.fs.put_file(str(self.local / path), f"{self.root}/{self.run_id}/{path}")
+            if gone:
+                self.fs.rm([f"{self.root}/{self.run_id}/{path}" for path in gone])
         self.synced = current
         logger.info("pushed %d and deleted %d files of %s", len(changed), len(gone), self.url)
         return len(changed) + len(gone)
+
+    @contextlib.contextmanager
+    def _reaching_the_bucket(self, action: str):
+        """Any failure of the bucket (credentials, endpoint, permissions, a missing bucket) as
+        one line that names the folder, not a traceback from the storage client."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - botocore, gcsfs and OSError alike
+            raise MirrorError(
+                f"could not {action} {self.url} ({type(error).__name__}: {error}); check "
+                "train.runs_dir and the credentials and endpoint in the environment (AWS_*, "
+                "AWS_ENDPOINT_URL for s3://; GOOGLE_APPLICATION_CREDENTIALS for gs://)"
+            ) from None
 
     def _local_files(self) -> dict[str, tuple[int, int]]:
         found = {}

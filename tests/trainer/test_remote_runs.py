@@ -137,3 +137,20 @@ def test_mirror_syncs_a_run_folder_with_gcs(gcs_endpoint):
 )
 def test_is_remote(path, remote):
     assert mirror.is_remote(path) is remote
+
+
+def test_a_bucket_that_cannot_be_written_is_one_line_naming_the_run_folder(bucket_env):
+    """A missing bucket (or wrong credentials or endpoint) stops the run with a MirrorError,
+    which `imgclf train` prints as one `error:` line, not the storage client's traceback."""
+    run_mirror = mirror.RunMirror("s3://no-such-bucket/runs")
+    staging = run_mirror.pull("lost")
+    (staging / "lost").mkdir()
+    (staging / "lost" / "history.csv").write_text("epoch\n0\n")
+
+    with pytest.raises(mirror.MirrorError) as raised:
+        run_mirror.push()
+
+    message = str(raised.value)
+    assert message.startswith("could not write s3://no-such-bucket/runs/lost (")
+    assert "NoSuchBucket" in message or "does not exist" in message, message
+    assert "check train.runs_dir and the credentials" in message

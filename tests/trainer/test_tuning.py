@@ -474,6 +474,19 @@ def test_resume_requires_a_search_and_a_changed_space_is_refused(
         search.run(changed, "resume")
 
 
+@pytest.mark.parametrize("key", ["train.runs_dir", "tuning.directory"])
+def test_a_search_in_a_bucket_is_refused_before_anything_is_written(
+    key, tmp_path, monkeypatch, capsys
+):
+    """A URL used as a local path once made folders named `s3:` in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    space_ = "tuning.space={optimizer.learning_rate: {uniform: [0.001, 0.01]}}"
+    assert cli.main(["tune", "--set", f"{key}=s3://bucket/runs", "--set", space_]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {key} s3://bucket/runs is a bucket; a search needs a local")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_imgclf_tune_with_an_invalid_space_exits_2_naming_the_key_and_writes_nothing(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(

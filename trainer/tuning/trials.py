@@ -21,7 +21,7 @@ from keras_tuner.src.engine import objective as keras_tuner_objective
 
 from configs import loader, schema
 from tracking import records
-from trainer import runs, task
+from trainer import mirror, runs, task
 from trainer.tuning import space
 from transforms import dataset_info
 
@@ -94,6 +94,17 @@ def objective_names(objective: keras_tuner.Objective) -> list[str]:
 def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
     """Checks the space and builds the trial base; nothing is written."""
     tuning = cfg.tuning
+    for key, place in (
+        ("train.runs_dir", cfg.train.runs_dir),
+        ("tuning.directory", tuning.directory),
+    ):
+        if place is not None and mirror.is_remote(place):
+            # The search reads every trial's run folder and keeps KerasTuner's state as files.
+            raise loader.ConfigError(
+                f"{key} {place} is a bucket; a search needs a local folder (a shared volume "
+                "for distributed tuning). Tune locally, then train best.yaml with "
+                "train.runs_dir in the bucket"
+            )
     name = search_name(cfg)
     directory = search_directory(cfg)
     base = loader.to_dict(cfg)
