@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -17,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from configs import locations
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are re-validated."""
@@ -25,6 +28,16 @@ class Section(BaseModel):
 
 
 # --- layer specs declared in YAML as a list of one-key mappings: `- conv: {filters: 32}` ---
+
+
+# A setting used as a local path (or, where it says so, a bucket URL); file:// is stripped.
+PathSetting = Annotated[str, BeforeValidator(locations.without_file_scheme)]
+
+
+def local_folder(path: str, fix: str) -> str:
+    if locations.is_url(path):
+        raise ValueError(f"needs a local (or mounted) path, not a URL (received {path}): {fix}")
+    return path
 
 
 class ConvSpec(Section):
@@ -186,9 +199,23 @@ class DataConfig(Section):
         "keep_eval",
         description="Same bytes in two given splits: keep the val/test copy, drop all, or stop.",
     )
-    output_dir: str = Field(
-        "data/tfrecords", description="Ingest writes <output_dir>/<dataset_version>/ here."
+    output_dir: PathSetting = Field(
+        "data/tfrecords",
+        description="Ingest writes <output_dir>/<dataset_version>/ here: a local folder or gs:// "
+        "(training reads it with TensorFlow, whose file system has no s3:// in TF 2.21).",
     )
+
+    @field_validator("output_dir")
+    @classmethod
+    def _tensorflow_can_reach_output_dir(cls, output_dir: str) -> str:
+        scheme = locations.scheme_of(output_dir)
+        if scheme is not None and scheme not in locations.TF_SCHEMES:
+            raise ValueError(
+                f"{scheme}:// is not readable by TensorFlow 2.21, which has no {scheme}:// file "
+                f"system (received {output_dir}); use a local folder or gs://"
+            )
+        return output_dir
+
     version: str = Field(
         "latest", description="Dataset version to train on; 'latest' is the last ingested."
     )
@@ -480,7 +507,7 @@ ClassWeights = Annotated[
 
 class TrainConfig(Section):
     epochs: int = Field(20, gt=0, description="Maximum number of epochs.")
-    runs_dir: str = Field("runs", description="Each run writes runs_dir/<run_id>/.")
+    runs_dir: PathSetting = Field("runs", description="Each run writes runs_dir/<run_id>/.")
     run_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -764,9 +791,16 @@ class ServingConfig(Section):
 
 
 class RegistryConfig(Section):
-    store: str = Field(
-        "model_store", description="Model store folder (TF Serving layout plus models.config)."
+    store: PathSetting = Field(
+        "model_store",
+        description="Model store folder (TF Serving layout plus models.config); local or "
+        "mounted, since updates are locked with flock.",
     )
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_a_folder(cls, store: str) -> str:
+        return local_folder(store, "mount the bucket (gcsfuse, mountpoint-s3) or use a volume")
 
 
 SPACE_KINDS = ("choice", "uniform", "log_uniform", "int")
@@ -935,7 +969,7 @@ class TuningConfig(Section):
     seed: int | None = Field(
         None, ge=0, description="Seed of the oracle; null = the config's seed."
     )
-    directory: str | None = Field(
+    directory: PathSetting | None = Field(
         None,
         description="Search state, results and best.yaml; null = <train.runs_dir>/tuning/<name>.",
     )
@@ -1086,9 +1120,16 @@ class BulkInferenceConfig(Section):
 
 
 class PipelineConfig(Section):
-    metadata: str = Field(
-        "pipeline/metadata.sqlite", description="The metadata store (SQLite) of every execution."
+    metadata: PathSetting = Field(
+        "pipeline/metadata.sqlite",
+        description="The metadata store (SQLite, a local file) of every execution.",
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_a_file(cls, metadata: str) -> str:
+        return local_folder(metadata, "SQLite needs a local file")
+
     tune: bool = Field(False, description="Run the Tuner component before the Trainer.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)

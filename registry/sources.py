@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+from configs import locations
 from registry import errors
 from trainer import runs
 
@@ -12,6 +13,11 @@ BLESSING_FILE = "blessing.json"  # {"blessed": bool, ...}, written by the evalua
 
 def find_export(source: str | Path) -> Path:
     """The SavedModel folder a push copies: `source` itself or its newest numbered export."""
+    if locations.is_url(str(source)):
+        raise errors.ExportNotFound(
+            f"{source} is a URL; give a local (or mounted) run or export folder (copy it first: "
+            "aws s3 cp --recursive, gcloud storage cp -r)"
+        )
     source = Path(os.path.abspath(source))
     if (source / runs.SAVED_MODEL_FILE).is_file():
         return source

@@ -59,9 +59,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def runs_dir(args: argparse.Namespace) -> Path:
-    if args.runs_dir:
-        return Path(args.runs_dir)
-    return Path(loader.load(args.config, args.overrides).train.runs_dir)
+    folder = args.runs_dir or loader.load(args.config, args.overrides).train.runs_dir
+    listing.refuse_bucket(folder)
+    return Path(folder)
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import errors
+from configs import errors, locations
 from tracking import records
 from trainer import runs
 
@@ -106,14 +106,28 @@ def as_number(value) -> float | None:
         return None
 
 
-def find_runs(runs_dir: str | Path) -> list[dict]:
-    """Every run folder's record under runs_dir (runs with a run.json or at least a config)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+def refuse_bucket(runs_dir: str | Path) -> None:
+    if locations.is_url(str(runs_dir)):
+        raise RunNotFound(
+            f"runs folder {runs_dir} is a bucket; `imgclf runs` reads local folders: sync it "
+            "first (aws s3 sync or gcloud storage rsync into runs/) and pass --runs-dir runs"
+        )
+
+
+def find_runs_dir(runs_dir: str | Path) -> Path:
+    """`runs_dir` as a Path, or RunNotFound saying what to pass instead."""
+    refuse_bucket(runs_dir)
+    if not Path(runs_dir).is_dir():
         raise RunNotFound(
             f"runs folder {runs_dir} does not exist: pass --runs-dir (train.runs_dir of the "
             "training config)"
         )
+    return Path(runs_dir)
+
+
+def find_runs(runs_dir: str | Path) -> list[dict]:
+    """Every run folder's record under runs_dir (runs with a run.json or at least a config)."""
+    runs_dir = find_runs_dir(runs_dir)
     found = []
     for folder in sorted(runs_dir.iterdir()):
         if (folder / records.RECORD).is_file() or (folder / runs.CONFIG).is_file():

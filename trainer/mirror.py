@@ -26,7 +26,7 @@ from pathlib import Path
 
 import fsspec
 
-from configs import errors
+from configs import errors, locations
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class MirrorError(errors.UserError):
 
 def is_remote(path: str) -> bool:
     """True for a URL such as s3://bucket/runs; local paths and file:// are not remote."""
-    return "://" in str(path) and not str(path).startswith("file://")
+    return locations.is_url(path)
 
 
 class RunMirror:

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from configs import errors
+from configs import errors, locations
 from serving import signatures, warmup
 from serving.server import runtimes
 from trainer import runs
@@ -40,6 +40,12 @@ def find_latest_version(base_path: str | Path) -> tuple[int, Path]:
 
 def find_versions(base_path: str | Path) -> dict[int, Path]:
     """Every numbered `<base_path>/<N>/` holding a saved_model.pb; a clear error when none."""
+    if locations.is_url(str(base_path)):
+        raise ModelLoadError(
+            f"model path {base_path} is a URL; imgclf loads models from a local or mounted "
+            "folder: copy it first (aws s3 cp --recursive, gcloud storage cp -r), or serve the "
+            "bucket with tensorflow_model_server"
+        )
     base_path = Path(base_path)
     expected = f"numbered version folders such as {base_path / '1' / runs.SAVED_MODEL_FILE}"
     if not base_path.is_dir():

@@ -152,6 +152,47 @@ def test_bad_value_names_path_accepted_and_received(override, key_path, accepted
     assert line.endswith(f"(received {received})")
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "data.output_dir=s3://bucket/tfrecords",
+            "data.output_dir: s3:// is not readable by TensorFlow 2.21, which has no s3:// file "
+            "system (received s3://bucket/tfrecords); use a local folder or gs://",
+        ),
+        (
+            "registry.store=s3://bucket/store",
+            "registry.store: needs a local (or mounted) path, not a URL (received "
+            "s3://bucket/store)",
+        ),
+        (
+            "pipeline.metadata=gs://bucket/metadata.sqlite",
+            "pipeline.metadata: needs a local (or mounted) path, not a URL",
+        ),
+    ],
+)
+def test_a_bucket_where_a_local_folder_is_needed_is_a_config_error(override, expected):
+    assert expected in load_error(override)
+
+
+def test_buckets_are_accepted_where_they_work():
+    cfg = loader.load(
+        None,
+        [
+            "data.output_dir=gs://bucket/tfrecords",
+            "train.runs_dir=s3://bucket/runs",
+            "serving.monitoring.dir=s3://bucket/stats",
+            "registry.store=file:///srv/store",
+        ],
+    )
+    assert (cfg.data.output_dir, cfg.train.runs_dir) == (
+        "gs://bucket/tfrecords",
+        "s3://bucket/runs",
+    )
+    # file:// is a local path: used as given it would become a folder named `file:`.
+    assert cfg.registry.store == "/srv/store"
+
+
 def test_every_backbone_named_when_backbone_is_unknown():
     message = load_error("model.backbone=resnet")
     for name in ("cnn", *schema.BACKBONE_NAMES):

@@ -331,7 +331,11 @@ def test_classify_images_ranks_labels_per_file(store_server, png_images: list[by
 @pytest.mark.parametrize(
     "files, params, expected",
     [
-        ([("files", ("notes.txt", b"hello", "text/plain"))], {}, r"not decodable.*: \['notes\.txt'\]$"),
+        (
+            [("files", ("notes.txt", b"hello", "text/plain"))],
+            {},
+            r"not decodable.*: \['notes\.txt'\]$",
+        ),
         ([("other", ("a.png", b"x", "image/png"))], {}, "no images uploaded"),
         ([("files", ("a.png", b"x", "image/png"))], {"top_k": "0"}, "top_k must be"),
     ],
