@@ -30,13 +30,25 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> sc
     return validate(raw)
 
 
+def yaml_error_line(path: Path, error: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: where, what, and for tabs the fix."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    text = f"{where} is not valid YAML: {problem}" + (f" ({context})" if context else "")
+    if "'\\t'" in problem:
+        text += "; indent with spaces, YAML does not allow tabs there"
+    return text
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(yaml_error_line(path, error)) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -65,9 +65,18 @@ def test_missing_config_file_is_config_error(tmp_path):
     assert "config file not found" in message and "nope.yaml" in message
 
 
-def test_invalid_yaml_is_config_error(tmp_path):
-    message = load_error(path=write_yaml(tmp_path, "train: [epochs\n"))
-    assert "is not valid YAML" in message
+def test_invalid_yaml_is_one_line_naming_the_line_and_column(tmp_path):
+    path = write_yaml(tmp_path, "train: [epochs\n")
+    message = load_error(path=path)
+    assert message.startswith(f"{path}:2:1 is not valid YAML: expected ',' or ']'")
+    assert "\n" not in message
+
+
+def test_a_tab_in_yaml_says_to_indent_with_spaces(tmp_path):
+    path = write_yaml(tmp_path, "data:\n\tsource: images\n")
+    message = load_error(path=path)
+    assert message.startswith(f"{path}:2:1 is not valid YAML: found character '\\t'")
+    assert message.endswith("indent with spaces, YAML does not allow tabs there")
 
 
 def test_yaml_top_level_must_be_mapping(tmp_path):
