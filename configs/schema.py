@@ -27,9 +27,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
-# --- layer specs declared in YAML as a list of one-key mappings: `- conv: {filters: 32}` ---
-
-
 # A setting used as a local path (or, where it says so, a bucket URL); file:// is stripped.
 PathSetting = Annotated[str, BeforeValidator(locations.without_file_scheme)]
 
@@ -38,6 +35,9 @@ def local_folder(path: str, fix: str) -> str:
     if locations.is_url(path):
         raise ValueError(f"needs a local (or mounted) path, not a URL (received {path}): {fix}")
     return path
+
+
+# --- layer specs declared in YAML as a list of one-key mappings: `- conv: {filters: 32}` ---
 
 
 class ConvSpec(Section):
