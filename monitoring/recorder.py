@@ -197,9 +197,11 @@ class Recorder:
         path = os.path.join(
             windows_dir(self.cfg.dir, *key), f"{request_log.stamp(window.start)}-{self.run_id}.json"
         )
+        # A full disk, an unreachable bucket or missing credentials (botocore's errors are not
+        # OSErrors) cost this window's file, never serving or the other windows.
         try:
             storage.write_file(path, (json.dumps(window.to_json()) + "\n").encode())
-        except OSError as error:  # a full disk or an unreachable bucket must not stop serving
+        except Exception as error:  # noqa: BLE001
             logger.error("monitoring: could not write %s: %s", path, error)
 
     # --- reading ---

@@ -7,6 +7,7 @@ The images land as `<dir>/<model>/<version>/images/<predicted class>/<sha256>.<e
 import datetime
 import hashlib
 import json
+import logging
 import os
 import urllib.parse
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from configs import schema
 from monitoring import storage
+
+logger = logging.getLogger(__name__)
 
 IMAGES = "images"
 PREDICTIONS = "predictions"
@@ -70,7 +73,10 @@ class RequestLog:
             ]
             entry = {"time": time_text, "model": model, "version": version, "top": top}
             if images is not None:
-                entry.update(self.write_image(model, version, top[0]["label"], images[row]))
+                try:
+                    entry.update(self.write_image(model, version, top[0]["label"], images[row]))
+                except Exception as error:  # noqa: BLE001 - see Recorder._write
+                    logger.error("monitoring: could not log an image of %s: %s", model, error)
             lines.append(json.dumps(entry))
 
     def write_image(self, model: str, version: int, label: str, data: bytes) -> dict:
@@ -91,8 +97,11 @@ class RequestLog:
             if not lines:
                 continue
             folder = os.path.join(self.version_dir(model, version), PREDICTIONS)
-            name = f"{stamp(now)}-{self.run_id}-{len(lines)}.jsonl"
-            storage.write_file(
-                os.path.join(folder, name), "".join(line + "\n" for line in lines).encode()
-            )
+            path = os.path.join(folder, f"{stamp(now)}-{self.run_id}-{len(lines)}.jsonl")
+            try:
+                storage.write_file(path, "".join(line + "\n" for line in lines).encode())
+            except Exception as error:  # noqa: BLE001 - see Recorder._write
+                # Dropped, not kept for later: a bucket that stays unreachable must not make
+                # the server's memory grow.
+                logger.error("monitoring: dropped %d logged predictions: %s", len(lines), error)
         self._lines = {}

@@ -80,3 +80,30 @@ def test_reading_a_model_the_bucket_does_not_hold_names_what_it_holds(bucket):
         windows.MonitoringError, match=r"no statistics of model 'cats'.*\['digits'\]"
     ):
         windows.read_windows(f"s3://{BUCKET}/stats", "cats", since=0)
+
+
+def test_an_unwritable_bucket_costs_the_files_never_the_counts(s3_endpoint, monkeypatch, caplog):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    missing = "s3://no-such-bucket"
+    cfg = schema.MonitoringConfig(
+        dir=f"{missing}/stats",
+        request_log={
+            "enabled": True,
+            "dir": f"{missing}/log",
+            "sample_rate": 1.0,
+            "log_images": True,
+        },
+    )
+    monitor = recorder.Recorder(cfg)
+    monitor.start()
+    monitor.record("digits", 1, SCORES, CLASSES, np.array([png(1), png(2)], dtype=object))
+    monitor.record("cats", 1, SCORES, CLASSES)
+    monitor.stop()
+
+    assert monitor.summary("digits", 1, 0)["stats"]["predictions"] == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    # Each model's window is tried on its own; the log's lines are dropped, not kept growing.
+    unwritten = [e for e in errors if e.startswith(f"monitoring: could not write {missing}/stats/")]
+    assert sorted(e.split("/stats/")[1].split("/")[0] for e in unwritten) == ["cats", "digits"]
+    assert any(e.startswith("monitoring: dropped 2 logged predictions") for e in errors)
+    assert not [r for r in caplog.records if r.exc_info]  # one line each, no traceback
