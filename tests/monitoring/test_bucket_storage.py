@@ -34,23 +34,19 @@ def keys(s3_client, prefix: str) -> list[str]:
     return sorted(item["Key"] for item in listed)
 
 
+def everything_into(root: str) -> schema.MonitoringConfig:
+    """Every image measured, and every request logged with its images, under `root`."""
+    log = {"enabled": True, "dir": f"{root}/log", "sample_rate": 1.0, "log_images": True}
+    return schema.MonitoringConfig(dir=f"{root}/stats", input_sample_rate=1.0, request_log=log)
+
+
 def png(value: int) -> bytes:
     return tf.io.encode_png(tf.fill([4, 4, 3], tf.constant(value, tf.uint8))).numpy()
 
 
 def test_windows_and_the_request_log_land_in_the_bucket_and_read_back(bucket):
     images = np.array([png(10), png(200)], dtype=object)
-    cfg = schema.MonitoringConfig(
-        dir=f"s3://{BUCKET}/stats",
-        input_sample_rate=1.0,
-        request_log={
-            "enabled": True,
-            "dir": f"s3://{BUCKET}/log",
-            "sample_rate": 1.0,
-            "log_images": True,
-        },
-    )
-    monitor = recorder.Recorder(cfg)
+    monitor = recorder.Recorder(everything_into(f"s3://{BUCKET}"))
     monitor.start()
     monitor.record("digits", 2, SCORES, CLASSES, images)
     monitor.stop()
@@ -85,16 +81,7 @@ def test_reading_a_model_the_bucket_does_not_hold_names_what_it_holds(bucket):
 def test_an_unwritable_bucket_costs_the_files_never_the_counts(s3_endpoint, monkeypatch, caplog):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     missing = "s3://no-such-bucket"
-    cfg = schema.MonitoringConfig(
-        dir=f"{missing}/stats",
-        request_log={
-            "enabled": True,
-            "dir": f"{missing}/log",
-            "sample_rate": 1.0,
-            "log_images": True,
-        },
-    )
-    monitor = recorder.Recorder(cfg)
+    monitor = recorder.Recorder(everything_into(missing))
     monitor.start()
     monitor.record("digits", 1, SCORES, CLASSES, np.array([png(1), png(2)], dtype=object))
     monitor.record("cats", 1, SCORES, CLASSES)
