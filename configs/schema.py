@@ -1210,6 +1210,16 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _pipeline_tuner_needs_local_runs(self):
+        """Caught here, before the pipeline ingests; `imgclf tune` checks as its search starts."""
+        if self.pipeline.tune and locations.is_url(self.train.runs_dir):
+            raise ValueError(
+                f"pipeline.tune needs a local train.runs_dir (received {self.train.runs_dir}): "
+                "a search reads every trial's run folder; use a local or mounted folder"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _backbones_need_rgb(self):
         if self.model.backbone != "cnn" and self.data.channels != 3:
             raise ValueError(

@@ -178,10 +178,14 @@ def test_bad_value_names_path_accepted_and_received(override, key_path, accepted
             "pipeline.metadata=gs://bucket/metadata.sqlite",
             "pipeline.metadata: needs a local (or mounted) path, not a URL",
         ),
+        (
+            "pipeline={tune: true}",
+            "pipeline.tune needs a local train.runs_dir (received s3://bucket/runs)",
+        ),
     ],
 )
 def test_a_bucket_where_a_local_folder_is_needed_is_a_config_error(override, expected):
-    assert expected in load_error(override)
+    assert expected in load_error(override, "train.runs_dir=s3://bucket/runs")
 
 
 def test_buckets_are_accepted_where_they_work():
