@@ -6,7 +6,11 @@ Credentials and endpoints come from the environment (AWS_*, AWS_ENDPOINT_URL,
 GOOGLE_APPLICATION_CREDENTIALS, ...).
 """
 
+import os
+
 import fsspec
+
+from configs import locations
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -14,19 +18,15 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(url)
 
 
-def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
-
-
 def write_file(url: str, data: bytes) -> None:
     """Writes `data` whole. Locally it is written aside and renamed, so a reader globbing the
     folder never sees half a file; an object store shows an object only once it is complete."""
     fs, path = filesystem(url)
-    folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    if not is_local(fs):
+    if locations.is_url(url):
         fs.pipe_file(path, data)
         return
+    folder = os.path.dirname(path)
     fs.makedirs(folder, exist_ok=True)
-    temporary = f"{folder}/.{name}.tmp"
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp")
     fs.pipe_file(temporary, data)
     fs.mv(temporary, path)

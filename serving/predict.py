@@ -16,7 +16,7 @@ from typing import Any, Protocol, TextIO
 import fsspec
 from tqdm import tqdm
 
-from configs import errors, locations, schema
+from configs import errors, schema
 from serving import client
 from trainer import runs
 from transforms.sources import storage
@@ -138,8 +138,7 @@ def resolve_model_path(model_path: str, version: int | None = None) -> tuple[str
     `version`), a version folder, or a run folder (its export/)."""
     from serving.server import models
 
-    if locations.is_url(model_path):
-        models.find_versions(model_path)  # raises: the error names the URL and what to do
+    models.require_local(model_path)
     path = Path(model_path).expanduser()
     if (path / runs.SAVED_MODEL_FILE).is_file():
         number = int(path.name) if path.name.isdigit() else None

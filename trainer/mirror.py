@@ -26,7 +26,7 @@ from pathlib import Path
 
 import fsspec
 
-from configs import errors, locations
+from configs import errors
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ STATE_FILE = "checkpoints/checkpoint"  # tf.train.CheckpointManager's pointer to
 
 class MirrorError(errors.UserError):
     """The bucket of a remote train.runs_dir could not be read or written."""
-
-
-def is_remote(path: str) -> bool:
-    """True for a URL such as s3://bucket/runs; local paths and file:// are not remote."""
-    return locations.is_url(path)
 
 
 class RunMirror:

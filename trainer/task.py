@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from configs import errors, loader, schema
+from configs import errors, loader, locations, schema
 from tracking import recorder as run_recorder
 from trainer import (
     distribute,
@@ -54,7 +54,7 @@ def run(cfg: schema.Config, dry_run: bool = False, export_model: bool = True) ->
     """
     recorder = run_recorder.Recorder(cfg)
     run_mirror = (
-        mirror.RunMirror(cfg.train.runs_dir) if mirror.is_remote(cfg.train.runs_dir) else None
+        mirror.RunMirror(cfg.train.runs_dir) if locations.is_url(cfg.train.runs_dir) else None
     )
     try:
         result = train(cfg, dry_run, recorder, run_mirror, export_model)

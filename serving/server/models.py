@@ -38,14 +38,19 @@ def find_latest_version(base_path: str | Path) -> tuple[int, Path]:
     return latest, versions[latest]
 
 
-def find_versions(base_path: str | Path) -> dict[int, Path]:
-    """Every numbered `<base_path>/<N>/` holding a saved_model.pb; a clear error when none."""
-    if locations.is_url(str(base_path)):
+def require_local(model_path: str | Path) -> None:
+    """A URL given as a model path is a clear error, not the local folder `s3:/...`."""
+    if locations.is_url(str(model_path)):
         raise ModelLoadError(
-            f"model path {base_path} is a URL; imgclf loads models from a local or mounted "
+            f"model path {model_path} is a URL; imgclf loads models from a local or mounted "
             "folder: copy it first (aws s3 cp --recursive, gcloud storage cp -r), or serve the "
             "bucket with tensorflow_model_server"
         )
+
+
+def find_versions(base_path: str | Path) -> dict[int, Path]:
+    """Every numbered `<base_path>/<N>/` holding a saved_model.pb; a clear error when none."""
+    require_local(base_path)
     base_path = Path(base_path)
     expected = f"numbered version folders such as {base_path / '1' / runs.SAVED_MODEL_FILE}"
     if not base_path.is_dir():

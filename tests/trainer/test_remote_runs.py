@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from configs import loader
+from configs import loader, locations
 from tests.conftest import DIGITS_CONFIG
 from tests.trainer import test_resume
 from tests.transforms.sources import conftest as source_fixtures
@@ -135,8 +135,8 @@ def test_mirror_syncs_a_run_folder_with_gcs(gcs_endpoint):
     ("path", "remote"),
     [("s3://b/runs", True), ("gs://b/runs", True), ("runs", False), ("file:///tmp/r", False)],
 )
-def test_is_remote(path, remote):
-    assert mirror.is_remote(path) is remote
+def test_a_url_is_remote_and_a_local_or_file_path_is_not(path, remote):
+    assert locations.is_url(path) is remote
 
 
 def test_a_bucket_that_cannot_be_written_is_one_line_naming_the_run_folder(bucket_env):

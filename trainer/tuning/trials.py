@@ -19,9 +19,9 @@ import keras_tuner
 from keras_tuner.engine import base_tuner
 from keras_tuner.src.engine import objective as keras_tuner_objective
 
-from configs import loader, schema
+from configs import loader, locations, schema
 from tracking import records
-from trainer import mirror, runs, task
+from trainer import runs, task
 from trainer.tuning import space
 from transforms import dataset_info
 
@@ -98,7 +98,7 @@ def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
         ("train.runs_dir", cfg.train.runs_dir),
         ("tuning.directory", tuning.directory),
     ):
-        if place is not None and mirror.is_remote(place):
+        if place is not None and locations.is_url(place):
             # The search reads every trial's run folder and keeps KerasTuner's state as files.
             raise loader.ConfigError(
                 f"{key} {place} is a bucket; a search needs a local folder (a shared volume "
