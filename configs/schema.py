@@ -53,7 +53,22 @@ class PoolSpec(Section):
 
 
 class BatchNormSpec(Section):
-    momentum: float = Field(0.99, gt=0, lt=1)
+    momentum: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Moving-statistics momentum; null = model.batch_norm_momentum.",
+    )
+
+
+class ResidualSpec(Section):
+    """A ResNet basic block: conv-BN-act, conv-BN, plus the input (1x1 conv-BN when the shape
+    changes), then the activation."""
+
+    filters: int = Field(gt=0, description="Output channels of both convolutions.")
+    kernel_size: int = Field(3, gt=0, description="Square kernel side.")
+    strides: int = Field(1, gt=0, description="Stride of the first convolution (2 halves the map).")
+    activation: str = Field("relu", description="Any keras.activations name.")
 
 
 class DropoutSpec(Section):
@@ -66,35 +81,105 @@ CNN_LAYER_SPECS: dict[str, type[Section]] = {
     "avg_pool": PoolSpec,
     "batch_norm": BatchNormSpec,
     "dropout": DropoutSpec,
+    "residual": ResidualSpec,
 }
 
 
-class RandomFlipSpec(Section):
-    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
-
-
-class FactorSpec(Section):
-    factor: float = Field(gt=0, le=1, description="Maximum fraction of the range applied.")
-
-
-class ZoomSpec(Section):
-    height_factor: float = Field(gt=0, lt=1, description="Maximum zoom as a fraction of height.")
-    width_factor: float | None = Field(None, gt=0, lt=1, description="Defaults to height_factor.")
-
-
-class TranslationSpec(Section):
-    height_factor: float = Field(gt=0, lt=1, description="Maximum shift as a fraction of height.")
-    width_factor: float = Field(gt=0, lt=1, description="Maximum shift as a fraction of width.")
-
-
-AUGMENT_LAYER_SPECS: dict[str, type[Section]] = {
-    "random_flip": RandomFlipSpec,
-    "random_rotation": FactorSpec,
-    "random_zoom": ZoomSpec,
-    "random_translation": TranslationSpec,
-    "random_contrast": FactorSpec,
-    "random_brightness": FactorSpec,
+# Training augmentation: YAML name -> the keras.layers class it builds. Every keyword argument of
+# the class may be given; the layer itself checks them when the config loads (a test keeps this
+# registry in step with transforms/augment.py).
+AUGMENT_LAYER_CLASSES = {
+    "random_flip": "RandomFlip",
+    "random_rotation": "RandomRotation",
+    "random_zoom": "RandomZoom",
+    "random_translation": "RandomTranslation",
+    "random_shear": "RandomShear",
+    "random_contrast": "RandomContrast",
+    "random_brightness": "RandomBrightness",
+    "random_color_jitter": "RandomColorJitter",
+    "random_hue": "RandomHue",
+    "random_saturation": "RandomSaturation",
+    "random_sharpness": "RandomSharpness",
+    "random_grayscale": "RandomGrayscale",
+    "random_gaussian_blur": "RandomGaussianBlur",
+    "random_erasing": "RandomErasing",
+    "rand_augment": "RandAugment",
+    "aug_mix": "AugMix",
+    "mix_up": "MixUp",
+    "cut_mix": "CutMix",
 }
+# Layers that mix two images of a batch, and so their labels: training targets become soft.
+LABEL_MIXING_LAYERS = ("mix_up", "cut_mix")
+# Keyword arguments imgclf sets itself: images are float in [0, 1], seeds come from `seed`.
+AUGMENT_FIXED_KWARGS = ("seed", "data_format", "name", "dtype")
+
+
+def validate_augment_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Checks `[{name: {kwargs}}, ...]` by building each Keras layer (imported only when layers
+    are given); returns the list with the kwargs imgclf adds (value_range) filled in."""
+    validated = []
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, dict) or len(layer) != 1:
+            raise ValueError(
+                f"item {index} must be a mapping with exactly one layer name, e.g. "
+                f"`- random_flip: {{mode: horizontal}}` (received {layer!r})"
+            )
+        ((name, kwargs),) = layer.items()
+        if name not in AUGMENT_LAYER_CLASSES:
+            close = difflib.get_close_matches(str(name), AUGMENT_LAYER_CLASSES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"item {index}: unknown layer {name!r}{hint}; accepted: "
+                f"{', '.join(AUGMENT_LAYER_CLASSES)}"
+            )
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(
+                f"[{index}].{name}: takes a mapping of keyword arguments (received {kwargs!r})"
+            )
+        fixed = sorted(set(kwargs) & set(AUGMENT_FIXED_KWARGS))
+        if fixed:
+            raise ValueError(
+                f"[{index}].{name}.{fixed[0]}: set by imgclf (seeds derive from the top-level "
+                "seed; images are channels_last float32); remove it"
+            )
+        validated.append({name: augment_layer_kwargs(index, name, kwargs)})
+    return validated
+
+
+def augment_layer_kwargs(index: int, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    import inspect
+
+    import keras
+
+    layer_class = getattr(keras.layers, AUGMENT_LAYER_CLASSES[name])
+    accepted = [
+        p for p in inspect.signature(layer_class.__init__).parameters if p not in ("self", "kwargs")
+    ]
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        settable = [p for p in accepted if p not in AUGMENT_FIXED_KWARGS]
+        close = difflib.get_close_matches(str(unknown[0]), settable, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"[{index}].{name}.{unknown[0]}: not a keyword argument of keras.layers."
+            f"{layer_class.__name__}{hint}; it takes {', '.join(settable)}"
+        )
+    full = dict(kwargs)
+    if "value_range" in accepted:
+        # Images reach augmentation as float32 in [0, 1], not Keras' default 0-255.
+        full.setdefault("value_range", [0.0, 1.0])
+    try:
+        layer_class(**full)
+    except Exception as error:  # Keras raises ValueError, TypeError or NotImplementedError
+        message = " ".join(str(error).split())
+        raise ValueError(
+            f"[{index}].{name}: keras.layers.{layer_class.__name__} refused {kwargs}: "
+            f"{message[:300]}"
+        ) from None
+    return full
+
 
 # keras.applications backbones trainer/models.py builds (a test keeps the two in step), with the
 # smallest image side each accepts.
@@ -222,6 +307,21 @@ class DataConfig(Section):
     image_size: tuple[int, int] = Field(
         (32, 32), description="Model input (height, width); images are resized to it."
     )
+    resize: Literal["crop", "stretch"] = Field(
+        "crop",
+        description="How evaluation and serving (and training without random_resized_crop) fit "
+        "an image to image_size: crop = scale the shorter side to image_size / crop_fraction "
+        "keeping the aspect ratio, then take the centre (timm, Ultralytics); stretch = scale "
+        "each side to image_size, distorting the aspect ratio.",
+    )
+    crop_fraction: float = Field(
+        1.0,
+        gt=0.05,
+        le=1,
+        description="crop: the centre fraction of the resized image kept (timm's crop_pct; "
+        "0.875 is ImageNet practice with random_resized_crop training, 1.0 keeps the whole "
+        "shorter side).",
+    )
     channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB model input.")
     split: SplitConfig = Field(default_factory=SplitConfig)
     examples_per_shard: int = Field(1024, gt=0, description="TFRecord shard size.")
@@ -255,17 +355,53 @@ class DataConfig(Section):
         return rgb
 
 
+class RandomResizedCropConfig(Section):
+    """Inception-style random-resized crop at decode time (tf.image.sample_distorted_bounding_box;
+    JPEGs decode only the crop): training only, replacing the resize of data.resize."""
+
+    scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="[min, max] fraction of the image area a crop covers."
+    )
+    ratio: tuple[float, float] = Field(
+        (0.75, 4 / 3), description="[min, max] aspect ratio (width / height) of a crop."
+    )
+    attempts: int = Field(
+        10, ge=1, description="Tries to find a crop within scale and ratio; then the centre."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_ranges(self):
+        for key in ("scale", "ratio"):
+            low, high = getattr(self, key)
+            if not 0 < low <= high:
+                raise ValueError(f"{key} needs 0 < min <= max (received [{low}, {high}])")
+        if self.scale[1] > 1:
+            raise ValueError(f"scale max must be <= 1 (received {self.scale[1]})")
+        return self
+
+
 class AugmentConfig(Section):
+    random_resized_crop: RandomResizedCropConfig | None = Field(
+        None,
+        description="Training crops of random area and aspect ratio, resized to image_size "
+        "({} for Inception's scale [0.08, 1], ratio [3/4, 4/3]); null = data.resize.",
+    )
     layers: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="Training-only Keras preprocessing layers, e.g. `- random_rotation: "
-        f"{{factor: 0.05}}`. Accepted: {', '.join(AUGMENT_LAYER_SPECS)}.",
+        description="Training-only Keras preprocessing layers with any of their keyword "
+        "arguments, e.g. `- random_rotation: {factor: 0.05, fill_mode: reflect}`; Keras' own "
+        "defaults apply, value_range is [0, 1]. Accepted: "
+        f"{', '.join(AUGMENT_LAYER_CLASSES)}.",
     )
 
     @field_validator("layers")
     @classmethod
     def _known_layers(cls, layers):
-        return validate_layer_list(layers, AUGMENT_LAYER_SPECS)
+        return validate_augment_layers(layers)
+
+    def mixes_labels(self) -> bool:
+        """True when a layer mixes images, so training targets are soft (one-hot mixtures)."""
+        return any(next(iter(layer)) in LABEL_MIXING_LAYERS for layer in self.layers)
 
 
 class HeadConfig(Section):
@@ -282,12 +418,41 @@ DEFAULT_CNN = [
 
 
 class ModelConfig(Section):
-    backbone: Literal[("cnn",) + BACKBONE_NAMES] = Field(
-        "cnn", description="'cnn' (layers from model.cnn) or a keras.applications backbone."
+    backbone: Literal[("cnn", "custom") + BACKBONE_NAMES] = Field(
+        "cnn",
+        description="'cnn' (layers from model.cnn), 'custom' (model.build_fn) or a "
+        "keras.applications backbone.",
+    )
+    build_fn: str | None = Field(
+        None,
+        description="backbone custom: 'package.module:function' or 'path/to/file.py:function', "
+        "a function (input_shape, num_classes) -> keras.Model from float32 images in [0, 1] "
+        "to class probabilities (softmax).",
     )
     weights: str | None = Field(
         None, description="Backbone weights: null (random init), 'imagenet', or a weights file."
     )
+    weights_mirror: str | None = Field(
+        None,
+        description="Base URL standing for Keras' keras-applications/ folder (same relative "
+        "paths) that imagenet weights download from, for clusters without internet; null = "
+        "$IMGCLF_WEIGHTS_MIRROR, else Keras' own storage.googleapis.com origin.",
+    )
+    batch_norm_momentum: float | Literal["auto", "keep"] = Field(
+        "auto",
+        description="Momentum of every BatchNorm layer's moving statistics (a batch_norm spec's "
+        "own momentum wins): auto = from steps per epoch, clip(1 - 2 / steps, 0.9, 0.99), so "
+        "small datasets don't evaluate with stale statistics; keep = each layer's own "
+        "(keras.applications use 0.999); or a number.",
+    )
+
+    @field_validator("batch_norm_momentum")
+    @classmethod
+    def _momentum_in_range(cls, momentum):
+        if isinstance(momentum, float) and not 0 < momentum < 1:
+            raise ValueError(f"must be in (0, 1), auto or keep (received {momentum})")
+        return momentum
+
     cnn: list[dict[str, Any]] = Field(
         default_factory=lambda: [dict(layer) for layer in DEFAULT_CNN],
         description=f"Custom CNN layers in order. Accepted: {', '.join(CNN_LAYER_SPECS)}.",
@@ -298,6 +463,31 @@ class ModelConfig(Section):
     @classmethod
     def _known_layers(cls, layers):
         return validate_layer_list(layers, CNN_LAYER_SPECS)
+
+    @model_validator(mode="after")
+    def _build_fn_with_custom(self):
+        if self.backbone == "custom" and not self.build_fn:
+            raise ValueError(
+                "model.backbone custom needs model.build_fn: 'package.module:function' or "
+                "'path/to/file.py:function'"
+            )
+        if self.build_fn and self.backbone != "custom":
+            raise ValueError(
+                f"model.build_fn is used with model.backbone: custom (received backbone "
+                f"{self.backbone!r}); set backbone: custom or remove build_fn"
+            )
+        if self.backbone == "custom" and self.weights is not None:
+            raise ValueError(
+                "model.weights applies to cnn and keras.applications backbones; a custom "
+                "build_fn loads its own weights (received model.weights "
+                f"{self.weights!r})"
+            )
+        if self.build_fn and ":" not in self.build_fn.lstrip("/"):
+            raise ValueError(
+                f"model.build_fn must name module and function as 'module:function' "
+                f"(received {self.build_fn!r})"
+            )
+        return self
 
 
 # history.csv columns whose better direction is known; val_<name> of each train.metrics entry
@@ -357,10 +547,28 @@ class OptimizerConfig(Section):
         return self
 
 
+# Schedules whose learning rate falls to its end on a fixed plan: the run's length is part of
+# the schedule, and an early stop ends it before the rate has come down.
+DECAYING_SCHEDULES = ("cosine", "step", "exponential")
+
+
 class EarlyStoppingConfig(MonitoredMetric):
-    enabled: bool = True
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
+        description="auto = off when optimizer.schedule decays on a fixed plan (cosine, step, "
+        "exponential: stopping early would skip the low-rate epochs that make the model, and a "
+        "small validation set is too noisy to judge mid-run), on for constant and plateau.",
+    )
     patience: int = Field(5, ge=0, description="Epochs without improvement before stopping.")
-    restore_best_weights: bool = True
+    restore_best_weights: bool = Field(
+        True, description="When early stopping is on: end with the best epoch's weights."
+    )
+
+    def active(self, schedule: str) -> bool:
+        """Whether early stopping (and best-epoch restore) runs under `schedule`."""
+        if self.enabled == "auto":
+            return schedule not in DECAYING_SCHEDULES
+        return self.enabled
 
 
 class FineTuneConfig(Section):
@@ -505,6 +713,26 @@ ClassWeights = Annotated[
 ]
 
 
+class EmaConfig(Section):
+    """An exponential moving average of the weights (Keras optimizers' use_ema), used for
+    validation, the best epoch and the final model."""
+
+    enabled: bool = Field(False, description="Keep and use an EMA of the trainable weights.")
+    momentum: float | Literal["auto"] = Field(
+        "auto",
+        description="Per-step decay; auto = clip(1 - 10 / total steps, 0.9, 0.9999), so the "
+        "average spans about the last tenth of training (0.999 would still hold the random "
+        "start after a small dataset's few hundred steps).",
+    )
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum_in_range(cls, momentum):
+        if isinstance(momentum, float) and not 0 < momentum < 1:
+            raise ValueError(f"must be in (0, 1) or auto (received {momentum})")
+        return momentum
+
+
 class TrainConfig(Section):
     epochs: int = Field(20, gt=0, description="Maximum number of epochs.")
     runs_dir: PathSetting = Field("runs", description="Each run writes runs_dir/<run_id>/.")
@@ -550,6 +778,7 @@ class TrainConfig(Section):
         None, gt=0, description="Clip each gradient tensor to this norm; null = no clipping."
     )
     fine_tune: FineTuneConfig = Field(default_factory=FineTuneConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
     deterministic: bool = Field(
         False, description="TF op determinism: repeat runs give identical results (slower)."
     )
@@ -611,8 +840,16 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class GateConfig(Section):
-    """When a model is blessed: every threshold set here must hold (unset ones are skipped)."""
+    """When a model is blessed: it must beat always answering the majority class, must not be
+    worse than the baseline when one exists, and every threshold set here must hold."""
 
+    majority_margin: Fraction = Field(
+        0.1,
+        description="Always checked: the model must close this fraction of the gap between the "
+        "majority-class rate of the evaluated images and perfect accuracy (0.1 with 4 balanced "
+        "classes: accuracy >= 0.325), and beat that rate at 1% significance (one-sided "
+        "binomial test).",
+    )
     min_accuracy: Fraction | None = Field(None, description="Lowest test accuracy blessed.")
     min_macro_f1: Fraction | None = Field(None, description="Lowest macro F1 blessed.")
     min_class_recall: Fraction | None = Field(
@@ -622,9 +859,11 @@ class GateConfig(Section):
         default_factory=dict, description="Per-class recall floors, e.g. {cat: 0.9}."
     )
     baseline: str | None = Field(
-        None,
-        description="Model to compare with: a run, export or SavedModel folder, or "
-        "'registry:<model>@<label>' (e.g. registry:digits@production) in registry.store.",
+        "auto",
+        description="Model to compare with on the same images: a run, export or SavedModel "
+        "folder, 'registry:<model>@<label>' in registry.store, auto = "
+        "registry:<pipeline.push.model or serving.model_name>@production when it exists, or "
+        "null. Without max_*_drop thresholds a baseline's accuracy must not drop.",
     )
     max_accuracy_drop: Fraction | None = Field(
         None, description="Largest accuracy drop vs. the baseline blessed (0 = no worse)."
@@ -662,6 +901,11 @@ class EvaluationConfig(Section):
         25, ge=0, description="Most confidently wrong test images shown in the report."
     )
     batch_size: int = Field(64, ge=1, description="Images per model call while evaluating.")
+    tta: Literal["none", "flip"] = Field(
+        "none",
+        description="Test-time augmentation: flip = average the scores of each image and its "
+        "horizontal mirror.",
+    )
     gate: GateConfig = Field(default_factory=GateConfig)
 
 
@@ -1221,7 +1465,7 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _backbones_need_rgb(self):
-        if self.model.backbone != "cnn" and self.data.channels != 3:
+        if self.model.backbone not in ("cnn", "custom") and self.data.channels != 3:
             raise ValueError(
                 f"model.backbone {self.model.backbone!r} needs data.channels: 3 "
                 f"(received {self.data.channels})"
