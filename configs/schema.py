@@ -104,7 +104,6 @@ AUGMENT_LAYER_CLASSES = {
     "random_gaussian_blur": "RandomGaussianBlur",
     "random_erasing": "RandomErasing",
     "rand_augment": "RandAugment",
-    "aug_mix": "AugMix",
     "mix_up": "MixUp",
     "cut_mix": "CutMix",
 }

@@ -1,41 +1,48 @@
 """Training-only augmentation built from config as Keras preprocessing layers."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from configs import schema
 
-# Keyed like configs.schema.AUGMENT_LAYER_SPECS; a test keeps the two registries in step.
+# Keyed like configs.schema.AUGMENT_LAYER_CLASSES, which names the Keras class of each entry;
+# a test keeps the two registries in step. AugMix is left out: it picks its operations with
+# Python's `random` while tracing, so inside tf.data every batch would get the same chain.
 AUGMENT_LAYERS = {
-    "random_flip": keras.layers.RandomFlip,
-    "random_rotation": keras.layers.RandomRotation,
-    "random_zoom": keras.layers.RandomZoom,
-    "random_translation": keras.layers.RandomTranslation,
-    "random_contrast": keras.layers.RandomContrast,
-    "random_brightness": keras.layers.RandomBrightness,
+    name: getattr(keras.layers, class_name)
+    for name, class_name in schema.AUGMENT_LAYER_CLASSES.items()
 }
+LABEL_MIXING = (keras.layers.MixUp, keras.layers.CutMix)
 
 
-def build_augmenter(cfg: schema.AugmentConfig, seed: int) -> keras.Sequential | None:
-    """A Sequential of the configured layers, or None when no augmentation is declared.
+def build_augmenter(
+    cfg: schema.AugmentConfig, seed: int, num_classes: int | None = None
+) -> keras.Sequential | None:
+    """A Sequential of the configured Keras layers, or None when no augmentation is declared.
 
     Layers get distinct seeds derived from `seed` so that runs repeat but layers don't correlate.
-    Inputs are float images in [0, 1]; brightness and contrast keep that range.
+    Inputs are float images in [0, 1] (value_range is set so by the config). With MixUp or
+    CutMix, `num_classes` is needed: labels are one-hot encoded before the layers mix them.
     """
     if not cfg.layers:
         return None
     layers = []
     for index, spec in enumerate(cfg.layers):
         ((name, kwargs),) = spec.items()
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        if name == "random_brightness":
-            kwargs["value_range"] = (0.0, 1.0)
-        if name == "random_contrast":
-            kwargs["value_range"] = (0.0, 1.0)
-        if name in ("random_rotation", "random_zoom", "random_translation"):
-            kwargs.setdefault("fill_mode", "nearest")
         layers.append(AUGMENT_LAYERS[name](**kwargs, seed=seed + index))
-    return keras.Sequential(layers, name="augment")
+    augmenter = keras.Sequential(layers, name="augment")
+    if mixes_labels(augmenter) and not num_classes:
+        raise ValueError("MixUp and CutMix mix labels: build_augmenter needs num_classes")
+    # What labels are one-hot encoded to before a label-mixing layer; see augment_batch.
+    augmenter.num_classes = num_classes
+    return augmenter
+
+
+def mixes_labels(augmenter: keras.Sequential | None) -> bool:
+    """True when a layer mixes pairs of images, so a batch's targets come out soft."""
+    return augmenter is not None and any(isinstance(x, LABEL_MIXING) for x in augmenter.layers)
 
 
 class _SeedsFrom(keras.random.SeedGenerator):
@@ -66,30 +73,59 @@ SPATIAL_LAYERS = (
 )
 
 
-def augment_batch(augmenter: keras.Sequential, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def augment_batch(
+    augmenter: keras.Sequential,
+    images: tf.Tensor,
+    seed: tf.Tensor | None,
+    labels: tf.Tensor | None = None,
+):
     """`augmenter(images, training=True)` with every random draw derived from `seed` (int [2]).
 
     The same (batch, seed) always gives the same output, whatever order or thread tf.data runs
-    batches in; the input pipeline gives each batch its own seed. Consecutive rotation, zoom and
-    translation layers are applied as one composed transform: one resampling pass instead of
-    one per layer (each pass costs as much as the decode), and one interpolation blur fewer.
+    batches in; the input pipeline gives each batch its own seed. With `seed=None` the layers
+    draw from their own seed generators, as a plain Keras call does. Consecutive rotation, zoom
+    and translation layers are applied as one composed transform: one resampling pass instead
+    of one per layer (each pass costs as much as the decode), and one interpolation blur fewer.
+
+    With `labels` (int class ids), returns (images, targets): one-hot targets, mixed by MixUp
+    and CutMix like the images, when a layer mixes labels, else the labels as they came.
     """
+    if labels is not None and mixes_labels(augmenter):
+        labels = tf.one_hot(labels, augmenter.num_classes)
     pending: list[tuple[keras.Layer, tf.Tensor]] = []  # spatial layers not yet applied
     for index, layer in enumerate(augmenter.layers):
-        transformation = layer.get_random_transformation(
-            images, training=True, seed=_SeedsFrom(seed, index)
-        )
-        if isinstance(layer, SPATIAL_LAYERS):
-            if pending and not _same_sampling(pending[0][0], layer):
+        draws = _SeedsFrom(seed, index) if seed is not None else layer.generator
+        data = {"images": images, "labels": labels} if labels is not None else images
+        with _drawing_from(layer, draws):
+            transformation = layer.get_random_transformation(data, training=True, seed=draws)
+            if isinstance(layer, SPATIAL_LAYERS):
+                if pending and not _same_sampling(pending[0][0], layer):
+                    images = _apply_spatial(pending, images)
+                    pending = []
+                pending.append((layer, _matrix(layer, transformation, images)))
+                continue
+            if pending:
                 images = _apply_spatial(pending, images)
                 pending = []
-            pending.append((layer, _matrix(layer, transformation, images)))
-            continue
-        if pending:
-            images = _apply_spatial(pending, images)
-            pending = []
-        images = layer.transform_images(images, transformation, training=True)
-    return _apply_spatial(pending, images) if pending else images
+            images = layer.transform_images(images, transformation, training=True)
+            if labels is not None:
+                labels = layer.transform_labels(labels, transformation, training=True)
+    if pending:
+        images = _apply_spatial(pending, images)
+    return images if labels is None else (images, labels)
+
+
+@contextlib.contextmanager
+def _drawing_from(layer: keras.Layer, draws: keras.random.SeedGenerator):
+    """Makes `layer` draw from `draws` even where Keras ignores the `seed` argument: RandAugment
+    and RandomColorJitter (and their inner layers) ask the layer's own generator."""
+    own = layer.generator
+    # object.__setattr__: Keras would otherwise track the stand-in as a new layer variable.
+    object.__setattr__(layer, "generator", draws)
+    try:
+        yield
+    finally:
+        object.__setattr__(layer, "generator", own)
 
 
 def _same_sampling(first: keras.Layer, other: keras.Layer) -> bool:

@@ -43,7 +43,8 @@ def augment_batches(
     deterministic: bool = True,
 ) -> tf.data.Dataset:
     """Augments (images, labels) batches in parallel; batch k's random draws come from
-    (seed, stream, first_batch + k) alone.
+    (seed, stream, first_batch + k) alone. With MixUp or CutMix the labels come out as float
+    one-hot targets [batch, classes], mixed like the images.
 
     Stateless, so that tf.data keeps every stage parallel and prefetched under op determinism
     (a Keras seed variable in the pipeline makes it run it all sequentially) and a batch is
@@ -54,7 +55,8 @@ def augment_batches(
     def augment_one(position, batch):
         images, labels = batch
         batch_seed = tf.random.experimental.stateless_fold_in(base, position)
-        return augment.augment_batch(augmenter, images, batch_seed), labels
+        # Labels go through too: MixUp and CutMix turn them into mixed one-hot targets.
+        return augment.augment_batch(augmenter, images, batch_seed, labels)
 
     return dataset.enumerate(start=first_batch).map(
         augment_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
