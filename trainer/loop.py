@@ -6,6 +6,7 @@ replica step (no cross-step accumulator state), then clipped and applied once. T
 with the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy.
 """
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -88,6 +89,7 @@ class TrainingLoop:
         plateau: optim.Plateau | None = None,
         on_steps_done: Callable[[int, int], None] | None = None,
         on_epoch_done: Callable[[int], None] | None = None,
+        stop_early: bool | None = None,
     ):
         if not isinstance(phases, list):
             phases = [Phase(0, phases)]
@@ -100,6 +102,9 @@ class TrainingLoop:
             cfg,
         )
         self.plateau = plateau
+        # Whether early stopping and best-epoch restore run: the task decides `auto` from the
+        # schedule (schema.EarlyStoppingConfig.active); None = only when enabled is true.
+        self.stop_early = cfg.early_stopping.enabled is True if stop_early is None else stop_early
         # Called with (epoch, steps done in the epoch) after each run of steps: benchmarks time it.
         self.on_steps_done = on_steps_done
         # Called with the epoch after its checkpoint and history are written: run folders in a
@@ -159,12 +164,14 @@ class TrainingLoop:
 
     def _gradients(self, images, labels):
         variables = self.model.trainable_variables
+        # Class ids, or soft targets [batch, classes] when MixUp or CutMix mixed the labels.
+        targets = labels if labels.dtype.is_floating else tf.one_hot(labels, self.num_classes)
         with tf.GradientTape() as tape:
             probabilities = tf.cast(self.model(images, training=True), tf.float32)
-            targets = tf.one_hot(labels, self.num_classes)
             per_example = self.loss_fn(targets, probabilities)
             if self.class_weights is not None:
-                per_example *= tf.gather(self.class_weights, labels)
+                # A mixed target's weight is the mix of its classes' weights.
+                per_example *= tf.linalg.matvec(targets, self.class_weights)
             # Over the global batch: the sum over replicas and micro-batches is then the mean.
             loss = tf.reduce_sum(per_example) / self.global_batch_size
             if self.model.losses:
@@ -175,7 +182,7 @@ class TrainingLoop:
             scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
         self.train_loss.update_state(per_example)
-        self.train_accuracy.update_state(labels, probabilities)
+        self.train_accuracy.update_state(tf.argmax(targets, axis=-1), probabilities)
         return gradients, loss
 
     def _replica_step(self, images, labels):
@@ -271,6 +278,12 @@ class TrainingLoop:
                 f"train: the validation split is empty, so {monitor} is never measured: early "
                 "stopping and best-epoch weights are off (raise data.split.val to use them)"
             )
+        elif not self.stop_early and self.cfg.early_stopping.enabled == "auto":
+            print(
+                f"train: early stopping is off: the learning-rate schedule decays over all "
+                f"{self.cfg.epochs} epochs, so the last epoch's weights are kept "
+                "(train.early_stopping.enabled: auto; set true to stop on the monitor anyway)"
+            )
         while int(self.epoch) < self.cfg.epochs:
             epoch = int(self.epoch)
             self._enter_phase(epoch)
@@ -294,13 +307,15 @@ class TrainingLoop:
                 "accuracy": float(self.train_accuracy.result()),
                 "learning_rate": self._learning_rate(),
             }
-            if val_data is not None:
-                row["val_loss"], row["val_accuracy"] = self.evaluate(val_data)
-                row.update({f"val_{k}": float(m.result()) for k, m in self.metrics.items()})
+            # With an EMA, the averaged weights are the model that is validated and kept.
+            with self._averaged_weights():
+                if val_data is not None:
+                    row["val_loss"], row["val_accuracy"] = self.evaluate(val_data)
+                    row.update({f"val_{k}": float(m.result()) for k, m in self.metrics.items()})
+                stop = self._track_best(row, monitor, minimize, patience)
             print(" - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"))
             for line in self.telemetry.end_epoch(epoch):
                 print(line)
-            stop = self._track_best(row, monitor, minimize, patience)
             self._track_plateau(row)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
@@ -313,13 +328,48 @@ class TrainingLoop:
                 break
         self.telemetry.close()
         result.epochs_run = len(result.history.get("loss", []))
+        if self._ema() is not None:
+            self._swap_averaged_weights()  # and not back: the run ends with the EMA weights
+            print("train: the model keeps the exponential moving average of its weights")
         if int(self.best_epoch) >= 0:
             result.best_epoch = int(self.best_epoch)
-            stopping = self.cfg.early_stopping
-            if stopping.enabled and stopping.restore_best_weights and self._best_path().exists():
+            if self._restores_best() and self._best_path().exists():
                 self.model.load_weights(self._best_path())
                 print(f"train: restored the weights of the best epoch ({result.best_epoch + 1})")
         return result
+
+    def _restores_best(self) -> bool:
+        return self.stop_early and self.cfg.early_stopping.restore_best_weights
+
+    # --- weight averaging (train.ema) ---
+
+    def _ema(self) -> keras.optimizers.Optimizer | None:
+        """The active optimizer when it keeps an EMA of the weights (inside a loss scaler)."""
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        return optimizer if getattr(optimizer, "use_ema", False) else None
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """The model holds the EMA weights inside the block, its trained weights again after."""
+        if self._ema() is None:
+            yield
+            return
+        self._swap_averaged_weights()
+        try:
+            yield
+        finally:
+            self._swap_averaged_weights()
+
+    def _swap_averaged_weights(self) -> None:
+        # Keras keeps the averages beside the variables it optimises, in the same order.
+        optimizer = self._ema()
+        pairs = zip(
+            optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
+        )
+        for variable, average in pairs:
+            trained = tf.identity(variable.value)
+            variable.assign(average.value)
+            average.assign(trained)
 
     def _train_epoch(self, iterator, epoch: int, step: int, steps_per_epoch: int, progress) -> None:
         """Runs the epoch's steps from `step` on, several per call once the step time is known."""
@@ -455,16 +505,17 @@ class TrainingLoop:
         if improved:
             self.best.assign(value)
             self.best_epoch.assign(row["epoch"])
-            # Every worker keeps its own copy: they restore it at the end, while the chief may be
-            # writing its file (h5 locks make that a crash).
-            self.model.save_weights(self._best_path())
+            if self._restores_best():
+                # Every worker keeps its own copy: they restore it at the end, while the chief
+                # may be writing its file (h5 locks make that a crash).
+                self.model.save_weights(self._best_path())
             return False
         # Only the last phase stops early, counting from its start: a head phase that levels off
         # is what fine-tuning is for.
         if self.active_phase is not self.phases[-1]:
             return False
         since = max(int(self.best_epoch), self.active_phase.first_epoch - 1)
-        return self.cfg.early_stopping.enabled and row["epoch"] - since >= patience
+        return self.stop_early and row["epoch"] - since >= patience
 
     def _restore(self) -> str | None:
         """Restores the newest checkpoint of the run, if any, and returns its path.

@@ -7,23 +7,19 @@ model never holds them, so serving needs no user code.
 """
 
 import functools
-import importlib
-import importlib.util
 import inspect
-import re
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import keras
 import numpy as np
 
-from configs import errors, schema
+from configs import schema
+from trainer import user_code
 
 PROBE_BATCH = 2  # examples a custom loss or metric is tried on before training starts
 
 
-class CustomObjectError(errors.UserError):
+class CustomObjectError(user_code.UserCodeError):
     """train.custom_objects, train.loss or train.metrics names something unusable."""
 
 
@@ -122,42 +118,8 @@ def effective_number_weights(counts: list[int], beta: float) -> list[float]:
 # --- the user's module ---
 
 
-def load_module(location: str) -> ModuleType:
-    """An importable module path (my_package.losses) or a .py file path."""
-    try:
-        if not location.endswith(".py"):
-            return importlib.import_module(location)
-        path = Path(location)
-        if not path.is_file():
-            raise CustomObjectError(
-                f"train.custom_objects: file not found: {path} (relative paths start in "
-                f"{Path.cwd()})"
-            )
-        name = "imgclf_custom_objects_" + re.sub(r"\W", "_", path.stem)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    except CustomObjectError:
-        raise
-    except ModuleNotFoundError as error:
-        # The named module itself is missing, not one that it imports.
-        if error.name and location.startswith(error.name):
-            raise CustomObjectError(
-                f"train.custom_objects: no module named {location!r}; give a module importable "
-                "from the working directory or PYTHONPATH (my_package.losses), or a .py file"
-            ) from None
-        raise CustomObjectError(
-            f"train.custom_objects: importing {location} failed: ModuleNotFoundError: {error}"
-        ) from None
-    except Exception as error:
-        raise CustomObjectError(
-            f"train.custom_objects: importing {location} failed: {type(error).__name__}: {error}"
-        ) from None
-
-
 def lookup(location: str, registry: str, name: str, key: str):
-    module = load_module(location)
+    module = user_code.load_module(location, "train.custom_objects")
     entries = getattr(module, registry, None)
     if not isinstance(entries, dict):
         raise CustomObjectError(

@@ -1,4 +1,5 @@
-"""Model construction: keras.applications backbones or a custom CNN, plus a classification head."""
+"""Model construction: keras.applications backbones or a YAML CNN plus a classification head,
+or the user's own model; BatchNorm momentum for all of them."""
 
 import glob
 import os
@@ -10,6 +11,7 @@ import keras
 from keras import ops
 
 from configs import loader, schema
+from trainer import cnn, custom_model
 
 # What each backbone's ImageNet weights expect, from our [0, 1] RGB images (keras.applications'
 # preprocess_input modes; a test compares every backbone with its own preprocess_input).
@@ -121,25 +123,6 @@ BACKBONES = {
     ),
 }
 
-# Layers get stable names (conv_1, max_pool_1, ...) so weight files and unfreeze_from_layer
-# can refer to them.
-CNN_LAYERS = {
-    "conv": lambda spec, name: keras.layers.Conv2D(
-        spec["filters"],
-        spec["kernel_size"],
-        strides=spec["strides"],
-        padding=spec["padding"],
-        activation=spec["activation"],
-        name=name,
-    ),
-    "max_pool": lambda spec, name: keras.layers.MaxPooling2D(spec["pool_size"], name=name),
-    "avg_pool": lambda spec, name: keras.layers.AveragePooling2D(spec["pool_size"], name=name),
-    "batch_norm": lambda spec, name: keras.layers.BatchNormalization(
-        momentum=spec["momentum"], name=name
-    ),
-    "dropout": lambda spec, name: keras.layers.Dropout(spec["rate"], name=name),
-}
-
 POOLING = {
     "avg": keras.layers.GlobalAveragePooling2D,
     "max": keras.layers.GlobalMaxPooling2D,
@@ -151,15 +134,24 @@ BACKBONE = "backbone"  # the name of the feature-extractor sub-model in every bu
 
 
 def build_model(
-    cfg: schema.ModelConfig, input_shape: tuple[int, int, int], num_classes: int
+    cfg: schema.ModelConfig,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    batch_norm_momentum: float | None = None,
 ) -> keras.Model:
-    """A feature extractor named `backbone` + pooling + dropout + dense head.
+    """A feature extractor named `backbone` + pooling + dropout + dense head, or the user's own
+    model (backbone custom).
 
     Takes float32 images in [0, 1]. The backbone is one sub-model for custom CNNs too, so
-    fine-tuning, weight files and freezing treat every model alike.
+    fine-tuning, weight files and freezing treat every model alike. `batch_norm_momentum` (see
+    resolve_batch_norm_momentum) is set on every BatchNorm layer; None keeps each layer's own.
     """
+    if cfg.backbone == "custom":
+        model = custom_model.build(cfg.build_fn, input_shape, num_classes)
+        set_batch_norm_momentum(model, batch_norm_momentum)
+        return model
     inputs = keras.Input(input_shape, name="images")
-    features = build_feature_extractor(cfg, input_shape)(inputs)
+    features = build_feature_extractor(cfg, input_shape, batch_norm_momentum)(inputs)
     x = POOLING[cfg.head.pooling](name="pool")(features)
     if cfg.head.dropout > 0:
         x = keras.layers.Dropout(cfg.head.dropout, name="head_dropout")(x)
@@ -170,19 +162,54 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"imgclf_{cfg.backbone}")
 
 
+def resolve_batch_norm_momentum(setting: float | str, steps_per_epoch: int) -> float | None:
+    """model.batch_norm_momentum as a number, or None for `keep`.
+
+    auto: BatchNorm's moving statistics must follow the weights within an epoch, or a small
+    dataset evaluates with statistics of weights long gone (Keras' 0.99 averages over ~100
+    steps, 4 epochs of 25 steps; keras.applications' 0.999 over ~1000). 1 - 2 / steps averages
+    over half an epoch, kept within [0.9, 0.99].
+    """
+    if setting == "keep":
+        return None
+    if setting == "auto":
+        return min(0.99, max(0.9, 1.0 - 2.0 / max(steps_per_epoch, 1)))
+    return float(setting)
+
+
+def set_batch_norm_momentum(model: keras.Model, momentum: float | None) -> int:
+    """Sets every BatchNormalization layer's momentum (nested models included); returns how
+    many layers it set. Keras reads `momentum` at each call, so built layers follow too."""
+    if momentum is None:
+        return 0
+    layers = [x for x in nested_layers(model) if isinstance(x, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = momentum
+    return len(layers)
+
+
+def has_batch_norm(model: keras.Model) -> bool:
+    return any(isinstance(x, keras.layers.BatchNormalization) for x in nested_layers(model))
+
+
+def nested_layers(model: keras.Model):
+    """Every layer of `model`, those inside nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from nested_layers(layer)
+
+
 def build_feature_extractor(
-    cfg: schema.ModelConfig, input_shape: tuple[int, int, int]
+    cfg: schema.ModelConfig,
+    input_shape: tuple[int, int, int],
+    batch_norm_momentum: float | None = None,
 ) -> keras.Model:
     """The backbone as a model named BACKBONE, with `model.weights` loaded when it is a file."""
     weights = resolve_weights(cfg.backbone, cfg.weights)
     inputs = keras.Input(input_shape, name="backbone_input")
     if cfg.backbone == "cnn":
-        features = inputs
-        counts: dict[str, int] = {}
-        for spec in cfg.cnn:
-            ((name, kwargs),) = spec.items()
-            counts[name] = counts.get(name, 0) + 1
-            features = CNN_LAYERS[name](kwargs, f"{name}_{counts[name]}")(features)
+        features = cnn.apply_layers(cfg.cnn, inputs, batch_norm_momentum)
         extractor = keras.Model(inputs, features, name=BACKBONE)
     else:
         backbone = BACKBONES[cfg.backbone]
@@ -196,6 +223,7 @@ def build_feature_extractor(
             **dict(backbone.extra_kwargs),
         )
         extractor = keras.Model(inputs, base.output, name=BACKBONE)
+        set_batch_norm_momentum(extractor, batch_norm_momentum)
     if weights not in (None, "imagenet"):
         load_backbone_weights(extractor, weights)
     return extractor

@@ -63,19 +63,47 @@ def build_schedule(cfg: schema.OptimizerConfig, steps_per_epoch: int, epochs: in
 
 
 OPTIMIZERS = {
-    "adam": lambda cfg, lr: keras.optimizers.Adam(lr, weight_decay=cfg.weight_decay or None),
-    "adamw": lambda cfg, lr: keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay),
-    "sgd": lambda cfg, lr: keras.optimizers.SGD(
-        lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay or None
+    "adam": lambda cfg, lr, **ema: keras.optimizers.Adam(
+        lr, weight_decay=cfg.weight_decay or None, **ema
     ),
-    "rmsprop": lambda cfg, lr: keras.optimizers.RMSprop(
-        lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None
+    "adamw": lambda cfg, lr, **ema: keras.optimizers.AdamW(
+        lr, weight_decay=cfg.weight_decay, **ema
+    ),
+    "sgd": lambda cfg, lr, **ema: keras.optimizers.SGD(
+        lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay or None,
+        **ema,
+    ),
+    "rmsprop": lambda cfg, lr, **ema: keras.optimizers.RMSprop(
+        lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None, **ema
     ),
 }
 
 
-def build_optimizer(cfg: schema.OptimizerConfig, steps_per_epoch: int, epochs: int):
-    return OPTIMIZERS[cfg.name](cfg, build_schedule(cfg, steps_per_epoch, epochs))
+def build_optimizer(
+    cfg: schema.OptimizerConfig,
+    steps_per_epoch: int,
+    epochs: int,
+    ema: schema.EmaConfig | None = None,
+):
+    """The configured optimizer over `epochs` epochs; with `ema` enabled it also keeps an
+    exponential moving average of the weights (Keras' use_ema), see ema_momentum."""
+    schedule = build_schedule(cfg, steps_per_epoch, epochs)
+    if ema is None or not ema.enabled:
+        return OPTIMIZERS[cfg.name](cfg, schedule)
+    momentum = ema_momentum(ema.momentum, steps_per_epoch * epochs)
+    return OPTIMIZERS[cfg.name](cfg, schedule, use_ema=True, ema_momentum=momentum)
+
+
+def ema_momentum(setting: float | str, total_steps: int) -> float:
+    """train.ema.momentum as a number. auto: the average spans about the last tenth of the
+    run's steps; Keras starts it from the first step's weights with no bias correction, so a
+    fixed 0.999 would still be mostly the random start after a small dataset's 300 steps."""
+    if setting != "auto":
+        return float(setting)
+    return min(0.9999, max(0.9, 1.0 - 10.0 / max(total_steps, 1)))
 
 
 @dataclass(frozen=True)

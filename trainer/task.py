@@ -14,6 +14,7 @@ import tensorflow as tf
 from configs import errors, loader, locations, schema
 from tracking import recorder as run_recorder
 from trainer import (
+    diagnose,
     distribute,
     evaluate,
     loop,
@@ -103,7 +104,8 @@ def train(
     micro_batch = check_batch(cfg, replicas, accumulation)
     steps_per_epoch = max(1, splits["train"]["count"] // cfg.data.batch_size)
     input_shape = (*cfg.data.image_size, cfg.data.channels)
-    augmenter = augment.build_augmenter(cfg.augment, cfg.seed)
+    augmenter = augment.build_augmenter(cfg.augment, cfg.seed, len(class_names))
+    momentum = models.resolve_batch_norm_momentum(cfg.model.batch_norm_momentum, steps_per_epoch)
 
     def make_train_data(epoch: int, skip_batches: int):
         def per_pipeline(context: tf.distribute.InputContext):
@@ -116,6 +118,7 @@ def train(
                 augmenter,
                 shard=(context.num_input_pipelines, context.input_pipeline_id),
                 skip_batches=skip_batches,
+                random_resized_crop=cfg.augment.random_resized_crop,
             )
 
         return strategy.distribute_datasets_from_function(per_pipeline)
@@ -126,7 +129,7 @@ def train(
         )
 
     with strategy.scope():
-        model = models.build_model(cfg.model, input_shape, len(class_names))
+        model = models.build_model(cfg.model, input_shape, len(class_names), momentum)
         phases = build_phases(cfg, model, steps_per_epoch, precision)
     weights = class_weights(cfg.train.class_weights, class_names, splits["train"]["per_class"])
     # A broken custom loss or metric fails here, dry run included, before the run folder exists.
@@ -135,7 +138,8 @@ def train(
     if dry_run:
         print(loader.to_yaml(cfg), end="")
         model.summary()
-        model.get_layer(models.BACKBONE).summary()
+        if any(layer.name == models.BACKBONE for layer in model.layers):
+            model.get_layer(models.BACKBONE).summary()
         for phase in phases:
             phase.set_trainable()
             print(
@@ -156,7 +160,7 @@ def train(
         f"({splits['train']['count']} train / {splits['val']['count']} val images, "
         f"{len(class_names)} classes, model {cfg.model.backbone}, "
         f"{model.count_params():,} parameters, {precision}, {replicas} replica(s) "
-        f"x {accumulation} micro-batch(es) of {micro_batch})"
+        f"x {accumulation} micro-batch(es) of {micro_batch}{batch_norm_note(model, momentum)})"
     )
     if chief:
         log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter)
@@ -172,6 +176,7 @@ def train(
         class_weights=weights,
         plateau=optim.plateau(cfg.optimizer),
         on_epoch_done=(lambda epoch: run_mirror.push()) if run_mirror and chief else None,
+        stop_early=cfg.train.early_stopping.active(cfg.optimizer.schedule),
     )
     with reading_shards(version_dir):
         fitted = training.fit(
@@ -190,7 +195,11 @@ def train(
     with reading_shards(version_dir):
         y_true, probabilities = evaluate.predict(model, eval_data("test"))
     metrics = evaluate.classification_metrics(y_true, probabilities, class_names)
+    notes = diagnoses(fitted.history, splits["val"]["per_class"], model, momentum, metrics)
+    for note in notes:
+        print(f"train: warning: {note}")
     metrics.update(
+        diagnoses=notes,
         dataset_version=info["version"],
         split="test",
         epochs_run=fitted.epochs_run,
@@ -200,8 +209,9 @@ def train(
     )
     runs.write_json(run_dir / runs.METRICS, metrics)
     model.save(run_dir / runs.KERAS_MODEL)
-    # What `model.weights: <file>` takes to start another run from this one's backbone.
-    model.get_layer(models.BACKBONE).save_weights(run_dir / runs.BACKBONE_WEIGHTS)
+    if any(layer.name == models.BACKBONE for layer in model.layers):
+        # What `model.weights: <file>` takes to start another run from this one's backbone.
+        model.get_layer(models.BACKBONE).save_weights(run_dir / runs.BACKBONE_WEIGHTS)
 
     done = (
         f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
@@ -242,12 +252,30 @@ def build_phases(
         optimizer_cfg = cfg.optimizer.model_copy(
             update={"learning_rate": cfg.optimizer.learning_rate * plan.learning_rate_factor}
         )
-        optimizer = optim.build_optimizer(optimizer_cfg, steps_per_epoch, plan.epochs)
+        optimizer = optim.build_optimizer(
+            optimizer_cfg, steps_per_epoch, plan.epochs, cfg.train.ema
+        )
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         setter = transfer.trainable_setter(model, plan, cfg.train.fine_tune)
         phases.append(loop.Phase(plan.first_epoch, optimizer, setter, plan.name))
     return phases
+
+
+def batch_norm_note(model: keras.Model, momentum: float | None) -> str:
+    """`, BatchNorm momentum 0.92` for the start line, when the model has BatchNorm."""
+    if momentum is None or not models.has_batch_norm(model):
+        return ""
+    return f", BatchNorm momentum {momentum:.3g}"
+
+
+def diagnoses(history, val_counts, model, momentum, metrics) -> list[str]:
+    """What went visibly wrong, in words, for the console, metrics.json, run.json and report."""
+    found = [
+        diagnose.chance_validation(history, val_counts, models.has_batch_norm(model), momentum),
+        diagnose.one_class_answers(metrics),
+    ]
+    return [note for note in found if note]
 
 
 def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):

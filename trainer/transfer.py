@@ -44,13 +44,16 @@ def trainable_setter(
     model: keras.Model, phase: PhasePlan, cfg: schema.FineTuneConfig
 ) -> Callable[[], None]:
     """A function that sets the model's trainable flags for `phase` (checked now, run later)."""
-    backbone = model.get_layer(models.BACKBONE)
+    if phase.name == "full":
+        return lambda: setattr(model, "trainable", True)
+    backbone = find_backbone(model)
     first = 0
     if phase.name == "fine_tune":
         first = first_unfrozen_layer(backbone, cfg)
         check_something_trains(backbone.layers[first:], cfg)
 
     def apply() -> None:
+        model.trainable = True
         backbone.trainable = phase.name != "head"  # propagates to every nested layer
         if phase.name != "fine_tune":
             return
@@ -59,6 +62,19 @@ def trainable_setter(
             layer.trainable = index >= first and not (cfg.freeze_batch_norm and batch_norm)
 
     return apply
+
+
+def find_backbone(model: keras.Model) -> keras.Model:
+    """The feature extractor phases freeze: every built-in model has one; a custom model needs
+    a sub-model named `backbone`."""
+    try:
+        return model.get_layer(models.BACKBONE)
+    except ValueError:
+        raise loader.ConfigError(
+            f"train.fine_tune needs a sub-model named {models.BACKBONE!r} in the model (the "
+            "feature extractor its phases freeze and unfreeze); name it so in model.build_fn's "
+            "model, or remove train.fine_tune"
+        ) from None
 
 
 def first_unfrozen_layer(backbone: keras.Model, cfg: schema.FineTuneConfig) -> int:

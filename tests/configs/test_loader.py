@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from configs import loader, schema
-from trainer import models
+from trainer import cnn, models
 from transforms import augment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -328,7 +328,7 @@ def test_augment_layer_specs_match_augment_registry():
 
 
 def test_cnn_layer_specs_match_trainer_registry():
-    assert set(schema.CNN_LAYER_SPECS) == set(models.CNN_LAYERS)
+    assert set(schema.CNN_LAYER_SPECS) == set(cnn.CNN_LAYERS)
 
 
 # --- ${ENV} substitution ---

@@ -13,7 +13,7 @@ import yaml
 from configs import loader, schema
 from serving import signatures
 from tracking import records
-from trainer import losses, runs, task
+from trainer import losses, runs, task, user_code
 
 CLASSES = 3
 TARGETS = np.eye(CLASSES, dtype=np.float32)[[0, 1, 2, 0]]
@@ -201,7 +201,7 @@ def test_a_custom_loss_function_gets_its_options_and_a_loss_class_is_built(custo
 )
 def test_unusable_custom_objects_are_one_line_user_errors(custom_module, overrides, message):
     cfg = train_cfg(f"train.custom_objects={custom_module}", *overrides)
-    with pytest.raises(losses.CustomObjectError, match=message) as caught:
+    with pytest.raises(user_code.UserCodeError, match=message) as caught:
         losses.build_loss(cfg, CLASSES)
         losses.build_metrics(cfg, CLASSES)
     assert "\n" not in str(caught.value)

@@ -1,0 +1,64 @@
+"""Training outcomes explained in words: a model that learnt its training images but answers
+validation at chance, or a model that answers one class for everything."""
+
+import math
+
+# Training accuracy this far above the majority rate means the model did learn something.
+LEARNT_MARGIN = 0.25
+# Validation accuracy within this of the majority rate (or two standard errors, if larger) is
+# indistinguishable from always answering the majority class.
+CHANCE_MARGIN = 0.05
+
+
+def chance_validation(
+    history: dict[str, list[float]],
+    val_counts: dict[str, int],
+    has_batch_norm: bool,
+    batch_norm_momentum: float | None,
+) -> str | None:
+    """A sentence when validation accuracy sat at chance while training accuracy climbed."""
+    val_accuracy, accuracy = history.get("val_accuracy"), history.get("accuracy")
+    total = sum(val_counts.values())
+    if not val_accuracy or not accuracy or not total:
+        return None
+    majority_class = max(val_counts, key=val_counts.get)
+    majority = val_counts[majority_class] / total
+    ceiling = majority + max(CHANCE_MARGIN, 2 * math.sqrt(majority * (1 - majority) / total))
+    recent = val_accuracy[-3:]
+    if max(recent) > ceiling or accuracy[-1] < majority + LEARNT_MARGIN:
+        return None
+    sentence = (
+        f"validation accuracy stayed at chance ({max(recent):.2f} in the last "
+        f"{len(recent)} epoch(s); always answering {majority_class!r} scores {majority:.2f}) "
+        f"while training accuracy reached {accuracy[-1]:.2f}: the model does not generalise"
+    )
+    if has_batch_norm:
+        used = f"{batch_norm_momentum:g}" if batch_norm_momentum is not None else "each layer's own"
+        return (
+            f"{sentence}. Its BatchNorm layers evaluate with moving statistics that lag the "
+            f"weights when an epoch has few steps (momentum {used}): set "
+            "model.batch_norm_momentum: auto or 0.9, or train more steps per epoch "
+            "(a smaller data.batch_size)"
+        )
+    return (
+        f"{sentence}. Check that validation images look like training ones (augmentation, "
+        "data.resize), lower optimizer.learning_rate, or add regularisation"
+    )
+
+
+def one_class_answers(metrics: dict) -> str | None:
+    """A sentence when every evaluated image got the same predicted class."""
+    matrix = metrics.get("confusion_matrix")
+    names = metrics.get("class_names")
+    if not matrix or not names or len(names) < 2:
+        return None
+    predicted = [sum(row[column] for row in matrix) for column in range(len(names))]
+    total = sum(predicted)
+    answered = [column for column, count in enumerate(predicted) if count]
+    true_classes = sum(1 for row in matrix if sum(row))
+    if total < 2 or len(answered) != 1 or true_classes < 2:
+        return None
+    return (
+        f"every one of the {total} {metrics.get('split', 'test')} images was predicted as "
+        f"{names[answered[0]]!r}: the model ignores its input"
+    )
