@@ -65,6 +65,8 @@ setup(
             "nbclient>=0.10",
             "nbformat>=5.10",
             "ipykernel>=6.29",
+            # bench/photos.py cuts the real-photo benchmark's crops from the photos it ships.
+            "scikit-image>=0.26",
         ],
     },
     entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},
