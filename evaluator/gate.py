@@ -1,13 +1,20 @@
-"""The blessing gate: `evaluation.gate` thresholds over a model's metrics, and its drops against
-a baseline's metrics on the same test data, decide blessing.json."""
+"""The blessing gate: a model must beat always answering the majority class, must not be worse
+than its baseline on the same test data, and every `evaluation.gate` threshold must hold;
+together they decide blessing.json."""
 
 import datetime
+
+from scipy import stats
 
 from configs import errors, schema
 
 # Float noise: a drop of exactly max_*_drop, or a value exactly at its minimum, passes.
 TOLERANCE = 1e-9
-NO_THRESHOLDS = "no evaluation.gate thresholds are set, so every model is blessed"
+# The one-sided binomial test's level: a model beats the majority rate only when its accuracy
+# would happen by luck less often than this.
+SIGNIFICANCE = 0.01
+BEATS_MAJORITY = "beats_majority"
+DELTAS = ("max_accuracy_drop", "max_macro_f1_drop", "max_class_recall_drop")
 
 
 class GateError(errors.UserError):
@@ -21,13 +28,15 @@ def bless(
     baseline: dict | None = None,
     no_baseline: str | None = None,
 ) -> dict:
-    """blessing.json: {"blessed", "checks": [...], "baseline", "evaluated_at"} and, when not
-    blessed, a "reason" naming the failed checks (what `imgclf registry` prints).
+    """blessing.json: {"blessed", "checks": [...], "baseline", "evaluated_at", "summary"}, a
+    "reason" naming the failed checks when not blessed (what `imgclf registry` prints), and
+    "no_baseline" saying why nothing was compared when `no_baseline` is given.
 
-    `no_baseline` says why a configured baseline does not exist yet (nothing promoted to its
-    label): the drop checks are then skipped and listed in "skipped_checks".
+    `no_baseline` says why there is no baseline (nothing promoted to its label yet, or the
+    label names this very model): max_*_drop checks are then skipped and listed in
+    "skipped_checks". "summary" is one sentence saying why the model was blessed or refused.
     """
-    checks = absolute_checks(gate, metrics)
+    checks = [majority_check(gate.majority_margin, metrics), *absolute_checks(gate, metrics)]
     deltas = [key for key in DELTAS if getattr(gate, key) is not None]
     skipped = []
     if baseline_metrics is not None:
@@ -44,12 +53,47 @@ def bless(
     }
     if skipped:
         blessing["skipped_checks"] = skipped
-    if not checks and not skipped:
-        blessing["note"] = NO_THRESHOLDS
+    if baseline_metrics is None and no_baseline is not None:
+        blessing["no_baseline"] = no_baseline
     failed = [describe(check) for check in checks if not check["passed"]]
     if failed:
         blessing["reason"] = "; ".join(failed)
+        blessing["summary"] = f"NOT blessed: {blessing['reason']}"
+    else:
+        passed = "; ".join(describe(check) for check in checks)
+        unbased = (
+            f"; no baseline to compare with ({no_baseline})" if "no_baseline" in blessing else ""
+        )
+        blessing["summary"] = f"blessed: {passed}{unbased}"
     return blessing
+
+
+def majority_check(margin: float, metrics: dict) -> dict:
+    """Accuracy against always answering the most frequent class of the evaluated images: it
+    must close `margin` of the gap between that rate and 1.0, and beat the rate at
+    SIGNIFICANCE (one-sided binomial test), so a chance-level model is never blessed and a few
+    lucky images are not enough."""
+    supports = {name: row["support"] for name, row in metrics["per_class"].items()}
+    total = sum(supports.values())
+    majority = max(supports, key=supports.get)
+    rate = supports[majority] / total
+    required = rate + margin * (1.0 - rate)
+    correct = sum(row[i] for i, row in enumerate(metrics["confusion_matrix"]))
+    p_value = float(stats.binomtest(correct, total, rate, alternative="greater").pvalue)
+    accuracy = metrics["accuracy"]
+    return {
+        "name": BEATS_MAJORITY,
+        "value": accuracy,
+        "threshold": required,
+        "passed": accuracy >= required - TOLERANCE and p_value < SIGNIFICANCE,
+        "majority_class": majority,
+        "majority_rate": rate,
+        "margin": margin,
+        "num_examples": total,
+        "correct": correct,
+        "p_value": p_value,
+        "significance": SIGNIFICANCE,
+    }
 
 
 def absolute_checks(gate: schema.GateConfig, metrics: dict) -> list[dict]:
@@ -93,14 +137,15 @@ def absolute_checks(gate: schema.GateConfig, metrics: dict) -> list[dict]:
     return checks
 
 
-DELTAS = ("max_accuracy_drop", "max_macro_f1_drop", "max_class_recall_drop")
-
-
 def delta_checks(gate: schema.GateConfig, metrics: dict, baseline: dict) -> list[dict]:
-    """Drops (baseline minus candidate, so positive is worse) against the max_*_drop keys."""
+    """Drops (baseline minus candidate, so positive is worse) against the max_*_drop keys;
+    without any, the accuracy must not drop at all."""
     checks = []
+    accuracy_drop = gate.max_accuracy_drop
+    if all(getattr(gate, key) is None for key in DELTAS):
+        accuracy_drop = 0.0
     for key, threshold in (
-        ("accuracy", gate.max_accuracy_drop),
+        ("accuracy", accuracy_drop),
         ("macro_f1", gate.max_macro_f1_drop),
     ):
         if threshold is not None:
@@ -151,16 +196,41 @@ def at_most_drop(name: str, candidate: float, baseline: float, threshold: float)
 
 
 def describe(check: dict) -> str:
-    """One failed check in words, e.g. `accuracy 0.8123 < 0.9`."""
+    """One check in words, e.g. `accuracy 0.8123 < 0.9` when it failed, `>=` when it passed."""
+    if check["name"] == BEATS_MAJORITY:
+        return describe_majority(check)
     if check["value"] is None:
         return f"{check['name']}: {check.get('note', 'no value')}"
     if "baseline" in check:
+        relation = "<=" if check["passed"] else ">"
         return (
-            f"{check['name']} {check['value']:.4f} > {check['threshold']} "
+            f"{check['name']} {check['value']:.4f} {relation} {check['threshold']} "
             f"({check['candidate']:.4f} vs baseline {check['baseline']:.4f})"
         )
+    relation = ">=" if check["passed"] else "<"
     where = f" (class {check['class']})" if check["name"] == "min_class_recall" else ""
-    return f"{check['name']} {check['value']:.4f} < {check['threshold']}{where}"
+    return f"{check['name']} {check['value']:.4f} {relation} {check['threshold']}{where}"
+
+
+def describe_majority(check: dict) -> str:
+    majority, total = repr(check["majority_class"]), check["num_examples"]
+    if check["majority_rate"] >= 1.0:
+        return (
+            f"all {total} evaluated images are {majority}: always answering it is never wrong, "
+            "so no accuracy can show that the model beats it; evaluate on images of several "
+            "classes"
+        )
+    always = f"always answering {majority} ({check['majority_rate']:.4f} of the {total} images)"
+    needs = f">= {check['threshold']:.4f} and p < {check['significance']:g}"
+    if check["passed"]:
+        return (
+            f"accuracy {check['value']:.4f} beats {always} by the required margin "
+            f"({needs}: p = {check['p_value']:.2g})"
+        )
+    return (
+        f"accuracy {check['value']:.4f} does not beat {always} by the required margin: "
+        f"needs {needs} (p = {check['p_value']:.2g})"
+    )
 
 
 def utc_now() -> str:
