@@ -39,12 +39,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument(
         "--out",
-        help="output folder (default: the run folder when the model is a run's export, else "
-        "./evaluation-<model>-<timestamp>)",
+        help="output folder (default: the run folder when evaluating a run on its own "
+        "dataset's test split, the run's own record; <run>/evaluations/<timestamp>-<data>/ for "
+        "a run on other data or another split, so that record is never overwritten; "
+        "./evaluation-<model>-<timestamp>/ for a model outside any run)",
     )
     evaluate.add_argument(
         "--baseline",
-        help="compare with this model on the same images (default: evaluation.gate.baseline)",
+        help="compare with this model on the same images (default: evaluation.gate.baseline, "
+        "auto = the production version of pipeline.push.model or serving.model_name)",
+    )
+    evaluate.add_argument(
+        "--tta",
+        choices=("none", "flip"),
+        help="test-time augmentation, as --set evaluation.tta=...: flip averages the scores of "
+        "each image and its horizontal mirror",
     )
     loader.add_config_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -53,11 +62,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from evaluator import models, run
 
-    cfg = loader.load(args.config, args.overrides)
+    overrides = [*args.overrides, *([f"evaluation.tta={args.tta}"] if args.tta else [])]
+    cfg = loader.load(args.config, overrides)
     source = models.resolve(args.model_path, cfg.registry.store)
     if args.config is None:
         # Without --config the model's own resolved config applies (its gate included).
-        cfg = model_config(source.metadata.get("config"), args.overrides) or cfg
+        cfg = model_config(source.metadata.get("config"), overrides) or cfg
     result = run.evaluate(cfg, source, args.test_data, args.split, args.out, args.baseline)
     print(result.line())
 

@@ -3,7 +3,7 @@
 A model is named by a run folder (its newest export/<n>/), an export folder (its newest <n>/),
 a SavedModel version folder, or `registry:<model>@<label>` / `registry:<model>@<version>` in
 the model store. Only the SavedModel contract (serving/signatures.py) is used, so any exported
-model evaluates the same way, whatever trained it.
+model evaluates the same way, whatever trained it, with or without test-time augmentation.
 """
 
 import os
@@ -15,11 +15,15 @@ import numpy as np
 from configs import errors
 from registry import errors as registry_errors
 from registry import sources, store
-from serving import export
+from serving import export, signatures
 from serving.server import models as served_models
 from trainer import runs
 
 REGISTRY_PREFIX = "registry:"
+# evaluation.gate.baseline's default: the production version of the model the pipeline pushes.
+AUTO = "auto"
+# evaluation.tta: each image alone, or averaged with its horizontal mirror.
+NO_TTA, FLIP = "none", "flip"
 
 
 class ModelNotFound(errors.UserError):
@@ -28,6 +32,10 @@ class ModelNotFound(errors.UserError):
 
 class NothingLabelled(ModelNotFound):
     """A registry label (or model, or store) that does not exist yet: before a first promotion."""
+
+
+class TtaUnsupported(errors.UserError):
+    """evaluation.tta asks for a signature the model was exported without."""
 
 
 @dataclass(frozen=True)
@@ -98,18 +106,41 @@ def resolve_registry(spec: str, registry_store: str | Path) -> ModelSource:
     )
 
 
+def production_spec(model: str) -> str:
+    """What evaluation.gate.baseline `auto` compares with: `model`'s production version."""
+    return f"{REGISTRY_PREFIX}{model}@{store.PRODUCTION}"
+
+
+def same_model(first: ModelSource, second: ModelSource) -> bool:
+    """One SavedModel folder, or exports of one training run (a version pushed from it)."""
+    if first.path.resolve() == second.path.resolve():
+        return True
+    run_id = first.metadata.get("run_id")
+    return run_id is not None and run_id == second.metadata.get("run_id")
+
+
 class Classifier:
-    """A SavedModel's `serving_default`: encoded images in, class probabilities out.
+    """A SavedModel's `serving_default`: encoded images in, class probabilities out. With
+    tta=flip, the model's own preprocessing (`preprocess_images`) decodes each image once and
+    `predict_images` scores it and its horizontal mirror, whose scores are averaged.
 
     `class_names` comes from the model's own `classes` output, the label map it serves with.
     """
 
-    def __init__(self, source: ModelSource):
+    def __init__(self, source: ModelSource, tta: str = NO_TTA):
         self.source = source
+        self.tta = tta
         try:
             self.served = served_models.ServedModel(source.name, 0, source.path)
         except served_models.ModelLoadError as error:
             raise ModelNotFound(str(error)) from None
+        missing = {signatures.PREPROCESS, signatures.PREDICT_IMAGES} - set(self.served.signatures)
+        if tta == FLIP and missing:
+            raise TtaUnsupported(
+                f"evaluation.tta=flip needs the {' and '.join(sorted(missing))} signature(s), "
+                f"which {source.spec} was exported without: re-export it with `imgclf export` "
+                "or set evaluation.tta=none"
+            )
         probe = self.served.predict([served_models.build_warmup_png()])
         self.class_names = [name.decode() for name in probe["classes"][0]]
         self.index = {name: i for i, name in enumerate(self.class_names)}
@@ -117,7 +148,15 @@ class Classifier:
     def scores(self, images: list[bytes]) -> np.ndarray:
         """float32 [N, C] probabilities in `class_names` order; InvalidInputError when an image
         does not decode."""
-        return self.served.predict(images)["scores"]
+        if self.tta == NO_TTA:
+            return self.served.predict(images)[signatures.SCORES]
+        encoded = {signatures.IMAGE_BYTES: self.served.image_array(images)}
+        pixels = self.served.run(signatures.PREPROCESS, encoded)[signatures.IMAGES]
+        # One call for both views, [images; mirrors]: NHWC, so axis 2 is left-right.
+        both = np.concatenate([pixels, pixels[:, :, ::-1, :]])
+        scores = self.served.run(signatures.PREDICT_IMAGES, {signatures.IMAGES: both})
+        views = scores[signatures.SCORES]
+        return (views[: len(images)] + views[len(images) :]) / 2
 
 
 InvalidImage = served_models.InvalidInputError

@@ -1,13 +1,16 @@
 """One evaluation: a SavedModel on labelled test images -> metrics.json, charts,
 predictions.jsonl, blessing.json and report.html in one folder.
 
-The output folder is the model's run folder when the model is a run's export (so `imgclf
-registry push` finds the blessing there), else `./evaluation-<model name>-<timestamp>/`.
+The output folder is the model's run folder when the evaluation is the run's own record (its
+dataset's test split, which run.json describes and `imgclf registry push` reads the blessing
+of); any other evaluation of a run goes to `<run>/evaluations/<timestamp>-<data>/`, so it never
+overwrites that record, and a model outside any run to `./evaluation-<model>-<timestamp>/`.
 """
 
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +28,10 @@ logger = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 BLESSING = sources.BLESSING_FILE
 # What the trainer records in a run's metrics.json about training; an evaluation keeps it.
-TRAINING_KEYS = ("epochs_run", "best_epoch", "resumed_from", "train_seconds")
+TRAINING_KEYS = ("epochs_run", "best_epoch", "resumed_from", "train_seconds", "diagnoses")
+EVALUATIONS = "evaluations"  # <run>/evaluations/<timestamp>-<data>/: a run on other data
+# Longest name of the test data in an evaluation folder's name.
+DATA_NAME_CHARS = 40
 CHARTS = {
     "confusion_matrix": "confusion_matrix.png",
     "per_class": "per_class.png",
@@ -48,15 +54,14 @@ class Result:
     test: data.TestData
 
     def line(self) -> str:
-        """The one-line summary the command ends with."""
+        """The one-line summary the command ends with: the verdict, why, and where it wrote."""
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
-        verdict = "blessed" if self.blessing["blessed"] else "NOT blessed"
-        if not self.blessing["blessed"]:
-            verdict += f" ({self.blessing.get('reason')})"
+        augmented = self.metrics.get("tta", models.NO_TTA) != models.NO_TTA
+        tta = f", tta {self.metrics['tta']}" if augmented else ""
         return (
             f"evaluate: accuracy {self.metrics['accuracy']:.4f} on "
-            f"{self.metrics['num_examples']:,} images{skipped} ({self.test.describe()}), "
-            f"{verdict} -> {self.report}"
+            f"{self.metrics['num_examples']:,} images{skipped} ({self.test.describe()}{tta}), "
+            f"{self.blessing['summary']} -> {self.report}"
         )
 
 
@@ -76,25 +81,18 @@ def evaluate(
     """
     source = model if isinstance(model, models.ModelSource) else resolve(model, cfg)
     test = data.open_test_data(test_data or default_test_data(source, cfg), split, cfg.data)
-    asked_for_baseline = baseline is not None
-    baseline = baseline or cfg.evaluation.gate.baseline
-    classifiers = [models.Classifier(source)]
-    no_baseline = None
-    if baseline:
-        try:
-            classifiers.append(models.Classifier(resolve(baseline, cfg)))
-        except models.NothingLabelled as error:
-            if asked_for_baseline:
-                raise
-            # The configured baseline (registry:<model>@production) before the first promotion:
-            # nothing to compare with yet, so the first model is judged on absolute checks only.
-            no_baseline, baseline = str(error), None
-            print(f"evaluate: no baseline yet, drop checks skipped ({error})", file=sys.stderr)
+    evaluation = cfg.evaluation
+    baseline_source, no_baseline = find_baseline(
+        baseline or evaluation.gate.baseline, cfg, source, asked=baseline is not None
+    )
+    classifiers = [models.Classifier(source, evaluation.tta)]
+    if baseline_source is not None:
+        # Scored the same way as the candidate, TTA included: the drop compares like with like.
+        classifiers.append(models.Classifier(baseline_source, evaluation.tta))
     where = f"--test-data {test.location}"
     if test.labels is not None:
         for classifier in classifiers:
             predictions.check_labels(test.labels, classifier, where)
-    evaluation = cfg.evaluation
     results, skipped = predictions.predict(
         classifiers,
         test.read(),
@@ -116,15 +114,16 @@ def evaluate(
         split=test.split,
         model_path=str(source.path),
         test_data=test.location,
+        tta=evaluation.tta,
         num_skipped=len(skipped),
         skipped=skipped,
     )
     baseline_metrics = baseline_summary = None
-    if baseline:
+    if baseline_source is not None:
         baseline_metrics = compute_metrics(results[1], evaluation)
         baseline_summary = {
-            "spec": baseline,
-            "model_path": str(classifiers[1].source.path),
+            "spec": baseline_source.spec,
+            "model_path": str(baseline_source.path),
             **{key: baseline_metrics[key] for key in ("accuracy", "macro_f1", "num_examples")},
         }
     blessing = gate.bless(
@@ -133,13 +132,40 @@ def evaluate(
     blessing.update(
         model_path=str(source.path), dataset_version=test.dataset_version, split=test.split
     )
-    out = Path(out_dir) if out_dir is not None else default_out_dir(source)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(source, test)
     report_path = write_artefacts(out, cfg, source, metrics, results[0], blessing)
     return Result(out, metrics, blessing, report_path, skipped, test)
 
 
 def resolve(spec: str, cfg: schema.Config) -> models.ModelSource:
     return models.resolve(spec, cfg.registry.store)
+
+
+def find_baseline(
+    spec: str | None, cfg: schema.Config, source: models.ModelSource, asked: bool
+) -> tuple[models.ModelSource | None, str | None]:
+    """The model to compare with, or None and why there is none (for blessing.json).
+
+    `auto` is the production version of the model the pipeline pushes. A configured baseline
+    that is not labelled yet (before the first promotion) is no baseline: the first model is
+    judged without one. One given on the command line (`asked`) must exist.
+    """
+    if not spec:
+        return None, None
+    auto = spec == models.AUTO
+    if auto:
+        spec = models.production_spec(cfg.pipeline.push.model or cfg.serving.model_name)
+    try:
+        found = resolve(spec, cfg)
+    except models.NothingLabelled as error:
+        if asked and not auto:
+            raise
+        print(f"evaluate: no baseline yet ({error})", file=sys.stderr)
+        return None, str(error)
+    if auto and models.same_model(found, source):
+        # Production is this very model (the pipeline evaluating what it pushed before).
+        return None, f"{spec} is the model evaluated"
+    return found, None
 
 
 def compute_metrics(result: predictions.Predictions, cfg: schema.EvaluationConfig) -> dict:
@@ -171,10 +197,39 @@ def default_test_data(source: models.ModelSource, cfg: schema.Config) -> str:
     )
 
 
-def default_out_dir(source: models.ModelSource) -> Path:
-    if source.run_dir is not None:
+def default_out_dir(source: models.ModelSource, test: data.TestData) -> Path:
+    """The run folder for the run's own record, else a new folder: see the module docstring."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if source.run_dir is None:
+        return Path(f"evaluation-{source.name}-{stamp}")
+    if is_own_record(source, test):
         return source.run_dir
-    return Path(f"evaluation-{source.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = source.run_dir / EVALUATIONS / f"{stamp}-{data_name(test)}"
+    number = 1
+    while out.exists():  # two evaluations of one run on the same data in one second
+        number += 1
+        out = out.with_name(f"{stamp}-{data_name(test)}-{number}")
+    return out
+
+
+def is_own_record(source: models.ModelSource, test: data.TestData) -> bool:
+    """Whether `test` is the split the run's metrics.json and run.json describe: the test split
+    of the dataset version it was trained on."""
+    version = source.metadata.get("dataset_version")
+    return version is not None and test.dataset_version == version and test.split == "test"
+
+
+def data_name(test: data.TestData) -> str:
+    """A short, file-name-safe name of the test data: `<version>-<split>`, or the last part of
+    its location (`holdout`, `labels` for labels.csv) with the split when there is one."""
+    if test.dataset_version:
+        name = test.dataset_version
+    else:
+        last = test.location.rstrip("/").rsplit("/", 1)[-1]
+        name = last.split(".", 1)[0] or last or "data"
+    if test.split:
+        name = f"{name}-{test.split}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:DATA_NAME_CHARS]
 
 
 def report_skipped(skipped: list[dict], shown: int = 10) -> None:
@@ -194,17 +249,20 @@ def write_artefacts(
 ) -> Path:
     """metrics.json, predictions.jsonl, blessing.json, the charts and report.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    previous = read_json(out / runs.METRICS)
-    # A run's folder: keep what training recorded (epochs, timing) beside the new figures.
-    written = {**metrics, **{k: previous[k] for k in TRAINING_KEYS if k in previous}}
+    # A run's model: keep what training recorded (epochs, timing, diagnoses) beside the new
+    # figures, in the run folder and in any evaluation of the run elsewhere.
+    trained = read_json((source.run_dir or out) / runs.METRICS)
+    written = {**metrics, **{k: trained[k] for k in TRAINING_KEYS if k in trained}}
     write_json(out / runs.METRICS, written)
     with open(out / PREDICTIONS, "w", encoding="utf-8") as file:
         for row in result.rows():
             file.write(json.dumps(row) + "\n")
     write_json(out / BLESSING, blessing)
     images = {}
+    monitor = early_stopping_monitor(source)
     if source.history_csv is not None:
-        images.update({path.stem: path for path in plots.plot_curves(source.history_csv, out)})
+        curves = plots.plot_curves(source.history_csv, out, written.get("best_epoch"), monitor)
+        images.update({path.stem: path for path in curves})
     images["confusion_matrix"] = plots.plot_confusion_matrix(
         metrics["confusion_matrix"],
         metrics["confusion_matrix_normalized"],
@@ -227,8 +285,15 @@ def write_artefacts(
         "environment": environment.environment(),
         "git": environment.git_commit(Path(__file__).parent),
         "blessing": blessing,
+        "monitor": monitor,
     }
     return report.write_report(out, written, images, context)
+
+
+def early_stopping_monitor(source: models.ModelSource) -> str | None:
+    """The history column whose best epoch the run recorded (train.early_stopping.monitor)."""
+    saved = source.metadata.get("config") or {}
+    return ((saved.get("train") or {}).get("early_stopping") or {}).get("monitor")
 
 
 def read_json(path: Path) -> dict:

@@ -101,24 +101,35 @@ def test_the_ingested_test_split_gives_the_runs_own_accuracy(
     )
     wrong = [row for row in rows if row["true"] != row["predicted"]]
     assert (run_copy / "misclassified.png").is_file() == bool(wrong)
-    assert read_json(run_copy / "blessing.json")["blessed"] is True  # no thresholds set
+    blessing = read_json(run_copy / "blessing.json")
+    assert blessing["blessed"] is True  # no thresholds set: it beats the majority class
     html = (run_copy / "report.html").read_text()
     assert "data:image/png;base64," in html and ingested_digits.version in html
+    assert blessing["summary"] in html
+    assert not (run_copy / "evaluations").exists()  # the run's own record, in the run
 
     [line] = out.strip().splitlines()
     assert line.startswith(f"evaluate: accuracy {metrics['accuracy']:.4f} on ")
-    assert f"(dataset {ingested_digits.version} test), blessed -> " in line
+    assert f"(dataset {ingested_digits.version} test), {blessing['summary']} -> " in line
+    assert blessing["summary"].startswith("blessed: accuracy ")
     assert line.endswith(str(run_copy / "report.html"))
 
 
 def test_the_default_test_data_is_the_dataset_the_model_was_trained_on(
     run_copy, trained_digits_run, capsys
 ):
+    record = (run_copy / "metrics.json").read_bytes()
     code, out, err = evaluate(capsys, "--model-path", run_copy / "export", "--split", "val")
     assert code == 0, err
-    metrics = read_json(run_copy / "metrics.json")
-    assert metrics["split"] == "val"
-    assert metrics["dataset_version"] == trained_digits_run.metrics["dataset_version"]
+    # Its validation split is not the run's record: evaluated beside it, not over it.
+    assert (run_copy / "metrics.json").read_bytes() == record
+    version = trained_digits_run.metrics["dataset_version"]
+    [evaluation] = (run_copy / "evaluations").iterdir()
+    assert evaluation.name.endswith(f"-{version}-val")
+    metrics = read_json(evaluation / "metrics.json")
+    assert metrics["split"] == "val" and metrics["dataset_version"] == version
+    assert metrics["epochs_run"] == trained_digits_run.metrics["epochs_run"]
+    assert out.strip().endswith(str(evaluation / "report.html"))
 
 
 @pytest.mark.parametrize("given", ["output folder", "latest file"])
@@ -319,7 +330,8 @@ def test_imgclf_train_leaves_the_evaluation_in_its_run_and_its_mlflow_run(
     metrics = read_json(run_dir / "metrics.json")
     assert CONTRACT_KEYS <= set(metrics) and metrics["epochs_run"] == 1
     blessing = read_json(run_dir / "blessing.json")
-    [check] = blessing["checks"]
+    majority, check = blessing["checks"]
+    assert majority["name"] == "beats_majority"
     assert check["name"] == "accuracy" and check["threshold"] == 0.99
     assert check["value"] == metrics["accuracy"]
     assert blessing["blessed"] is (metrics["accuracy"] >= 0.99)

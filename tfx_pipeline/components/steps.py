@@ -297,10 +297,14 @@ def production_version(cfg: schema.Config):
 
 
 def resolve_baseline(cfg: schema.Config, store, inputs) -> dict:
-    """gate.baseline when set, else the production model (when it is not this very model)."""
-    if cfg.evaluation.gate.baseline:
-        spec = artifact(REGISTRY_MODEL, None, spec=cfg.evaluation.gate.baseline)
-        spec.fingerprint = component_lib.digest({"spec": cfg.evaluation.gate.baseline})
+    """gate.baseline when it names a model; with `auto`, the production model (when it is not
+    this very model), found here so that a moved label re-runs the Evaluator; null: none."""
+    baseline = cfg.evaluation.gate.baseline
+    if baseline is None:
+        return {"baseline": None}
+    if baseline != "auto":
+        spec = artifact(REGISTRY_MODEL, None, spec=baseline)
+        spec.fingerprint = component_lib.digest({"spec": baseline})
         return {"baseline": spec}
     version = production_version(cfg)
     if version is None or version.run_id == inputs["model"].properties["run_id"]:
