@@ -22,8 +22,15 @@ MAX_FIGURE_INCHES = 30
 TRAIN_COLOUR, VAL_COLOUR = "#2563eb", "#f97316"
 
 
-def plot_curves(history_csv: Path, out_dir: Path) -> list[Path]:
-    """`loss.png` and `accuracy.png`: train vs validation per epoch; [] without a history."""
+def plot_curves(
+    history_csv: Path, out_dir: Path, best_epoch: int | None = None, monitor: str | None = None
+) -> list[Path]:
+    """`loss.png` and `accuracy.png`: train vs validation per epoch, numbered from 1 as the
+    trainer prints them; [] without a history.
+
+    `best_epoch` (0-based, as metrics.json records it) is the epoch the run's `monitor` picked;
+    both charts mark that one, and none is marked when the run recorded none.
+    """
     history = _read_history(Path(history_csv))
     if not history.get("epoch"):
         return []
@@ -42,16 +49,14 @@ def plot_curves(history_csv: Path, out_dir: Path) -> list[Path]:
         ):
             values = history.get(key) or [None] * len(history["epoch"])
             points = [
-                (e, v) for e, v in zip(history["epoch"], values, strict=True) if v is not None
+                (e + 1, v) for e, v in zip(history["epoch"], values, strict=True) if v is not None
             ]
             if points:
                 xs, ys = zip(*points, strict=True)
                 axes.plot(xs, ys, marker="o", markersize=3, label=label, color=colour)
-        best = _best_epoch(history, metric)
-        if best is not None:
-            axes.axvline(
-                best, color="#9ca3af", linestyle=":", linewidth=1, label=f"best epoch {best}"
-            )
+        if best_epoch is not None:
+            picked = f"best epoch {best_epoch + 1}" + (f" ({monitor})" if monitor else "")
+            axes.axvline(best_epoch + 1, color="#9ca3af", linestyle=":", linewidth=1, label=picked)
         axes.set_title(metric)
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
@@ -213,15 +218,6 @@ def _read_history(path: Path) -> dict[str, list]:
                     float(value) if value not in ("", None) else None
                 )
     return history
-
-
-def _best_epoch(history: dict[str, list], metric: str) -> int | None:
-    """The epoch with the best validation value (lowest loss, highest accuracy), if recorded."""
-    values = history.get(f"val_{metric}") or [None] * len(history["epoch"])
-    points = [(v, e) for e, v in zip(history["epoch"], values, strict=True) if v is not None]
-    if not points:
-        return None
-    return (min(points) if metric == "loss" else max(points, key=lambda p: (p[0], -p[1])))[1]
 
 
 def _decode(data: bytes) -> np.ndarray | None:

@@ -47,7 +47,8 @@ def write_report(out_dir: Path, metrics: dict, images: dict[str, Path], context:
 
     `images` maps FIGURES keys (any may be missing or None; unknown keys go under "More figures")
     to PNG files. `context` may hold "blessing", "config", "environment", "git" ({"commit",
-    "dirty"}), "name" (the title, by default derived from the model path) and "created".
+    "dirty"}), "name" (the title, by default derived from the model path), "created" and
+    "monitor" (the metric whose best epoch the run recorded).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def write_report(out_dir: Path, metrics: dict, images: dict[str, Path], context:
     )
     body = {
         "summary": _summary(metrics, context.get("blessing")),
-        "curves": _figures(figures, "curves") or _muted("No training history was found."),
+        "curves": _curves(figures, metrics, context.get("monitor")),
         "confusion": _split(_figures(figures, "confusion"), _most_confused(metrics)),
         "per-class": _figures(figures, "per-class") + _per_class_table(metrics),
         "calibration": _figures(figures, "calibration") + _calibration(metrics),
@@ -77,6 +78,9 @@ def write_report(out_dir: Path, metrics: dict, images: dict[str, Path], context:
             f"split {metrics['split']}" if metrics.get("split") else "",
             f"{metrics.get('num_examples', '?')} examples",
             f"{metrics.get('num_classes', '?')} classes",
+            f"test-time augmentation {metrics['tta']}"
+            if metrics.get("tta", "none") != "none"
+            else "",
             created,
         )
         if part
@@ -166,16 +170,25 @@ def _summary(metrics: dict, blessing: dict | None) -> str:
         for metric in ("precision", "recall", "f1")
     ]
     table = _table(["", *averages], rows, numeric_from=1)
-    return _blessing(blessing) + f'<div class="tiles">{tiles}</div>' + table
+    return (
+        _blessing(blessing)
+        + _diagnoses(metrics.get("diagnoses"))
+        + f'<div class="tiles">{tiles}</div>'
+        + table
+    )
 
 
 def _blessing(blessing: dict | None) -> str:
     if not blessing:
         return ""
     blessed = bool(blessing.get("blessed"))
+    # Why, not only what: the gate's own sentence (older blessings have only a reason).
+    why = blessing.get("summary") or blessing.get("reason")
     verdict = (
         f'<div class="verdict {"pass" if blessed else "fail"}">'
-        f"{'✓ Blessed' if blessed else '✗ Not blessed'}</div>"
+        f"{'✓ Blessed' if blessed else '✗ Not blessed'}"
+        + (f'<p class="why">{_e(why)}</p>' if why else "")
+        + "</div>"
     )
     rows = []
     for check in blessing.get("checks", []):
@@ -189,6 +202,27 @@ def _blessing(blessing: dict | None) -> str:
         )
     table = _table(["check", "value", "threshold", ""], rows, numeric_from=1, escaped=True)
     return verdict + (table if rows else "")
+
+
+def _diagnoses(diagnoses: list[str] | None) -> str:
+    """What the trainer found wrong with its own run (metrics.json "diagnoses"), unmissable."""
+    if not diagnoses:
+        return ""
+    items = "".join(f"<li>{_e(sentence)}</li>" for sentence in diagnoses)
+    return f'<div class="warning"><strong>⚠ Training diagnoses</strong><ul>{items}</ul></div>'
+
+
+def _curves(figures: dict[str, str], metrics: dict, monitor: str | None) -> str:
+    shown = _figures(figures, "curves")
+    if not shown:
+        return _muted("No training history was found.")
+    best = metrics.get("best_epoch")
+    if best is None:
+        return shown + _muted("Epochs from 1. The run recorded no best epoch: none is marked.")
+    watched = f"the best {monitor}" if monitor else "the best"
+    return shown + _muted(
+        f"Epochs from 1. The dotted line marks epoch {best + 1}, {watched}, on both charts."
+    )
 
 
 def _per_class_table(metrics: dict) -> str:
@@ -259,6 +293,7 @@ def _environment(metrics: dict, context: dict) -> str:
         ["model path", metrics.get("model_path")],
         ["dataset version", metrics.get("dataset_version")],
         ["split", metrics.get("split")],
+        ["test-time augmentation", metrics.get("tta")],
     ]
     git = context.get("git")
     if git:
@@ -416,6 +451,10 @@ h3 { margin:18px 0 8px; font-size:15px; }
   margin-bottom:12px; }
 .verdict.pass { background:#dcfce7; color:var(--good); }
 .verdict.fail { background:#fee2e2; color:var(--bad); }
+.verdict .why { margin:4px 0 0; font-size:14px; font-weight:400; color:var(--fg); }
+.warning { background:#fef3c7; border-left:4px solid #d97706; color:#78350f; padding:10px 14px;
+  border-radius:8px; margin-bottom:12px; }
+.warning ul { margin:6px 0 0; padding-left:20px; }
 span.pass { color:var(--good); font-weight:600; } span.fail { color:var(--bad); font-weight:600; }
 table { border-collapse:collapse; width:100%; font-size:14px; margin:4px 0 12px; }
 th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line);

@@ -173,6 +173,44 @@ def test_curves_without_history_write_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_both_curves_mark_the_run_s_best_epoch_counted_from_one(tmp_path, drawn):
+    history = write_history(tmp_path / "history.csv")
+    plots.plot_curves(history, tmp_path / "out", best_epoch=2, monitor="val_loss")
+
+    assert len(drawn) == 2
+    for figure in drawn:
+        [axes] = figure.axes
+        train, validation, marker = axes.get_lines()
+        assert list(train.get_xdata()) == [1, 2, 3, 4, 5, 6]  # epoch 0 of history.csv is 1
+        assert list(marker.get_xdata()) == [3, 3] and marker.get_linestyle() == ":"
+        assert marker.get_label() == "best epoch 3 (val_loss)"
+
+
+def test_curves_mark_no_best_epoch_when_the_run_recorded_none(tmp_path, drawn):
+    plots.plot_curves(write_history(tmp_path / "history.csv"), tmp_path / "out")
+    assert len(drawn) == 2
+    for figure in drawn:
+        [axes] = figure.axes
+        assert [line.get_label() for line in axes.get_lines()] == ["train", "validation"]
+
+
+def test_the_banner_says_why_and_diagnoses_are_a_warning(tmp_path, metrics):
+    why = (
+        "NOT blessed: accuracy 0.2500 does not beat always answering 'airplane' (0.2500 of the "
+        "240 images) by the required margin: needs >= 0.3250 and p < 0.01 (p = 0.54)"
+    )
+    blessing = {"blessed": False, "checks": [], "reason": why[13:], "summary": why}
+    diagnosed = {**metrics, "diagnoses": ["validation accuracy stayed at chance (0.25)"]}
+    raw = report.write_report(tmp_path, diagnosed, {}, {"blessing": blessing}).read_text()
+    verdict = raw[raw.index('<div class="verdict fail">') :]
+    assert verdict.index(report._e(why)) < verdict.index("</div>")
+    warning = raw[raw.index('<div class="warning">') :]
+    assert warning.index("validation accuracy stayed at chance (0.25)") < warning.index("</div>")
+
+    plain = report.write_report(tmp_path / "plain", metrics, {}, {"blessing": blessing})
+    assert 'class="warning"' not in plain.read_text()
+
+
 def test_confusion_matrix_plot_follows_the_matrix(tmp_path, metrics, images):
     matrix = np.array(metrics["confusion_matrix"])
     matrix[0, 0], matrix[0, 1] = matrix[0, 1], matrix[0, 0]
