@@ -2,6 +2,7 @@
 
 import builtins
 import difflib
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -111,6 +112,8 @@ AUGMENT_LAYER_CLASSES = {
 LABEL_MIXING_LAYERS = ("mix_up", "cut_mix")
 # Keyword arguments imgclf sets itself: images are float in [0, 1], seeds come from `seed`.
 AUGMENT_FIXED_KWARGS = ("seed", "data_format", "name", "dtype")
+# Values Keras accepts without a word and then ignores (RandomFlip(mode="diagonal") never flips).
+AUGMENT_CHOICES = {("random_flip", "mode"): ("horizontal", "vertical", "horizontal_and_vertical")}
 
 
 def validate_augment_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,6 +150,16 @@ def validate_augment_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]
     return validated
 
 
+def keras_error_reason(error: Exception) -> str:
+    """The reason in a Keras call error, without its colour codes, graph-node names, op name
+    and the arguments it echoes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    text = re.sub(r"\{\{[^}]*\}\}", "", text)
+    text = re.sub(r"Exception encountered when calling \S+\.", "", text)
+    text = re.split(r"\[Op:|Arguments received", text)[0]
+    return " ".join(text.split())[:300]
+
+
 def augment_layer_kwargs(index: int, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     import inspect
 
@@ -165,6 +178,12 @@ def augment_layer_kwargs(index: int, name: str, kwargs: dict[str, Any]) -> dict[
             f"[{index}].{name}.{unknown[0]}: not a keyword argument of keras.layers."
             f"{layer_class.__name__}{hint}; it takes {', '.join(settable)}"
         )
+    for key, value in kwargs.items():
+        choices = AUGMENT_CHOICES.get((name, key))
+        if choices and value not in choices:
+            raise ValueError(
+                f"[{index}].{name}.{key}: must be one of {', '.join(choices)} (received {value!r})"
+            )
     full = dict(kwargs)
     if "value_range" in accepted:
         # Images reach augmentation as float32 in [0, 1], not Keras' default 0-255.
@@ -172,10 +191,9 @@ def augment_layer_kwargs(index: int, name: str, kwargs: dict[str, Any]) -> dict[
     try:
         layer_class(**full)
     except Exception as error:  # Keras raises ValueError, TypeError or NotImplementedError
-        message = " ".join(str(error).split())
         raise ValueError(
             f"[{index}].{name}: keras.layers.{layer_class.__name__} refused {kwargs}: "
-            f"{message[:300]}"
+            f"{keras_error_reason(error)}"
         ) from None
     return full
 
@@ -1460,6 +1478,29 @@ class Config(Section):
                 f"pipeline.tune needs a local train.runs_dir (received {self.train.runs_dir}): "
                 "a search reads every trial's run folder; use a local or mounted folder"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _augment_layers_take_the_images(self):
+        """Each layer runs once on a tiny batch of data.channels images, so a layer that needs
+        colour (hue, saturation) on grayscale data fails here, not in the input pipeline."""
+        if not self.augment.layers:
+            return self
+        import keras
+        import numpy as np
+
+        batch = np.full((2, 16, 16, self.data.channels), 0.5, np.float32)
+        for index, spec in enumerate(self.augment.layers):
+            ((name, kwargs),) = spec.items()
+            layer_class = getattr(keras.layers, AUGMENT_LAYER_CLASSES[name])
+            try:
+                layer_class(**kwargs)(batch, training=True)
+            except Exception as error:  # whatever Keras raises, the user gets one line
+                message = keras_error_reason(error)
+                raise ValueError(
+                    f"augment.layers[{index}].{name}: keras.layers.{layer_class.__name__} cannot "
+                    f"augment {self.data.channels}-channel images (data.channels): {message}"
+                ) from None
         return self
 
     @model_validator(mode="after")

@@ -286,33 +286,65 @@ def test_layer_item_must_have_exactly_one_name():
 
 
 def test_augment_rejects_unknown_layer_listing_accepted_ones():
-    message = load_error("augment.layers=[{random_blur: {factor: 0.1}}]")
-    assert "augment.layers: item 0: unknown layer 'random_blur'" in message
-    assert "accepted: " + ", ".join(schema.AUGMENT_LAYER_SPECS) in message
+    message = load_error("augment.layers=[{random_rotaton: {factor: 0.1}}]")
+    assert "augment.layers: item 0: unknown layer 'random_rotaton'" in message
+    assert "(did you mean 'random_rotation'?)" in message
+    assert "accepted: " + ", ".join(schema.AUGMENT_LAYER_CLASSES) in message
 
 
 @pytest.mark.parametrize(
     ("layer", "expected"),
     [
-        ("{random_rotation: {factor: 2}}", "[0].random_rotation.factor:"),
-        ("{random_flip: {mode: diagonal}}", "[0].random_flip.mode:"),
-        ("{random_zoom: {height_factor: 0.1, depth: 2}}", "[0].random_zoom.depth:"),
-        ("{random_translation: {height_factor: 0.1}}", "[0].random_translation.width_factor:"),
+        # Unknown keyword: named with the closest one and every one the Keras layer takes.
+        (
+            "{random_zoom: {height_factor: 0.1, depth: 2}}",
+            "[0].random_zoom.depth: not a keyword argument of keras.layers.RandomZoom; it takes "
+            "height_factor, width_factor, fill_mode, interpolation, fill_value",
+        ),
+        ("{random_rotation: {factr: 0.1}}", "(did you mean 'factor'?)"),
+        # Bad values: Keras' own check, quoted.
+        ("{random_flip: {mode: diagonal}}", "[0].random_flip.mode: must be one of horizontal,"),
+        (
+            "{random_rotation: {factor: 0.1, fill_mode: bogus}}",
+            "keras.layers.RandomRotation refused {'factor': 0.1, 'fill_mode': 'bogus'}",
+        ),
+        (
+            "{random_contrast: {factor: -0.5}}",
+            "keras.layers.RandomContrast refused {'factor': -0.5}: The `factor` argument should",
+        ),
+        ("{random_flip: {seed: 3}}", "[0].random_flip.seed: set by imgclf"),
+        ("{random_flip: [horizontal]}", "[0].random_flip: takes a mapping of keyword arguments"),
     ],
 )
 def test_augment_rejects_bad_layer_kwargs(layer, expected):
     message = load_error(f"augment.layers=[{layer}]")
     assert "augment.layers:" in message
     assert expected in message
+    assert "\n" not in message
 
 
-def test_augment_layer_defaults_are_filled_in():
+def test_a_colour_layer_on_grayscale_data_is_a_config_error():
+    message = load_error("data.channels=1", "augment.layers=[{random_hue: {factor: 0.2}}]")
+    assert message.endswith(
+        "augment.layers[0].random_hue: keras.layers.RandomHue cannot augment 1-channel images "
+        "(data.channels): input must have 3 channels but input only has 1 channels."
+    )
+    loader.load(None, ["data.channels=3", "augment.layers=[{random_hue: {factor: 0.2}}]"])
+
+
+def test_augment_layers_take_any_keras_kwarg_and_keras_defaults():
     cfg = loader.load(
-        None, ["augment.layers=[{random_flip: {}}, {random_zoom: {height_factor: 0.1}}]"]
+        None,
+        [
+            "augment.layers=[{random_flip: {}}, {random_rotation: {factor: 0.2, fill_mode: "
+            "constant, fill_value: 0.5}}, {random_brightness: {factor: 0.1}}]"
+        ],
     )
     assert cfg.augment.layers == [
-        {"random_flip": {"mode": "horizontal"}},
-        {"random_zoom": {"height_factor": 0.1, "width_factor": None}},
+        {"random_flip": {}},
+        {"random_rotation": {"factor": 0.2, "fill_mode": "constant", "fill_value": 0.5}},
+        # Images are float in [0, 1], not Keras' default 0-255.
+        {"random_brightness": {"factor": 0.1, "value_range": [0.0, 1.0]}},
     ]
 
 
@@ -323,8 +355,10 @@ def test_backbone_names_match_trainer_registry():
     assert set(schema.BACKBONE_NAMES) == set(models.BACKBONES)
 
 
-def test_augment_layer_specs_match_augment_registry():
-    assert set(schema.AUGMENT_LAYER_SPECS) == set(augment.AUGMENT_LAYERS)
+def test_augment_layer_classes_match_augment_registry():
+    assert set(schema.AUGMENT_LAYER_CLASSES) == set(augment.AUGMENT_LAYERS)
+    for name, layer_class in augment.AUGMENT_LAYERS.items():
+        assert layer_class.__name__ == schema.AUGMENT_LAYER_CLASSES[name]
 
 
 def test_cnn_layer_specs_match_trainer_registry():
