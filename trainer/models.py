@@ -1,8 +1,6 @@
 """Model construction: keras.applications backbones or a YAML CNN plus a classification head,
 or the user's own model; BatchNorm momentum for all of them."""
 
-import glob
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from keras import ops
 
 from configs import loader, schema
 from trainer import cnn, custom_model
+from trainer import weights as imagenet
 
 # What each backbone's ImageNet weights expect, from our [0, 1] RGB images (keras.applications'
 # preprocess_input modes; a test compares every backbone with its own preprocess_input).
@@ -53,11 +52,11 @@ class BackboneInput(keras.layers.Layer):
 
 @dataclass(frozen=True)
 class Backbone:
-    """A keras.applications constructor, its input preprocessing and its cached weights file."""
+    """A keras.applications constructor and its input preprocessing (its ImageNet weights file:
+    trainer.weights)."""
 
     build: Callable[..., keras.Model]
     preprocessing: str  # one of PREPROCESSING_MODES
-    imagenet_file: str  # glob of the no-top weights file in the Keras cache
     extra_kwargs: tuple[tuple[str, object], ...] = ()
 
 
@@ -66,61 +65,29 @@ WITH_PREPROCESSING = (("include_preprocessing", True),)
 
 # Keyed like configs.schema.BACKBONE_NAMES; a test builds every entry.
 BACKBONES = {
-    "mobilenet_v2": Backbone(APPS.MobileNetV2, "tf", "mobilenet_v2_weights_*_no_top.h5"),
-    "mobilenet_v3_small": Backbone(
-        APPS.MobileNetV3Small,
-        "raw",
-        "weights_mobilenet_v3_small_*_no_top_v2.h5",
-        WITH_PREPROCESSING,
-    ),
-    "mobilenet_v3_large": Backbone(
-        APPS.MobileNetV3Large,
-        "raw",
-        "weights_mobilenet_v3_large_*_no_top_v2.h5",
-        WITH_PREPROCESSING,
-    ),
-    **{
-        f"efficientnet_b{n}": Backbone(
-            getattr(APPS, f"EfficientNetB{n}"), "raw", f"efficientnetb{n}_notop.h5"
-        )
-        for n in range(8)
-    },
+    "mobilenet_v2": Backbone(APPS.MobileNetV2, "tf"),
+    "mobilenet_v3_small": Backbone(APPS.MobileNetV3Small, "raw", WITH_PREPROCESSING),
+    "mobilenet_v3_large": Backbone(APPS.MobileNetV3Large, "raw", WITH_PREPROCESSING),
+    **{f"efficientnet_b{n}": Backbone(getattr(APPS, f"EfficientNetB{n}"), "raw") for n in range(8)},
     **{
         f"efficientnet_v2_{size}": Backbone(
-            getattr(APPS, f"EfficientNetV2{size.upper()}"),
-            "raw",
-            f"efficientnetv2-{size}_notop.h5",
-            WITH_PREPROCESSING,
+            getattr(APPS, f"EfficientNetV2{size.upper()}"), "raw", WITH_PREPROCESSING
         )
         for size in ("b0", "b1", "b2", "b3", "s")
     },
     **{
-        f"resnet{depth}": Backbone(
-            getattr(APPS, f"ResNet{depth}"),
-            "caffe",
-            f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        )
+        f"resnet{depth}": Backbone(getattr(APPS, f"ResNet{depth}"), "caffe")
         for depth in (50, 101, 152)
     },
     **{
-        f"resnet{depth}_v2": Backbone(
-            getattr(APPS, f"ResNet{depth}V2"),
-            "tf",
-            f"resnet{depth}v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        )
+        f"resnet{depth}_v2": Backbone(getattr(APPS, f"ResNet{depth}V2"), "tf")
         for depth in (50, 101, 152)
     },
-    "vgg16": Backbone(APPS.VGG16, "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "vgg19": Backbone(APPS.VGG19, "caffe", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "densenet121": Backbone(
-        APPS.DenseNet121, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    ),
-    "xception": Backbone(
-        APPS.Xception, "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    ),
-    "convnext_tiny": Backbone(
-        APPS.ConvNeXtTiny, "raw", "convnext_tiny_notop.h5", WITH_PREPROCESSING
-    ),
+    "vgg16": Backbone(APPS.VGG16, "caffe"),
+    "vgg19": Backbone(APPS.VGG19, "caffe"),
+    "densenet121": Backbone(APPS.DenseNet121, "torch"),
+    "xception": Backbone(APPS.Xception, "tf"),
+    "convnext_tiny": Backbone(APPS.ConvNeXtTiny, "raw", WITH_PREPROCESSING),
 }
 
 POOLING = {
@@ -205,8 +172,8 @@ def build_feature_extractor(
     input_shape: tuple[int, int, int],
     batch_norm_momentum: float | None = None,
 ) -> keras.Model:
-    """The backbone as a model named BACKBONE, with `model.weights` loaded when it is a file."""
-    weights = resolve_weights(cfg.backbone, cfg.weights)
+    """The backbone as a model named BACKBONE, with `model.weights` (imagenet or a file) loaded."""
+    weights = resolve_weights(cfg.backbone, cfg.weights, input_shape[:2], cfg.weights_mirror)
     inputs = keras.Input(input_shape, name="backbone_input")
     if cfg.backbone == "cnn":
         features = cnn.apply_layers(cfg.cnn, inputs, batch_norm_momentum)
@@ -216,15 +183,17 @@ def build_feature_extractor(
         x = BackboneInput(backbone.preprocessing, name="to_backbone_input")(inputs)
         # input_tensor makes the application's layers part of one flat graph from our input,
         # so "the top N layers" of the backbone means the application's own layers.
+        # ImageNet weights load from the file trainer.weights fetched, as keras.applications
+        # loads them: weights="imagenet" would look in the cache folder Keras read at import
+        # and download from Keras' own URL whatever that folder lacks.
         base = backbone.build(
-            include_top=False,
-            weights="imagenet" if weights == "imagenet" else None,
-            input_tensor=x,
-            **dict(backbone.extra_kwargs),
+            include_top=False, weights=None, input_tensor=x, **dict(backbone.extra_kwargs)
         )
+        if cfg.weights == "imagenet":
+            imagenet.load(base, cfg.backbone, weights)
         extractor = keras.Model(inputs, base.output, name=BACKBONE)
         set_batch_norm_momentum(extractor, batch_norm_momentum)
-    if weights not in (None, "imagenet"):
+    if weights is not None and cfg.weights != "imagenet":
         load_backbone_weights(extractor, weights)
     return extractor
 
@@ -240,8 +209,11 @@ def load_backbone_weights(extractor: keras.Model, path: str) -> None:
         ) from None
 
 
-def resolve_weights(backbone_name: str, weights: str | None) -> str | None:
-    """None, 'imagenet' (only when already cached: there is no network), or an existing file."""
+def resolve_weights(
+    backbone_name: str, weights: str | None, image_size: tuple[int, int], mirror: str | None
+) -> str | None:
+    """None, the cached ImageNet file (downloaded when missing; `mirror` is
+    model.weights_mirror), or an existing weights file."""
     if weights is None:
         return None
     if weights == "imagenet":
@@ -250,14 +222,17 @@ def resolve_weights(backbone_name: str, weights: str | None) -> str | None:
                 "model.weights: imagenet needs a keras.applications model.backbone; a custom cnn "
                 "takes null or a weights file"
             )
-        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-        if glob.glob(str(cache / BACKBONES[backbone_name].imagenet_file)):
-            return "imagenet"
-        raise loader.ConfigError(
-            f"model.weights: imagenet weights for {backbone_name} are not in the Keras cache "
-            f"({cache}) and cannot be downloaded here; copy the no-top .h5 file there or pass its "
-            "path as model.weights, or use model.weights: null to train from scratch"
-        )
+        backbone = BACKBONES[backbone_name]
+
+        def build_bare_backbone() -> keras.Model:
+            return backbone.build(
+                include_top=False,
+                weights=None,
+                input_shape=(*image_size, 3),
+                **dict(backbone.extra_kwargs),
+            )
+
+        return str(imagenet.fetch(backbone_name, image_size, build_bare_backbone, mirror))
     if not Path(weights).is_file():
         raise loader.ConfigError(
             f"model.weights: file not found: {weights} (use null, imagenet or a file)"

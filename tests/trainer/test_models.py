@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import loader, schema
-from trainer import cnn, models
+from trainer import cnn, models, weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,37 +138,51 @@ def test_every_backbone_has_a_keras_file_name():
     assert set(KERAS_IMAGENET_FILES) == set(models.BACKBONES)
 
 
-@pytest.mark.parametrize("name", sorted(models.BACKBONES))
-def test_imagenet_not_cached_is_config_error_without_download(name, tmp_path, monkeypatch):
+def test_every_backbone_file_name_is_the_one_trainer_weights_fetches():
+    for name, file_name in KERAS_IMAGENET_FILES.items():
+        assert weights.keras_file(name, (224, 224)).name == file_name
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch) -> Path:
+    """An empty Keras cache (returned) and a weights mirror that refuses every connection."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:1")  # nothing listens on port 1
+    return tmp_path / "models"
+
+
+@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+def test_imagenet_not_cached_and_unreachable_is_one_line_config_error(name, offline):
     cfg = model_config(f"model.backbone={name}", "model.weights=imagenet")
     started = time.monotonic()
     with pytest.raises(loader.ConfigError) as raised:
         models.build_model(cfg, (32, 32, 3), 3)
     assert time.monotonic() - started < 5
     message = str(raised.value)
-    assert "Keras cache" in message and str(tmp_path / "models") in message
+    assert "\n" not in message and f"needs {KERAS_IMAGENET_FILES[name]}," in message
+    assert "Keras cache" in message and str(offline) in message
     assert "model.weights: null" in message
 
 
 @pytest.mark.parametrize("name", sorted(models.BACKBONES))
-def test_imagenet_found_under_keras_file_name(name, tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / KERAS_IMAGENET_FILES[name]).write_bytes(b"")
-    assert models.resolve_weights(name, "imagenet") == "imagenet"
+def test_imagenet_found_under_keras_file_name_is_not_downloaded(name, offline):
+    offline.mkdir()
+    cached = offline / KERAS_IMAGENET_FILES[name]
+    cached.write_bytes(b"")  # resolving finds the file; it loads when the model is built
+    assert models.resolve_weights(name, "imagenet", (224, 224), None) == str(cached)
 
 
-def test_imagenet_file_of_another_backbone_does_not_count(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / KERAS_IMAGENET_FILES["mobilenet_v3_large"]).write_bytes(b"")
-    with pytest.raises(loader.ConfigError, match="mobilenet_v3_small are not in the Keras cache"):
-        models.resolve_weights("mobilenet_v3_small", "imagenet")
+def test_imagenet_file_of_another_backbone_does_not_count(offline):
+    offline.mkdir()
+    (offline / KERAS_IMAGENET_FILES["mobilenet_v3_large"]).write_bytes(b"")
+    with pytest.raises(
+        loader.ConfigError, match="mobilenet_v3_small needs weights_mobilenet_v3_small_224"
+    ):
+        models.resolve_weights("mobilenet_v3_small", "imagenet", (224, 224), None)
 
 
 def test_null_weights_resolve_to_none():
-    assert models.resolve_weights("mobilenet_v2", None) is None
+    assert models.resolve_weights("mobilenet_v2", None, (224, 224), None) is None
 
 
 @pytest.mark.parametrize("missing", ["nope.weights.h5", "."], ids=["file", "folder"])
