@@ -13,6 +13,7 @@ from monitoring import cli as monitoring_cli
 from registry import cli as registry_cli
 from tfx_pipeline import pipeline_cli
 from tracking import cli as tracking_cli
+from trainer import weights_cli
 from trainer.tuning import cli as tuning_cli
 
 DIGITS_CONFIG = Path(configs.__file__).parent / "digits.yaml"
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator_cli.add_commands(commands)
     tracking_cli.add_commands(commands)
     tuning_cli.add_commands(commands)
+    weights_cli.add_commands(commands)
     pipeline_cli.add_commands(commands)
     monitoring_cli.add_commands(commands)
 

@@ -20,6 +20,7 @@ from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
 from configs import loader, schema
+from tfx_pipeline import cli
 from trainer import models, weights
 
 CLOSED_PORT = "http://127.0.0.1:1"  # nothing listens on port 1: the connection is refused
@@ -402,3 +403,35 @@ def test_unreachable_weights_fail_in_seconds_with_one_line(
 def test_a_bucket_mirror_is_refused_with_the_schemes_that_work():
     with pytest.raises(weights.WeightsUnavailable, match="use http://, https://, file://"):
         fetch("mobilenet_v2", mirror="s3://bucket/keras-applications")
+
+
+# --- imgclf weights fetch ---
+
+
+def test_imgclf_weights_fetch_downloads_and_names_the_file(
+    mirror, keras_cache, capsys, keras_files
+):
+    place(keras_files, mirror.path_of("mobilenet_v2", SMALL), "mobilenet_v2")
+    argv = ["weights", "fetch", "mobilenet_v2", "--image-size", "96", "--mirror", mirror.url]
+    assert cli.main(argv) == 0
+    cached = keras_cache / weights.keras_file("mobilenet_v2", SMALL).name
+    assert cached.is_file()
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"weights fetch: mobilenet_v2 ImageNet weights for 96x96 in {cached}"
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["cnn"], "unknown backbone 'cnn'; accepted: mobilenet_v2, "),
+        (["xception", "--image-size", "32"], "xception needs --image-size 71 or more"),
+        (["mobilenet_v2", "--mirror", CLOSED_PORT], "could not be downloaded"),
+    ],
+    ids=["unknown backbone", "too small", "unreachable"],
+)
+def test_imgclf_weights_fetch_errors_are_one_line_and_exit_2(argv, expected, capsys):
+    assert cli.main(["weights", "fetch", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    if argv == ["cnn"]:
+        assert all(name in err for name in schema.BACKBONE_NAMES)
