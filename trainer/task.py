@@ -160,7 +160,7 @@ def train(
         f"({splits['train']['count']} train / {splits['val']['count']} val images, "
         f"{len(class_names)} classes, model {cfg.model.backbone}, "
         f"{model.count_params():,} parameters, {precision}, {replicas} replica(s) "
-        f"x {accumulation} micro-batch(es) of {micro_batch}{batch_norm_note(model, momentum)})"
+        f"x {accumulation} micro-batch(es) of {micro_batch}{batch_norm_note(model)})"
     )
     if chief:
         log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter)
@@ -262,11 +262,18 @@ def build_phases(
     return phases
 
 
-def batch_norm_note(model: keras.Model, momentum: float | None) -> str:
-    """`, BatchNorm momentum 0.92` for the start line, when the model has BatchNorm."""
-    if momentum is None or not models.has_batch_norm(model):
+def batch_norm_note(model: keras.Model) -> str:
+    """`, BatchNorm momentum 0.92` for the start line: the momenta the model's layers use."""
+    momenta = sorted(
+        {
+            x.momentum
+            for x in models.nested_layers(model)
+            if isinstance(x, keras.layers.BatchNormalization)
+        }
+    )
+    if not momenta:
         return ""
-    return f", BatchNorm momentum {momentum:.3g}"
+    return f", BatchNorm momentum {' and '.join(f'{m:.3g}' for m in momenta)}"
 
 
 def diagnoses(history, val_counts, model, momentum, metrics) -> list[str]:

@@ -333,3 +333,58 @@ def test_classifier_is_float32_softmax():
     probs = models.build_model(cfg, (8, 8, 1), 2).get_layer("probs")
     assert probs.dtype_policy.compute_dtype == "float32"
     assert probs.activation is keras.activations.softmax
+
+
+# --- BatchNorm momentum (model.batch_norm_momentum) ---
+
+
+@pytest.mark.parametrize(
+    ("setting", "steps", "expected"),
+    [
+        ("auto", 25, 0.92),  # half an epoch of 25 steps
+        ("auto", 10, 0.9),  # floor: fewer samples would make the statistics noisy
+        ("auto", 1000, 0.99),  # ceiling: Keras' own default for large datasets
+        ("keep", 25, None),
+        (0.5, 25, 0.5),
+    ],
+)
+def test_batch_norm_momentum_rule(setting, steps, expected):
+    assert models.resolve_batch_norm_momentum(setting, steps) == pytest.approx(expected)
+
+
+def batch_norm_momenta(model: keras.Model) -> set[float]:
+    return {
+        layer.momentum
+        for layer in models.nested_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+
+
+def test_a_backbone_takes_the_model_momentum_on_all_its_batch_norm_layers():
+    cfg = model_config("model.backbone=mobilenet_v2")
+    assert batch_norm_momenta(models.build_model(cfg, (32, 32, 3), 3)) == {0.999}  # Keras' own
+    model = models.build_model(cfg, (32, 32, 3), 3, batch_norm_momentum=0.92)
+    assert batch_norm_momenta(model) == {0.92}
+    assert len([x for x in models.nested_layers(model) if "BatchNorm" in type(x).__name__]) == 52
+
+
+def test_a_batch_norm_spec_momentum_wins_over_the_model_momentum():
+    cfg = model_config(
+        "model.cnn=[{conv: {filters: 4}}, {batch_norm: {momentum: 0.5}}, {conv: {filters: 4}}, "
+        "{batch_norm: {}}]"
+    )
+    backbone = models.build_model(cfg, (8, 8, 1), 2, batch_norm_momentum=0.9).get_layer(
+        models.BACKBONE
+    )
+    assert backbone.get_layer("batch_norm_1").momentum == 0.5
+    assert backbone.get_layer("batch_norm_2").momentum == 0.9
+
+
+def test_batch_norm_momentum_applies_in_training_updates():
+    """Keras reads `momentum` at each call: one training step moves the moving mean by
+    (1 - momentum) of the way to the batch mean."""
+    cfg = model_config("model.cnn=[{batch_norm: {}}]", "model.head.dropout=0")
+    model = models.build_model(cfg, (4, 4, 1), 2, batch_norm_momentum=0.75)
+    layer = model.get_layer(models.BACKBONE).get_layer("batch_norm_1")
+    model(np.full((2, 4, 4, 1), 8.0, np.float32), training=True)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), [2.0])  # 0.75 * 0 + 0.25 * 8
