@@ -3,8 +3,9 @@ validation at chance, or a model that answers one class for everything."""
 
 import math
 
-# Training accuracy this far above the majority rate means the model did learn something.
-LEARNT_MARGIN = 0.25
+# Training accuracy that closes this share of the gap between the majority rate and 1.0 means
+# the model did learn its training images.
+LEARNT_SHARE = 0.5
 # Validation accuracy within this of the majority rate (or two standard errors, if larger) is
 # indistinguishable from always answering the majority class.
 CHANCE_MARGIN = 0.05
@@ -25,7 +26,7 @@ def chance_validation(
     majority = val_counts[majority_class] / total
     ceiling = majority + max(CHANCE_MARGIN, 2 * math.sqrt(majority * (1 - majority) / total))
     recent = val_accuracy[-3:]
-    if max(recent) > ceiling or accuracy[-1] < majority + LEARNT_MARGIN:
+    if max(recent) > ceiling or accuracy[-1] < majority + LEARNT_SHARE * (1 - majority):
         return None
     sentence = (
         f"validation accuracy stayed at chance ({max(recent):.2f} in the last "

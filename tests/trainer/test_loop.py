@@ -315,7 +315,15 @@ def fit_with_plateau(run_dir, images, labels, epochs: int, plateau: optim.Platea
 
 
 def fit_full_batch(
-    run_dir, images, labels, overrides, plateau=None, bias=True, validate=True
+    run_dir,
+    images,
+    labels,
+    overrides,
+    plateau=None,
+    bias=True,
+    validate=True,
+    optimizer=None,
+    stop_early=None,
 ) -> loop.FitResult:
     """Full-batch SGD, one step per epoch, validated on the training examples themselves."""
     cfg = loader.load(None, overrides).train
@@ -339,11 +347,21 @@ def fit_full_batch(
     )
     # runs.create makes this folder in a real run; the best epoch's weights are saved into it.
     (run_dir / runs.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    optimizer = keras.optimizers.SGD(PLATEAU_RATE)
+    optimizer = optimizer or keras.optimizers.SGD(PLATEAU_RATE)
     training = loop.TrainingLoop(
-        model, optimizer, strategy, cfg, count, CLASSES, run_dir, plateau=plateau
+        model,
+        optimizer,
+        strategy,
+        cfg,
+        count,
+        CLASSES,
+        run_dir,
+        plateau=plateau,
+        stop_early=stop_early,
     )
-    return training.fit(make_train_data, 1, val_data)
+    result = training.fit(make_train_data, 1, val_data)
+    result.model = model
+    return result
 
 
 def stalled_examples() -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +445,7 @@ def test_plateau_settings_come_from_the_optimizer_config():
 
 def test_early_stopping_follows_the_configured_direction(tmp_path):
     images, labels = examples()
-    watch = ["train.epochs=4", "train.early_stopping.patience=1"]
+    watch = ["train.epochs=4", "train.early_stopping={enabled: true, patience: 1}"]
     natural = fit_full_batch(tmp_path / "natural", images, labels, watch)
     assert (np.diff(natural.history["val_loss"]) < 0).all()
     assert (natural.epochs_run, natural.best_epoch) == (4, 3)
@@ -477,3 +495,142 @@ def test_a_custom_metric_monitor_needs_its_direction(tmp_path):
         loader.load(None, custom)
     cfg = loader.load(None, [*custom, "train.early_stopping.direction=max"])
     assert cfg.train.early_stopping.minimizes() is False
+
+
+# --- soft targets (MixUp, CutMix) ---
+
+
+def test_one_hot_float_targets_train_exactly_like_class_ids(tmp_path):
+    """Labels that are float [batch, classes] are taken as the targets: one-hot ones give the
+    very update class ids give, class weights included; mixed ones another."""
+    images, labels = examples()
+    one_hot = np.eye(CLASSES, dtype=np.float32)[labels]
+    weights = [3.0, 1.0, 0.5]
+    strategy = tf.distribute.get_strategy()
+    by_id = train_on(tmp_path / "ids", strategy, images, labels, weights)
+    by_target = train_on(tmp_path / "one-hot", strategy, images, one_hot, weights)
+    for a, b in zip(by_id, by_target, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    mixed = 0.7 * one_hot + 0.3 * one_hot[::-1]
+    assert not np.allclose(
+        train_on(tmp_path / "mixed", strategy, images, mixed, weights)[0], by_id[0]
+    )
+
+
+def train_on(run_dir, strategy, images, targets, class_weights) -> list[np.ndarray]:
+    cfg = loader.load(None, ["train.epochs=2"]).train
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(CLASSES, "softmax")]
+    )
+
+    def make_train_data(epoch, skip):
+        data = tf.data.Dataset.from_tensor_slices((images, targets)).batch(GLOBAL_BATCH).repeat()
+        return strategy.distribute_datasets_from_function(lambda context: data)
+
+    training = loop.TrainingLoop(
+        model,
+        keras.optimizers.SGD(0.5),
+        strategy,
+        cfg,
+        GLOBAL_BATCH,
+        CLASSES,
+        run_dir,
+        class_weights=class_weights,
+    )
+    training.fit(make_train_data, STEPS, None)
+    return model.get_weights()
+
+
+# --- weight averaging (train.ema) ---
+
+
+def test_an_ema_run_validates_and_ends_with_the_average_of_its_steps(tmp_path):
+    """Keras' EMA starts at the first step's weights, then a <- m a + (1 - m) w per step. With
+    one full-batch step per epoch, the weights after k steps are those of a k-epoch run."""
+    images, labels = examples()
+    overrides = ["train.early_stopping.enabled=false"]
+    steps = [
+        fit_full_batch(tmp_path / f"plain{k}", images, labels, [f"train.epochs={k}", *overrides])
+        for k in range(1, 5)
+    ]
+    expected = [np.array(w) for w in steps[0].model.get_weights()]
+    for result in steps[1:]:
+        weights = result.model.get_weights()
+        expected = [0.5 * a + 0.5 * w for a, w in zip(expected, weights, strict=True)]
+    averaged = fit_full_batch(
+        tmp_path / "ema",
+        images,
+        labels,
+        ["train.epochs=4", *overrides],
+        optimizer=keras.optimizers.SGD(PLATEAU_RATE, use_ema=True, ema_momentum=0.5),
+    )
+    for a, b in zip(averaged.model.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(expected[0], steps[-1].model.get_weights()[0], atol=1e-4)
+    # Each epoch's validation saw the averaged weights: after the first step (average = the
+    # weights) the EMA run's val_loss differs from the plain run's.
+    assert averaged.history["val_loss"][0] == pytest.approx(steps[0].history["val_loss"][0])
+    assert averaged.history["val_loss"][-1] != pytest.approx(steps[-1].history["val_loss"][-1])
+
+
+def test_ema_momentum_auto_spans_a_tenth_of_the_run():
+    assert optim.ema_momentum("auto", 300) == pytest.approx(1 - 10 / 300)
+    assert optim.ema_momentum("auto", 20) == 0.9
+    assert optim.ema_momentum("auto", 10**7) == 0.9999
+    cfg = loader.load(None, ["train.ema.enabled=true"])
+    optimizer = optim.build_optimizer(cfg.optimizer, 25, 12, cfg.train.ema)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(1 - 10 / 300)
+    assert not optim.build_optimizer(cfg.optimizer, 25, 12).use_ema
+
+
+# --- early stopping under a schedule (train.early_stopping.enabled: auto) ---
+
+
+@pytest.mark.parametrize(
+    ("schedule", "active"),
+    [
+        ("cosine", False),
+        ("step", False),
+        ("exponential", False),
+        ("constant", True),
+        ("plateau", True),
+    ],
+)
+def test_auto_early_stopping_is_off_exactly_under_decaying_schedules(schedule, active):
+    cfg = loader.load(None, [f"optimizer.schedule={schedule}"])
+    assert cfg.train.early_stopping.enabled == "auto"
+    assert cfg.train.early_stopping.active(schedule) is active
+    forced = loader.load(None, ["train.early_stopping.enabled=true"]).train.early_stopping
+    assert forced.active(schedule) is True
+
+
+def test_a_run_without_early_stopping_trains_every_epoch_and_keeps_the_last_weights(
+    tmp_path, capsys
+):
+    """Training loss watched for a rise never 'improves' after epoch 1: with early stopping
+    on, patience 1 stops at epoch 2 and restores epoch 1; off, all epochs run and the last
+    epoch's weights stay, while the best epoch is still recorded for the report."""
+    images, labels = examples()
+    watch = ["train.early_stopping={monitor: loss, direction: max, patience: 1}"]
+    stopped = fit_full_batch(
+        tmp_path / "on", images, labels, ["train.epochs=4", *watch], stop_early=True
+    )
+    assert len(stopped.history["loss"]) == 2 and stopped.best_epoch == 0
+    kept = fit_full_batch(
+        tmp_path / "off", images, labels, ["train.epochs=4", *watch], stop_early=False
+    )
+    assert len(kept.history["loss"]) == 4 and kept.best_epoch == 0
+    plain = fit_full_batch(
+        tmp_path / "plain", images, labels, ["train.epochs=4", *watch], stop_early=False
+    )
+    for a, b in zip(kept.model.get_weights(), plain.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    first = fit_full_batch(
+        tmp_path / "first", images, labels, ["train.epochs=1", *watch], stop_early=False
+    )
+    assert not np.allclose(kept.model.get_weights()[0], first.model.get_weights()[0])
+    for a, b in zip(stopped.model.get_weights(), first.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+    # enabled is auto here and the loop was told off: the run says why it never stops.
+    assert "early stopping is off: the learning-rate schedule decays" in capsys.readouterr().out
