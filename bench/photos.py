@@ -22,6 +22,7 @@ import hashlib
 import importlib.resources
 import io
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -239,6 +240,8 @@ def write_sets(
     Each class draws from its own generator seeded by (seed, class), so changing one count does
     not reshuffle the other classes' crops.
     """
+    for set_name in ("task", "pretrain"):
+        shutil.rmtree(out / set_name, ignore_errors=True)  # crops of other counts or seeds
     out.mkdir(parents=True, exist_ok=True)
     crops = []
     for set_index, (set_name, photos) in enumerate(
@@ -275,16 +278,22 @@ def read_manifest(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def ensure_sets(out: Path, seed: int, **counts: int) -> Path:
-    """`out` holding the sets for `seed` and `counts`, written only when missing or different."""
+def ensure_sets(
+    out: Path,
+    seed: int = 0,
+    train_per_class: int = 250,
+    holdout_per_class: int = 50,
+    pretrain_per_class: int = 100,
+) -> Path:
+    """`out` holding the sets for these arguments, written only when missing or different."""
+    counts = {
+        "train_per_class": train_per_class,
+        "holdout_per_class": holdout_per_class,
+        "pretrain_per_class": pretrain_per_class,
+    }
     manifest = read_manifest(out)
-    if (
-        manifest
-        and manifest["seed"] == seed
-        and all(manifest["counts"].get(key) == value for key, value in counts.items())
-    ):
-        return out
-    write_sets(out, seed, **counts)
+    if not manifest or manifest["seed"] != seed or manifest["counts"] != counts:
+        write_sets(out, seed, **counts)
     return out
 
 

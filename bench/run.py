@@ -27,6 +27,8 @@ BENCHMARKS = {
     "training": ("bench_training.py", ["--repeats", "2"], ["--quick"]),
     "ingest": ("bench_ingest.py", ["--sizes", "10000", "100000"], ["--sizes", "500", "2000"]),
     "formats": ("bench_formats.py", [], ["--quick"]),
+    # Quick: 1 seed, 2 epochs; the Ultralytics peer only when bench/.peer-venv exists.
+    "photos": ("bench_photos.py", ["--seeds", "3"], ["--quick"]),
 }
 
 

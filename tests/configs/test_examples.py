@@ -26,9 +26,15 @@ FAMILIES = {
     "cnn.yaml": {"cnn"},
     "imbalanced.yaml": {"cnn"},  # focal loss and class-balanced weights
     "digits_fast.yaml": {"cnn"},  # the digits to 0.98 fast (bench/bench_training.py)
+    "photos.yaml": {"cnn"},  # the real-photo benchmark's contenders (bench/bench_photos.py)
+    "photos_mobilenet.yaml": {"mobilenet_v2"},
 }
 # Where each example expects its images by default: the bundled digits for digits_fast.yaml.
-DEFAULT_SOURCES = {"digits_fast.yaml": "data/digits"}
+DEFAULT_SOURCES = {
+    "digits_fast.yaml": "data/digits",
+    "photos.yaml": "data/photos",
+    "photos_mobilenet.yaml": "data/photos",
+}
 # Expected names as well as what is on disk: a missing file fails its own case, an extra one too.
 EXAMPLE_NAMES = sorted(set(FAMILIES) | {path.name for path in EXAMPLES_DIR.glob("*.yaml")})
 ENV_VARS = ("DATA_DIR", "DATA_OUT", "RUNS_DIR")
