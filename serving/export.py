@@ -17,10 +17,18 @@ def build_serving_functions(
     channels: int,
     class_names: list[str],
     background: tuple[int, int, int] = preprocess.DEFAULT_BACKGROUND,
+    resize: str = preprocess.DEFAULT_RESIZE,
+    crop_fraction: float = preprocess.DEFAULT_CROP_FRACTION,
 ) -> dict[str, tf.types.experimental.PolymorphicFunction]:
-    """The signatures of the contract in serving/signatures.py, as tf.functions."""
+    """The signatures of the contract in serving/signatures.py, as tf.functions; bytes are
+    decoded and fitted as data.background, data.resize and data.crop_fraction say."""
     height, width = image_size
     names = tf.constant(class_names, dtype=tf.string)
+
+    def decode(image_bytes):
+        return preprocess.decode_batch(
+            image_bytes, image_size, channels, background, resize, crop_fraction
+        )
 
     def outputs(images):
         scores = tf.cast(model(images, training=False), tf.float32)
@@ -29,7 +37,7 @@ def build_serving_functions(
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)])
     def serve_bytes(image_bytes):
-        return outputs(preprocess.decode_batch(image_bytes, image_size, channels, background))
+        return outputs(decode(image_bytes))
 
     @tf.function(
         input_signature=[
@@ -41,8 +49,7 @@ def build_serving_functions(
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGE_BYTES)])
     def preprocess_images(image_bytes):
-        images = preprocess.decode_batch(image_bytes, image_size, channels, background)
-        return {signatures.IMAGES: images}
+        return {signatures.IMAGES: decode(image_bytes)}
 
     return {
         signatures.SERVING_DEFAULT: serve_bytes,
@@ -61,6 +68,8 @@ def export_saved_model(
     metadata: dict,
     background: tuple[int, int, int] = preprocess.DEFAULT_BACKGROUND,
     model_name: str = "model",
+    resize: str = preprocess.DEFAULT_RESIZE,
+    crop_fraction: float = preprocess.DEFAULT_CROP_FRACTION,
 ) -> Path:
     """Writes `export_base/<version>/` (TF Serving layout) and returns that folder.
 
@@ -77,7 +86,9 @@ def export_saved_model(
     shutil.rmtree(staging, ignore_errors=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    functions = build_serving_functions(model, image_size, channels, class_names, background)
+    functions = build_serving_functions(
+        model, image_size, channels, class_names, background, resize, crop_fraction
+    )
     for name, function in functions.items():
         archive.add_endpoint(name=name, fn=function)
     archive.write_out(str(staging), verbose=False)

@@ -11,6 +11,10 @@ import tensorflow as tf
 from transforms import exif
 
 DEFAULT_BACKGROUND = (255, 255, 255)
+# data.resize and data.crop_fraction (configs/schema.py), for callers without a config.
+RESIZE_MODES = ("crop", "stretch")
+DEFAULT_RESIZE = "crop"
+DEFAULT_CROP_FRACTION = 1.0
 
 
 def decode_rgb(image_bytes: tf.Tensor, background=DEFAULT_BACKGROUND) -> tf.Tensor:
@@ -23,9 +27,8 @@ def decode_rgb(image_bytes: tf.Tensor, background=DEFAULT_BACKGROUND) -> tf.Tens
     - grayscale: replicated to three channels; 16-bit: the high byte (libpng's strip_16);
     - animated GIF/WebP: the first frame.
     """
-    is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"\xff\xd8\xff")
     return tf.cond(
-        is_jpeg,
+        is_jpeg(image_bytes),
         lambda: exif.apply_orientation(
             tf.io.decode_jpeg(image_bytes, channels=3), exif.orientation(image_bytes)
         ),
@@ -33,6 +36,10 @@ def decode_rgb(image_bytes: tf.Tensor, background=DEFAULT_BACKGROUND) -> tf.Tens
             tf.io.decode_image(image_bytes, channels=0, expand_animations=False), background
         ),
     )
+
+
+def is_jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
+    return tf.equal(tf.strings.substr(image_bytes, 0, 3), b"\xff\xd8\xff")
 
 
 def composite_on(image: tf.Tensor, background) -> tf.Tensor:
@@ -59,23 +66,47 @@ def decode_and_resize(
     image_size: tuple[int, int],
     channels: int,
     background=DEFAULT_BACKGROUND,
+    resize: str = DEFAULT_RESIZE,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
 ) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, channels] in [0, 1].
 
     The only path from bytes to model input: tf.data and the exported serving signature both
     trace this function, so a model sees identical pixels in training and in production.
+    `resize` is data.resize: "crop" keeps the aspect ratio and takes the centre
+    (`centre_crop`), "stretch" scales each side to image_size (`stretch`).
     """
-    # Scale before resizing so that the interpolation works on the same [0, 1] values everywhere.
-    image = tf.image.convert_image_dtype(decode_rgb(image_bytes, background), tf.float32)
-    if channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES} (received {resize!r})")
+    pixels = decode_rgb(image_bytes, background)
+    if resize == "stretch":
+        image = stretch(to_unit_range(pixels, channels), image_size)
+    else:
+        image = to_unit_range(centre_crop(pixels, image_size, crop_fraction), channels)
+    return finish(image, image_size, channels)
+
+
+def to_unit_range(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """uint8 RGB, or float32 RGB already in [0, 1] -> float32 [H, W, channels] in [0, 1]."""
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    return tf.image.rgb_to_grayscale(image) if channels == 1 else image
+
+
+def finish(image: tf.Tensor, image_size: tuple[int, int], channels: int) -> tf.Tensor:
+    """Clips interpolation overshoot and fixes the static shape the model input needs."""
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return tf.ensure_shape(image, (*image_size, channels))
+
+
+def stretch(image: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Bilinear resize of each side to image_size, whatever the aspect ratio."""
     height, width = image_size
     # Antialiasing (an area filter) costs about 5x plain bilinear, and is needed only when
     # bilinear's 2x2 taps would skip source pixels: more than 2x down on either axis.
     source = tf.shape(image)
     skips_pixels = tf.logical_or(source[0] > 2 * height, source[1] > 2 * width)
     same_size = tf.logical_and(tf.equal(source[0], height), tf.equal(source[1], width))
-    image = tf.case(
+    return tf.case(
         [
             (same_size, lambda: image),  # bilinear at scale 1 returns the pixels unchanged
             (
@@ -86,8 +117,33 @@ def decode_and_resize(
         default=lambda: tf.image.resize(image, (height, width), method="bilinear"),
         exclusive=True,
     )
-    image = tf.clip_by_value(image, 0.0, 1.0)
-    return tf.ensure_shape(image, (height, width, channels))
+
+
+def centre_crop(pixels: tf.Tensor, image_size: tuple[int, int], crop_fraction: float) -> tf.Tensor:
+    """uint8 [H, W, 3] -> float32 [height, width, 3] in [0, 1]: the centre box of the image with
+    image_size's aspect ratio, spanning crop_fraction of the side that limits it, resized.
+
+    timm's evaluation transform (scale until image_size / crop_fraction is covered, keep the
+    centre image_size) and the same filter: PIL's bilinear, a triangle widened to the scale
+    when shrinking, so it never skips source pixels. Unlike timm, the scale and the centring
+    are not rounded to whole pixels, so an image stored downscaled (data.store.max_side) gives
+    the model the same view as its original.
+    """
+    height, width = image_size
+    source = tf.cast(tf.shape(pixels)[:2], tf.float32)
+    target = tf.constant(image_size, tf.float32)
+    scale = tf.reduce_max(target / (crop_fraction * source))
+    # tf.image.resize's antialiased op, asked for the window only and fed the uint8 pixels:
+    # converting a large photo to float first would cost more than the resize itself.
+    resized = tf.raw_ops.ScaleAndTranslate(
+        images=pixels[tf.newaxis],
+        size=tf.constant([height, width], tf.int32),
+        scale=tf.stack([scale, scale]),
+        translation=(target - scale * source) / 2,
+        kernel_type="triangle",
+        antialias=True,
+    )
+    return resized[0] * (1.0 / 255.0)  # the factor tf.image.convert_image_dtype uses
 
 
 def decode_batch(
@@ -95,11 +151,13 @@ def decode_batch(
     image_size: tuple[int, int],
     channels: int,
     background=DEFAULT_BACKGROUND,
+    resize: str = DEFAULT_RESIZE,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
 ) -> tf.Tensor:
     """1-D string tensor of encoded images -> float32 [N, height, width, channels]."""
     height, width = image_size
     return tf.map_fn(
-        lambda one: decode_and_resize(one, image_size, channels, background),
+        lambda one: decode_and_resize(one, image_size, channels, background, resize, crop_fraction),
         image_bytes,
         fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
     )

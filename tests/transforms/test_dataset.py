@@ -195,22 +195,23 @@ def test_split_without_shards_raises(version_dir, cfg):
 # --- preprocess.decode_and_resize ---
 
 
-def decode(data: bytes, size=IMAGE_SIZE, channels: int = 3) -> np.ndarray:
-    return preprocess.decode_and_resize(tf.constant(data), size, channels).numpy()
+def decode(data: bytes, size=IMAGE_SIZE, channels: int = 3, resize: str = "crop") -> np.ndarray:
+    return preprocess.decode_and_resize(tf.constant(data), size, channels, resize=resize).numpy()
 
 
-def test_only_a_downscale_of_more_than_2x_is_antialiased():
+def test_stretch_antialiases_only_a_downscale_of_more_than_2x():
     """A 1-pixel checkerboard: averaged to grey by the area filter at 4x, while a 1.5x
     downscale gets plain bilinear (5x cheaper), the same as tf.image.resize without antialias."""
     board = (np.indices((96, 96)).sum(axis=0) % 2 * 255).astype(np.uint8)
     png = tf.io.encode_png(np.repeat(board[..., None], 3, axis=-1)).numpy()
-    quarter = decode(png, (24, 24))
+    quarter = decode(png, (24, 24), resize="stretch")
     assert np.abs(quarter - 0.5).max() < 0.02  # aliasing would leave black and white pixels
 
     pixels = tf.image.convert_image_dtype(tf.io.decode_png(png, channels=3), tf.float32)
     plain = tf.clip_by_value(tf.image.resize(pixels, (64, 64), method="bilinear"), 0.0, 1.0)
-    np.testing.assert_array_equal(decode(png, (64, 64)), plain.numpy())
-    np.testing.assert_array_equal(decode(png, (96, 96)), pixels.numpy())  # no resize at all
+    np.testing.assert_array_equal(decode(png, (64, 64), resize="stretch"), plain.numpy())
+    no_resize = decode(png, (96, 96), resize="stretch")
+    np.testing.assert_array_equal(no_resize, pixels.numpy())
 
 
 @pytest.mark.parametrize("channels", [1, 3])
