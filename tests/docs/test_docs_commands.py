@@ -23,7 +23,14 @@ from tfx_pipeline import cli
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 WORKFLOW = DOCS / "workflows" / "retrain.yml"
-PAGES = ["kubernetes.md", "vertex_ai.md", "sagemaker.md", "beam_runners.md", "cicd.md"]
+PAGES = [
+    "kubernetes.md",
+    "vertex_ai.md",
+    "sagemaker.md",
+    "beam_runners.md",
+    "cicd.md",
+    "weights.md",
+]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 # Keys whose list value is an `imgclf` argv: Vertex AI's containerSpec, SageMaker's job spec.
