@@ -95,7 +95,9 @@ def augment_batch(
     pending: list[tuple[keras.Layer, tf.Tensor]] = []  # spatial layers not yet applied
     for index, layer in enumerate(augmenter.layers):
         draws = _SeedsFrom(seed, index) if seed is not None else layer.generator
-        data = {"images": images, "labels": labels} if labels is not None else images
+        # Only label mixers take the labels: some layers (RandomGrayscale) read `data.shape`.
+        mixing = labels is not None and isinstance(layer, LABEL_MIXING)
+        data = {"images": images, "labels": labels} if mixing else images
         with _drawing_from(layer, draws):
             transformation = layer.get_random_transformation(data, training=True, seed=draws)
             if isinstance(layer, SPATIAL_LAYERS):
@@ -108,7 +110,7 @@ def augment_batch(
                 images = _apply_spatial(pending, images)
                 pending = []
             images = layer.transform_images(images, transformation, training=True)
-            if labels is not None:
+            if mixing:
                 labels = layer.transform_labels(labels, transformation, training=True)
     if pending:
         images = _apply_spatial(pending, images)

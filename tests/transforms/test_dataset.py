@@ -134,6 +134,53 @@ def test_num_examples_gives_known_length(version_dir, cfg):
     assert ds.cardinality().numpy() == 3
 
 
+# --- augment.random_resized_crop in the training stream ---
+
+CROP = schema.RandomResizedCropConfig(scale=(0.2, 0.6))
+
+
+def cropped_training_batches(version_dir, cfg, seed: int, batches: int, skip: int = 0, crop=CROP):
+    ds = dataset.build_training_dataset(
+        version_dir, cfg, seed, BATCH_SIZE, skip_batches=skip, random_resized_crop=crop
+    )
+    return list(ds.take(batches).as_numpy_iterator())
+
+
+def test_random_resized_crops_repeat_per_seed_and_a_skip_resumes_them(version_dir, cfg):
+    first = cropped_training_batches(version_dir, cfg, seed=7, batches=6)
+    again = cropped_training_batches(version_dir, cfg, seed=7, batches=6)
+    resumed = cropped_training_batches(version_dir, cfg, seed=7, batches=4, skip=2)
+    other_seed = cropped_training_batches(version_dir, cfg, seed=8, batches=6)
+    for expected, actual in zip(first, again, strict=True):
+        np.testing.assert_array_equal(expected[0], actual[0])
+    for expected, actual in zip(first[2:], resumed, strict=True):
+        np.testing.assert_array_equal(expected[0], actual[0])
+        np.testing.assert_array_equal(expected[1], actual[1])
+    assert not any(np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed, strict=True))
+
+
+def test_each_pass_crops_an_example_anew(version_dir, cfg):
+    """Unshuffled, the stream repeats the 12 records in one order: positions p and p + 12 hold
+    the same record, which gets another box (and the same pixels without the crop)."""
+    unshuffled = cfg.model_copy(update={"shuffle_buffer": 0})
+    for crop in (CROP, None):
+        images, labels = collect(
+            cropped_training_batches(version_dir, unshuffled, seed=3, batches=5, crop=crop)
+        )
+        np.testing.assert_array_equal(labels[:NUM_IMAGES], labels[NUM_IMAGES : 2 * NUM_IMAGES])
+        same = [np.array_equal(images[p], images[p + NUM_IMAGES]) for p in range(NUM_IMAGES)]
+        assert not any(same) if crop else all(same)
+
+
+def test_random_resized_crops_keep_shape_range_and_labels(version_dir, cfg):
+    label_map = dataset_info.load(version_dir)["label_map"]
+    images, labels = collect(cropped_training_batches(version_dir, cfg, seed=0, batches=5))
+    assert images.shape == (5 * BATCH_SIZE, *IMAGE_SIZE, cfg.channels)
+    assert images.dtype == np.float32 and images.min() >= 0.0 and images.max() <= 1.0
+    for image, label in zip(images, labels, strict=True):
+        assert label_map[label] == ("dark" if image.mean() < 0.5 else "light")
+
+
 def test_training_batches_are_augmented_in_range(version_dir, cfg):
     layers = [{"random_rotation": {"factor": 0.2}}, {"random_contrast": {"factor": 0.5}}]
     augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=0)
@@ -175,8 +222,12 @@ def variable_ops(ds: tf.data.Dataset) -> set[str]:
 def test_augmented_pipelines_hold_no_variable_ops(version_dir, cfg):
     """A seed variable in the pipeline makes tf.data run all of it sequentially, without
     prefetch, when op determinism is on (train.deterministic)."""
-    layers = [{name: kwargs} for name, kwargs in AUGMENT_EXAMPLES.items()]
-    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=0)
+    layers = [
+        {name: kwargs}
+        for name, kwargs in AUGMENT_EXAMPLES.items()
+        if cfg.channels == 3 or name not in COLOUR_LAYERS
+    ]
+    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), 0, CLASSES)
     training = dataset.build_training_dataset(version_dir, cfg, 0, BATCH_SIZE, augmenter=augmenter)
     shuffled = dataset.build_dataset(version_dir, "train", cfg, True, augmenter=augmenter)
     assert variable_ops(training) == variable_ops(shuffled) == set()
@@ -304,9 +355,23 @@ AUGMENT_EXAMPLES = {
     "random_rotation": {"factor": 0.25},
     "random_zoom": {"height_factor": 0.4},
     "random_translation": {"height_factor": 0.3, "width_factor": 0.3},
+    "random_shear": {"x_factor": 0.3, "y_factor": 0.3},
     "random_contrast": {"factor": 0.8},
     "random_brightness": {"factor": 0.5},
+    "random_color_jitter": {"brightness_factor": 0.3, "hue_factor": 0.3},
+    "random_hue": {"factor": 0.5},
+    "random_saturation": {"factor": 0.9},
+    "random_sharpness": {"factor": 0.9},
+    "random_grayscale": {"factor": 0.5},
+    "random_gaussian_blur": {"factor": 1.0, "sigma": 1.0},
+    "random_erasing": {"factor": 1.0, "scale": [0.2, 0.4]},
+    "rand_augment": {"num_ops": 3, "factor": 0.5},
+    "mix_up": {"alpha": 0.4},
+    "cut_mix": {"factor": 1.0},
 }
+CLASSES = 10  # what label-mixing layers one-hot encode labels to
+# Layers that need RGB (the config refuses them with data.channels: 1).
+COLOUR_LAYERS = ("random_color_jitter", "random_hue", "random_saturation", "rand_augment")
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +383,15 @@ def test_no_layers_means_no_augmenter():
     assert augment.build_augmenter(schema.AugmentConfig(), seed=0) is None
 
 
+def test_label_mixing_layers_need_the_number_of_classes():
+    cfg = schema.AugmentConfig(layers=[{"mix_up": {}}])
+    with pytest.raises(ValueError, match="MixUp and CutMix mix labels"):
+        augment.build_augmenter(cfg, seed=0)
+    assert augment.mixes_labels(augment.build_augmenter(cfg, seed=0, num_classes=3))
+    flips = schema.AugmentConfig(layers=[{"random_flip": {}}])
+    assert not augment.mixes_labels(augment.build_augmenter(flips, seed=0))
+
+
 def test_every_augment_layer_has_an_example():
     assert set(AUGMENT_EXAMPLES) == set(augment.AUGMENT_LAYERS)
 
@@ -325,7 +399,7 @@ def test_every_augment_layer_has_an_example():
 @pytest.mark.parametrize("name", sorted(AUGMENT_EXAMPLES))
 def test_augment_layer_changes_pixels_keeping_shape_and_range(name, batch):
     layers = schema.AugmentConfig(layers=[{name: AUGMENT_EXAMPLES[name]}])
-    augmenter = augment.build_augmenter(layers, seed=1)
+    augmenter = augment.build_augmenter(layers, seed=1, num_classes=CLASSES)
     out = np.asarray(augmenter(batch, training=True))
     assert out.shape == batch.shape
     assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
@@ -334,7 +408,7 @@ def test_augment_layer_changes_pixels_keeping_shape_and_range(name, batch):
 
 def test_augmenter_is_identity_outside_training(batch):
     layers = [{name: kwargs} for name, kwargs in AUGMENT_EXAMPLES.items()]
-    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), seed=1)
+    augmenter = augment.build_augmenter(schema.AugmentConfig(layers=layers), 1, CLASSES)
     np.testing.assert_allclose(np.asarray(augmenter(batch, training=False)), batch, atol=1e-6)
 
 
@@ -357,7 +431,7 @@ def test_digits_yaml_augmenter_has_its_two_layers():
 @pytest.mark.parametrize("name", sorted(AUGMENT_EXAMPLES))
 def test_seeded_augment_batch_changes_pixels_and_repeats_per_seed(name, batch):
     layers = schema.AugmentConfig(layers=[{name: AUGMENT_EXAMPLES[name]}])
-    augmenter = augment.build_augmenter(layers, seed=1)
+    augmenter = augment.build_augmenter(layers, seed=1, num_classes=CLASSES)
 
     def run(seed):
         return augment.augment_batch(augmenter, tf.constant(batch), tf.constant(seed, tf.int64))
@@ -410,3 +484,62 @@ def test_fused_spatial_layers_match_applying_them_in_turn():
     )
     reordered.layers[1:4] = augmenter.layers[3:0:-1]
     assert np.abs(fused[middle] - layer_by_layer(reordered, images, seed)[middle]).max() > 0.01
+
+
+def test_fused_spatial_layers_match_keras_own_sequential_call():
+    """The composed transform against Keras itself: one augmenter called as a plain Keras
+    Sequential, its twin (same seeds) through augment_batch drawing from the layers' own
+    generators. Same draws, so on linear ramps the middle pixels agree."""
+    rows, cols = np.mgrid[0:64, 0:48].astype(np.float32)
+    smooth = np.stack([rows / 63, cols / 47, (rows + cols) / 110], axis=-1)
+    images = tf.constant(np.stack([smooth, smooth[::-1], smooth[:, ::-1], smooth]))
+    layers = [
+        {"random_rotation": {"factor": 0.05, "fill_mode": "nearest"}},
+        {"random_zoom": {"height_factor": 0.15, "fill_mode": "nearest"}},
+        {"random_translation": {"height_factor": 0.1, "width_factor": 0.1, "fill_mode": "nearest"}},
+    ]
+    cfg = schema.AugmentConfig(layers=layers)
+    by_keras = augment.build_augmenter(cfg, seed=11)(images, training=True).numpy()
+    fused = augment.augment_batch(augment.build_augmenter(cfg, seed=11), images, None).numpy()
+    middle = (slice(None), slice(16, 48), slice(12, 36))
+    assert np.abs(fused[middle] - by_keras[middle]).max() < 1e-4
+    assert np.abs(fused[middle] - images.numpy()[middle]).max() > 0.05  # it did move pixels
+    other_seed = augment.build_augmenter(cfg, seed=12)(images, training=True).numpy()
+    assert np.abs(fused[middle] - other_seed[middle]).max() > 0.01
+
+
+# CutMix weighs labels by its box's real-valued area but cuts whole pixels: on 64x64 images
+# the two differ by up to about 1.5% of the image.
+@pytest.mark.parametrize(("name", "tolerance"), [("mix_up", 1e-5), ("cut_mix", 0.02)])
+def test_label_mixing_mixes_targets_as_it_mixes_images(name, tolerance):
+    """Three flat images, one per class: each output image's mean is the mix of the inputs'
+    values that its one-hot-mixed target says."""
+    values = np.array([0.1, 0.5, 0.9], np.float32)
+    images = tf.constant(np.broadcast_to(values[:, None, None, None], (3, 64, 64, 3)).copy())
+    labels = tf.constant([0, 1, 2], tf.int64)
+    layers = schema.AugmentConfig(layers=[{name: {}}])
+    augmenter = augment.build_augmenter(layers, seed=1, num_classes=3)
+    mixed, targets = augment.augment_batch(augmenter, images, tf.constant([3, 2], tf.int64), labels)
+    targets = targets.numpy()
+    assert targets.shape == (3, 3) and targets.dtype == np.float32
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+    assert (targets.max(axis=1) < 0.9).sum() >= 2  # images were mixed, with their targets
+    means = mixed.numpy().mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(means, targets @ values, atol=tolerance)
+
+
+def test_layers_that_ignore_the_seed_argument_still_draw_from_the_batch_seed(batch):
+    """RandAugment and RandomColorJitter ask their own generator, not the seed they are given;
+    augment_batch stands the batch's seed in for it, so a batch repeats and the layers' seed
+    variables are never touched."""
+    for name in ("rand_augment", "random_color_jitter"):
+        layers = schema.AugmentConfig(layers=[{name: AUGMENT_EXAMPLES[name]}])
+        augmenter = augment.build_augmenter(layers, seed=1)
+        states = [v.numpy().copy() for v in augmenter.variables]
+        seed = tf.constant([9, 9], tf.int64)
+        first = augment.augment_batch(augmenter, tf.constant(batch), seed).numpy()
+        np.testing.assert_array_equal(
+            augment.augment_batch(augmenter, tf.constant(batch), seed).numpy(), first
+        )
+        for before, variable in zip(states, augmenter.variables, strict=True):
+            np.testing.assert_array_equal(before, variable.numpy())
