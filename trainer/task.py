@@ -232,6 +232,8 @@ def train(
         channels=cfg.data.channels,
         class_names=class_names,
         background=tuple(cfg.data.background),
+        resize=cfg.data.resize,
+        crop_fraction=cfg.data.crop_fraction,
         metadata={
             "run_id": run_dir.name,
             "dataset_version": info["version"],
