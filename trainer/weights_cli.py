@@ -2,6 +2,7 @@
 (e.g. in an image build), from Keras' origin or a mirror."""
 
 import argparse
+from pathlib import Path
 
 from configs import errors, schema
 
@@ -50,5 +51,5 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     from trainer import models
 
     size = (args.image_size, args.image_size)
-    path = models.resolve_weights(args.backbone, "imagenet", size, args.mirror)
-    print(f"weights fetch: {args.backbone} ImageNet weights for {size[0]}x{size[1]} in {path}")
+    path = Path(models.resolve_weights(args.backbone, "imagenet", size, args.mirror))
+    print(f"weights fetch: {args.backbone} ImageNet weights {path.name} in {path.parent}")
