@@ -7,7 +7,11 @@ import keras
 import tensorflow as tf
 
 from configs import schema
-from transforms import augment, features, preprocess
+from transforms import augment, features, preprocess, random_crop
+
+# Folded into (seed, stream) for per-example crop draws, so they are not the per-batch draws
+# augment_batches folds batch numbers into for the same (seed, stream).
+CROP_DRAWS = 0x63726F70  # "crop"
 
 
 def shard_files(version_dir: str | Path, split: str) -> list[str]:
@@ -15,19 +19,61 @@ def shard_files(version_dir: str | Path, split: str) -> list[str]:
 
 
 def build_decoder(cfg: schema.DataConfig):
-    """Serialized Example -> (float32 image in [0, 1], int64 label) via transforms.preprocess."""
-    return _decoder(tuple(cfg.image_size), cfg.channels, tuple(cfg.background))
+    """Serialized Example -> (float32 image in [0, 1], int64 label) via transforms.preprocess,
+    fitted to image_size as data.resize and data.crop_fraction say."""
+    return _decoder(
+        tuple(cfg.image_size), cfg.channels, tuple(cfg.background), cfg.resize, cfg.crop_fraction
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _decoder(image_size: tuple[int, int], channels: int, background: tuple[int, int, int]):
+def _decoder(
+    image_size: tuple[int, int],
+    channels: int,
+    background: tuple[int, int, int],
+    resize: str,
+    crop_fraction: float,
+):
     # Traced once per settings: tracing the decode graph costs 0.4-2 s, and a run builds
     # pipelines many times (each epoch, validation, the TensorBoard grid, evaluation).
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
     def decode(serialized):
         example = features.parse(serialized)
         image = preprocess.decode_and_resize(
-            example[features.IMAGE], image_size, channels, background
+            example[features.IMAGE], image_size, channels, background, resize, crop_fraction
+        )
+        return image, example[features.LABEL]
+
+    return decode
+
+
+def build_random_crop_decoder(cfg: schema.DataConfig, crop: schema.RandomResizedCropConfig):
+    """(seed int64 [2], serialized Example) -> (float32 image in [0, 1], int64 label): a random
+    box of the image (transforms.random_crop), stretched to image_size."""
+    return _random_crop_decoder(
+        tuple(cfg.image_size),
+        cfg.channels,
+        tuple(cfg.background),
+        tuple(crop.scale),
+        tuple(crop.ratio),
+        crop.attempts,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _random_crop_decoder(
+    image_size: tuple[int, int],
+    channels: int,
+    background: tuple[int, int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    attempts: int,
+):
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.string)])
+    def decode(seed, serialized):
+        example = features.parse(serialized)
+        image = random_crop.decode_random_crop(
+            example[features.IMAGE], seed, image_size, channels, background, scale, ratio, attempts
         )
         return image, example[features.LABEL]
 
@@ -113,19 +159,21 @@ def build_training_dataset(
     augmenter: keras.Layer | None = None,
     shard: tuple[int, int] = (1, 0),
     skip_batches: int = 0,
+    random_resized_crop: schema.RandomResizedCropConfig | None = None,
 ) -> tf.data.Dataset:
     """Endless training batches for one input pipeline of the training loop.
 
     `seed` changes every epoch (the loop passes seed + epoch), so epochs see different orders and a
     resumed epoch the same one. `shard = (count, index)` gives this pipeline every count-th example
     of that fixed order, so each example is trained on by exactly one pipeline. With accumulation,
-    batches have a leading axis of `accumulation_steps` micro-batches.
+    batches have a leading axis of `accumulation_steps` micro-batches. `random_resized_crop`
+    (augment.random_resized_crop) decodes a random box of each image instead of data.resize's fit;
+    an example's box comes from (seed, index, its position in the epoch) alone.
     """
     files = shard_files(version_dir, "train")
     if not files:
         raise FileNotFoundError(f"no train shards in {version_dir}")
     count, index = shard
-    decode = build_decoder(cfg)
 
     # One file order for every pass of the endless stream: a new order per pass would change
     # which records dataset.shard gives each pipeline, and shares would overlap after a pass.
@@ -146,6 +194,14 @@ def build_training_dataset(
     if cfg.shuffle_buffer > 1:
         dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed)
     dataset = dataset.repeat()
+    if random_resized_crop is None:
+        decode = build_decoder(cfg)
+    else:
+        # Numbered before the skip below, so a resumed epoch crops each example as before.
+        dataset = dataset.enumerate()
+        decode = _seeded_by_position(
+            build_random_crop_decoder(cfg, random_resized_crop), seed, stream=index
+        )
     # Skip records, not batches: a resumed epoch decodes and augments nothing it then drops.
     # The stream is endless and batches drop no remainder, so batch boundaries stay where they
     # were and the next batch is the one the interrupted run would have trained on.
@@ -162,3 +218,15 @@ def build_training_dataset(
     if accumulation_steps > 1:
         dataset = dataset.batch(accumulation_steps, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _seeded_by_position(decode, seed: int, stream: int):
+    """(position, serialized) -> decode(seed of that position, serialized)."""
+    base = tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, stream], tf.int64), CROP_DRAWS
+    )
+
+    def decode_at(position, serialized):
+        return decode(tf.random.experimental.stateless_fold_in(base, position), serialized)
+
+    return decode_at

@@ -143,14 +143,14 @@ def cropped_training_batches(version_dir, cfg, seed: int, batches: int, skip: in
     ds = dataset.build_training_dataset(
         version_dir, cfg, seed, BATCH_SIZE, skip_batches=skip, random_resized_crop=crop
     )
-    return list(ds.take(batches).as_numpy_iterator())
+    return ds.take(batches)
 
 
 def test_random_resized_crops_repeat_per_seed_and_a_skip_resumes_them(version_dir, cfg):
-    first = cropped_training_batches(version_dir, cfg, seed=7, batches=6)
-    again = cropped_training_batches(version_dir, cfg, seed=7, batches=6)
-    resumed = cropped_training_batches(version_dir, cfg, seed=7, batches=4, skip=2)
-    other_seed = cropped_training_batches(version_dir, cfg, seed=8, batches=6)
+    first, again, resumed, other_seed = (
+        list(cropped_training_batches(version_dir, cfg, seed, batches, skip).as_numpy_iterator())
+        for seed, batches, skip in [(7, 6, 0), (7, 6, 0), (7, 4, 2), (8, 6, 0)]
+    )
     for expected, actual in zip(first, again, strict=True):
         np.testing.assert_array_equal(expected[0], actual[0])
     for expected, actual in zip(first[2:], resumed, strict=True):
