@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 
 from configs import loader
 from tests.conftest import encode, noise_image
+from tests.transforms import photos
 from transforms import images, preprocess
 
 MAX_PIXELS = 10_000
@@ -187,6 +188,45 @@ def test_jpeg_store_format_encodes_rewritten_images_as_jpeg():
         encode(noise_image(7, mode="RGBA"), "PNG")
     )
     assert prepared.format == "jpeg" and prepared.data[:3] == b"\xff\xd8\xff"
+
+
+# Measured on photos.large_photo() (1500x1000, JPEG q92) stored at max_side 512 (341x512), in
+# 0-255 levels, crop_fraction 1.0 / 0.875: png 96 px mean 0.34 / 0.40, max 6.6 / 7.5; png 224 px
+# 0.93 / 1.18, max 21.5 / 20.3; jpeg (q95) 96 px 1.33 / 1.44, max 10.9 / 14.1; jpeg 224 px
+# 2.27 / 2.54, max 31.3 / 31.3. The bounds sit just above. Scale and centre rounded to whole
+# pixels (timm) shift the view by a pixel between the two: mean 4.5-5.5, max 120-130 at 224 px.
+STORED_PHOTO_BOUNDS = {
+    ("png", 96): (0.5, 9),
+    ("png", 224): (1.3, 24),
+    ("jpeg", 96): (1.6, 16),
+    ("jpeg", 224): (2.8, 35),
+}
+
+
+@pytest.mark.parametrize(("store_format", "image_size"), list(STORED_PHOTO_BOUNDS))
+def test_a_photo_stored_downscaled_gives_the_model_what_its_original_gives(
+    store_format, image_size
+):
+    """data.store.max_side / format: training decodes the stored copy, serving the original
+    file a client sends; crop mode's model input must agree within the bounds above."""
+    original = encode(Image.fromarray(photos.large_photo()), "JPEG", quality=92)
+    cfg = loader.load(None, ["data.store.max_side=512", f"data.store.format={store_format}"])
+    prepared = images.Preparer(cfg.data).prepare(original)
+    assert (prepared.height, prepared.width, prepared.format) == (341, 512, store_format)
+    mean_bound, max_bound = STORED_PHOTO_BOUNDS[store_format, image_size]
+    for crop_fraction in (1.0, 0.875):
+        stored, served = (
+            preprocess.decode_and_resize(
+                tf.constant(data), (image_size, image_size), 3, crop_fraction=crop_fraction
+            ).numpy()
+            for data in (prepared.data, original)
+        )
+        levels = np.abs(stored - served) * 255
+        assert levels.mean() < mean_bound and levels.max() < max_bound, (
+            crop_fraction,
+            levels.mean(),
+            levels.max(),
+        )
 
 
 def test_statistics_describe_the_stored_pixels(default_preparer):
