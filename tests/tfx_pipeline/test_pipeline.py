@@ -224,3 +224,12 @@ def test_training_keys_do_not_change_example_gen_config_but_change_the_trainer()
     assert by_name["ExampleGen"].config_subset(loader.load(None, ["data.source=x"])) != (
         example_gen.config_subset(base)
     )
+
+
+@pytest.mark.parametrize("override", ["data.resize=stretch", "data.crop_fraction=0.875"])
+def test_resize_settings_retrain_without_reingesting(override):
+    """They change the pixels training and the export see, not what ingest stores."""
+    by_name = {c.name: c for c in steps.build_components()}
+    base, changed = loader.load(None, []), loader.load(None, [override])
+    assert by_name["ExampleGen"].config_subset(base) == by_name["ExampleGen"].config_subset(changed)
+    assert by_name["Trainer"].config_subset(base) != by_name["Trainer"].config_subset(changed)

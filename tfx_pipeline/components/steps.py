@@ -28,7 +28,15 @@ PUSHED_MODEL = "PushedModel"
 PREDICTIONS = "BulkPredictions"
 
 # Keys only training reads: changing them must not re-ingest.
-TRAINING_ONLY_DATA_KEYS = ("version", "image_size", "channels", "batch_size", "shuffle_buffer")
+TRAINING_ONLY_DATA_KEYS = (
+    "version",
+    "image_size",
+    "resize",
+    "crop_fraction",
+    "channels",
+    "batch_size",
+    "shuffle_buffer",
+)
 # What the Trainer (and the Tuner, which trains) reads; ingest-only data keys are already in the
 # examples' fingerprint.
 TRAINER_KEYS = ("name", "seed", "data", "augment", "model", "optimizer", "train")
