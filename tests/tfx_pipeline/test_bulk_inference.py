@@ -9,7 +9,7 @@ import pytest
 from configs import loader
 from registry import store as registry_store
 from tests.conftest import export_dense_model
-from tests.tfx_pipeline.test_pipeline import run, statuses, tiny_overrides
+from tests.tfx_pipeline.test_pipeline import chance_overrides, run, statuses, tiny_overrides
 from tfx_pipeline import metadata
 from tfx_pipeline.components import bulk_inference
 
@@ -144,7 +144,7 @@ def test_the_bulk_inferrer_classifies_after_a_push_and_is_cached_on_a_rerun(
     tmp_path, make_image, make_tree, images
 ):
     overrides = [
-        *tiny_overrides(tmp_path, make_image, make_tree),
+        *tiny_overrides(tmp_path, make_tree),
         "pipeline.infra_validation.enabled=false",
         f"pipeline.bulk_inference.source={images}",
         f"pipeline.bulk_inference.output={tmp_path / 'predictions'}",
@@ -172,9 +172,8 @@ def test_the_bulk_inferrer_classifies_after_a_push_and_is_cached_on_a_rerun(
 @pytest.mark.beam
 def test_the_bulk_inferrer_skips_when_nothing_was_pushed(tmp_path, make_image, make_tree, images):
     overrides = [
-        *tiny_overrides(tmp_path, make_image, make_tree),
+        *chance_overrides(tmp_path, make_image, make_tree),
         "pipeline.infra_validation.enabled=false",
-        "evaluation.gate.min_accuracy=1.0",
         f"pipeline.bulk_inference.source={images}",
     ]
     summary = run(overrides)

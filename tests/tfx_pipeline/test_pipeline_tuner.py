@@ -13,11 +13,9 @@ LEARNING_RATES = [0.01, 0.1]
 @pytest.mark.slow
 @pytest.mark.beam
 @pytest.mark.serving
-def test_the_trainer_trains_the_tuners_best_config_and_a_rerun_is_cached(
-    tmp_path, make_image, make_tree
-):
+def test_the_trainer_trains_the_tuners_best_config_and_a_rerun_is_cached(tmp_path, make_tree):
     overrides = [
-        *tiny_overrides(tmp_path, make_image, make_tree),
+        *tiny_overrides(tmp_path, make_tree),
         "pipeline.tune=true",
         "tuning.name=pipe",
         "tuning.algorithm=random",
