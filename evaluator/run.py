@@ -165,6 +165,10 @@ def find_baseline(
     if auto and models.same_model(found, source):
         # Production is this very model (the pipeline evaluating what it pushed before).
         return None, f"{spec} is the model evaluated"
+    theirs, ours = found.metadata.get("class_names"), source.metadata.get("class_names")
+    if auto and theirs and ours and set(theirs) != set(ours):
+        # A new label map (a class added or renamed): production cannot score the same images.
+        return None, f"{spec} has other classes ({', '.join(theirs)})"
     return found, None
 
 

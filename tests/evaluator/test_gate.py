@@ -310,6 +310,19 @@ def test_auto_baseline_is_skipped_for_the_production_model_itself(
     assert [check["name"] for check in blessing["checks"]] == ["beats_majority"]
 
 
+def test_auto_baseline_with_other_classes_is_no_baseline(threshold_models, greys, tmp_path):
+    model_store = tmp_path / "store"
+    other = export_dense_model(tmp_path / "other", tiny_models.SIDE, 1, ["cat", "dog"])
+    (other.parent / "blessing.json").write_text(json.dumps({"blessed": True}))
+    store.promote(
+        model_store, "greys", store.push(model_store, other, "greys").version, "production"
+    )
+
+    blessing = evaluate_greys(threshold_models["perfect"], greys, tmp_path / "out", model_store)
+    assert blessing["blessed"] is True and blessing["baseline"] is None
+    assert blessing["no_baseline"] == "registry:greys@production has other classes (cat, dog)"
+
+
 def test_auto_baseline_without_a_registry_store_judges_the_model_alone(
     threshold_models, greys, tmp_path, capsys
 ):
