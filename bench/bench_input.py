@@ -8,13 +8,17 @@ which stores these JPEGs' own bytes):
 - baseline: `keras.utils.image_dataset_from_directory` on the JPEG folder, the same augmenter
   applied with `.map(num_parallel_calls=AUTOTUNE)`, then `.prefetch(AUTOTUNE)`;
 - both again without augmentation, which leaves the reading and preprocessing alone;
+- imgclf with Inception-style random-resized crop (augment.random_resized_crop, scale
+  [0.08, 1], ratio [3/4, 4/3]: JPEGs decode only the box) and a horizontal flip, the training
+  input of a photo model, beside the same crop decode on the in-memory bytes;
 - raw decode: `tf.io.decode_jpeg` over the encoded bytes held in memory, in a tf.data
   `map(num_parallel_calls=AUTOTUNE, deterministic=False)` (tf.data's thread pool uses every
-  core), alone and followed by imgclf's own preprocessing (`preprocess.decode_and_resize`:
-  float conversion, bilinear resize, antialiased only past a 2x downscale).
+  core), alone, followed by imgclf's own preprocessing (`preprocess.decode_and_resize` with
+  `data.resize: stretch`, as the folder loader fits images: float conversion, bilinear resize,
+  antialiased only past a 2x downscale), or by its random-resized crop decode.
   Nothing is read from disk, parsed, shuffled or augmented there.
 Each sample builds a fresh pipeline, pulls --warmup batches untimed, then times at least --batches
-batches. All six sides run once per repeat, in pairs; figures are medians. The CPU time per image
+batches. All eight sides run once per repeat, in pairs; figures are medians. The CPU time per image
 of each side (less sensitive to other processes than wall time) gives the cost of each stage.
 --deterministic turns on op determinism first, as `train.deterministic` does.
 Writes bench/results/input.json.
@@ -36,10 +40,9 @@ import synthetic_images  # beside this script, which Python puts first on sys.pa
 import tensorflow as tf
 
 from configs import loader, schema
-from transforms import augment, dataset, dataset_info, features, preprocess
+from transforms import augment, dataset, dataset_info, features, preprocess, random_crop
 from transforms.beam import ingest
 
-SIZE = (320, 240)  # synthetic_images' default nominal (width, height)
 RAW_TARGET = 0.8  # the issue's target: imgclf >= 0.8x the raw decode rate
 # The augmentation every configs/examples/*.yaml for a pretrained backbone declares.
 AUGMENT_LAYERS = [
@@ -48,19 +51,22 @@ AUGMENT_LAYERS = [
     {"random_zoom": {"height_factor": 0.1}},
     {"random_contrast": {"factor": 0.1}},
 ]
+# A photo model's training input: random-resized crop at decode, then a flip.
+CROP = schema.RandomResizedCropConfig()
+CROP_AUGMENT_LAYERS = [{"random_flip": {"mode": "horizontal"}}]
 
 
-def ensure_images(work: Path, count: int, classes: int, seed: int) -> Path:
+def ensure_images(work: Path, count: int, classes: int, seed: int, size: tuple[int, int]) -> Path:
     """The cached synthetic tree for `count` images, generated when missing or different."""
-    source = work / f"images-{count}"
-    wanted = {"count": count, "classes": classes, "seed": seed, "size": list(SIZE)}
+    source = work / f"images-{count}-{size[0]}x{size[1]}"
+    wanted = {"count": count, "classes": classes, "seed": seed, "size": list(size)}
     if synthetic_images.read_marker(source) == wanted:
         if sum(1 for _ in source.glob("class_*/*.jpg")) == count:
             print(f"bench: reusing {count} synthetic images in {source}")
             return source
     shutil.rmtree(source, ignore_errors=True)
     print(f"bench: generating {count} synthetic JPEGs in {source}", flush=True)
-    synthetic_images.write_synthetic(source, count, classes=classes, seed=seed, size=SIZE)
+    synthetic_images.write_synthetic(source, count, classes=classes, seed=seed, size=size)
     return source
 
 
@@ -73,6 +79,8 @@ def build_config(source: Path, out_dir: Path, image_size: int, batch_size: int) 
             "data.beam_direct_mode=in_memory",
             "data.split={train: 1.0, val: 0.0, test: 0.0}",
             f"data.image_size=[{image_size}, {image_size}]",
+            # What image_dataset_from_directory does, so the sides beside it do the same work.
+            "data.resize=stretch",
             "data.channels=3",
             f"data.batch_size={batch_size}",
             f"augment.layers={AUGMENT_LAYERS}",
@@ -147,9 +155,16 @@ class Side:
         return images / seconds
 
 
-def build_imgclf(version_dir: Path, cfg: schema.Config, augmenter) -> tf.data.Dataset:
+def build_imgclf(
+    version_dir: Path, cfg: schema.Config, augmenter, crop: schema.RandomResizedCropConfig | None
+) -> tf.data.Dataset:
     return dataset.build_training_dataset(
-        version_dir, cfg.data, cfg.seed, cfg.data.batch_size, augmenter=augmenter
+        version_dir,
+        cfg.data,
+        cfg.seed,
+        cfg.data.batch_size,
+        augmenter=augmenter,
+        random_resized_crop=crop,
     )
 
 
@@ -172,23 +187,25 @@ def build_keras_baseline(source: Path, cfg: schema.Config, augmenter) -> tf.data
     return scaled.prefetch(tf.data.AUTOTUNE)
 
 
-def build_raw_decode(
-    encoded: list[bytes], image_size: tuple[int, int] | None, batch_size: int
-) -> tf.data.Dataset:
-    """decode_jpeg (with `image_size`: imgclf's whole decode and resize) on in-memory bytes, in
-    parallel on every core; batches of per-image results."""
+def decode_only(data, position):
+    image = tf.io.decode_jpeg(data, channels=3)
+    # A pixel and the shape: the decode must run, nothing else is copied.
+    return tf.cast(image[0, 0, 0], tf.int32) + tf.reduce_sum(tf.shape(image))
 
-    def decode(data):
-        if image_size is not None:
-            return preprocess.decode_and_resize(data, image_size, 3)
-        image = tf.io.decode_jpeg(data, channels=3)
-        # A pixel and the shape: the decode must run, nothing else is copied.
-        return tf.cast(image[0, 0, 0], tf.int32) + tf.reduce_sum(tf.shape(image))
+
+def build_raw_decode(encoded: list[bytes], decode, batch_size: int) -> tf.data.Dataset:
+    """`decode(bytes, position)` on in-memory bytes, in parallel on every core; batches of
+    per-image results."""
 
     return (
         tf.data.Dataset.from_tensor_slices(encoded)
         .repeat()
-        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .enumerate()
+        .map(
+            lambda position, data: decode(data, position),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -216,13 +233,17 @@ def stage_costs(cpu_ms: dict[str, float]) -> dict[str, float]:
         "tfrecord_parse_shuffle_batch": cpu_ms["imgclf_noaug"] - cpu_ms["decode_resize"],
         "augment": cpu_ms["imgclf"] - cpu_ms["imgclf_noaug"],
         "imgclf_total": cpu_ms["imgclf"],
+        "random_crop_decode_and_resize": cpu_ms["decode_crop"],
+        "crop_tfrecord_parse_shuffle_batch_flip": cpu_ms["imgclf_crop"] - cpu_ms["decode_crop"],
+        "imgclf_crop_total": cpu_ms["imgclf_crop"],
     }
 
 
 def build_sides(
     version_dir: Path, source: Path, encoded: list[bytes], cfg: schema.Config, timing: Timing
 ) -> dict[str, Side]:
-    """Pairs measured alternately: the full pipelines, the same without augmentation, raw decode.
+    """Pairs measured alternately: the full pipelines, the same without augmentation, raw decode,
+    the random-resized-crop pipeline and its decode alone.
 
     Each sample gets a new augmenter, as a new training process would.
     """
@@ -231,14 +252,31 @@ def build_sides(
     def augmenter():
         return augment.build_augmenter(cfg.augment, cfg.seed)
 
+    def flip():
+        return augment.build_augmenter(schema.AugmentConfig(layers=CROP_AUGMENT_LAYERS), cfg.seed)
+
+    def decode_and_resize(data, position):
+        return preprocess.decode_and_resize(data, image_size, 3, resize=cfg.data.resize)
+
+    def decode_random_crop(data, position):
+        seed = tf.stack([tf.constant(cfg.seed, tf.int64), position])
+        background = preprocess.DEFAULT_BACKGROUND
+        return random_crop.decode_random_crop(
+            data, seed, image_size, 3, background, **CROP.model_dump()
+        )
+
     return {
-        "imgclf": Side(lambda: build_imgclf(version_dir, cfg, augmenter()), timing),
+        "imgclf": Side(lambda: build_imgclf(version_dir, cfg, augmenter(), None), timing),
         "keras": Side(lambda: build_keras_baseline(source, cfg, augmenter()), timing),
-        "imgclf_noaug": Side(lambda: build_imgclf(version_dir, cfg, None), timing),
+        "imgclf_noaug": Side(lambda: build_imgclf(version_dir, cfg, None, None), timing),
         "keras_noaug": Side(lambda: build_keras_baseline(source, cfg, None), timing),
-        "decode": Side(lambda: build_raw_decode(encoded, None, timing.batch_size), timing),
+        "decode": Side(lambda: build_raw_decode(encoded, decode_only, timing.batch_size), timing),
         "decode_resize": Side(
-            lambda: build_raw_decode(encoded, image_size, timing.batch_size), timing
+            lambda: build_raw_decode(encoded, decode_and_resize, timing.batch_size), timing
+        ),
+        "imgclf_crop": Side(lambda: build_imgclf(version_dir, cfg, flip(), CROP), timing),
+        "decode_crop": Side(
+            lambda: build_raw_decode(encoded, decode_random_crop, timing.batch_size), timing
         ),
     }
 
@@ -289,8 +327,16 @@ def build_comparisons(medians: dict[str, float]) -> list[report.Comparison]:
             "input without augmentation vs raw decode+resize",
             "imgclf_noaug",
             "decode_resize",
-            "preprocess.decode_and_resize (decode, float, resize), all cores, in memory",
+            "preprocess.decode_and_resize (decode, float, stretch), all cores, in memory",
             "",
+        ),
+        raw(
+            "input.crop_images_per_s_vs_raw_decode",
+            "training input (random-resized crop + flip) vs raw decode",
+            "imgclf_crop",
+            "decode",
+            "tf.io.decode_jpeg of the whole file, all cores, bytes in memory",
+            f">= {RAW_TARGET}x raw decode",
         ),
     ]
 
@@ -303,6 +349,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=4, help="untimed batches per sample")
     parser.add_argument("--repeats", type=int, help="samples per side (default 3, quick 2)")
     parser.add_argument("--image-size", type=int, default=224, help="square model input side")
+    parser.add_argument(
+        "--source-size", default="320x240", help="synthetic JPEGs' nominal WIDTHxHEIGHT"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--work", default="/tmp/imgclf-bench-input", help="image/shard cache")
     parser.add_argument("--seed", type=int, default=0)
@@ -322,8 +371,9 @@ def main() -> None:
     repeats = args.repeats or (2 if args.quick else 3)
 
     work = Path(args.work)
-    source = ensure_images(work, count, classes=10, seed=args.seed)
-    cfg = build_config(source, work / f"tfrecords-{count}", args.image_size, args.batch_size)
+    size = tuple(int(side) for side in args.source_size.split("x"))
+    source = ensure_images(work, count, classes=10, seed=args.seed, size=size)
+    cfg = build_config(source, work / f"tfrecords-{source.name}", args.image_size, args.batch_size)
     version_dir = ensure_ingested(cfg.data, count)
     stored = describe_stored(version_dir, source)
     print(
@@ -333,7 +383,7 @@ def main() -> None:
     encoded = [path.read_bytes() for path in sorted(source.glob("class_*/*.jpg"))]
     sides = build_sides(version_dir, source, encoded, cfg, timing)
     print(
-        f"bench: {count} JPEGs ~{SIZE[0]}x{SIZE[1]} -> {args.image_size}x{args.image_size}x3, "
+        f"bench: {count} JPEGs ~{size[0]}x{size[1]} -> {args.image_size}x{args.image_size}x3, "
         f"batch {args.batch_size}; per sample {timing.warmup} untimed + at least "
         f"{timing.batches} timed batches; {repeats} repeats",
         flush=True,
@@ -348,11 +398,12 @@ def main() -> None:
 
     details = {
         "images": count,
-        "source_images": f"about {SIZE[0]}x{SIZE[1]} JPEG q{synthetic_images.JPEG_QUALITY}",
+        "source_images": f"about {size[0]}x{size[1]} JPEG q{synthetic_images.JPEG_QUALITY}",
         "bytes_per_image_mean": round(float(np.mean([len(e) for e in encoded]))),
         "image_size": [args.image_size, args.image_size],
         "batch_size": args.batch_size,
         "augment": AUGMENT_LAYERS,
+        "crop_side": {"random_resized_crop": CROP.model_dump(), "augment": CROP_AUGMENT_LAYERS},
         "timing": asdict(timing),
         "repeats": repeats,
         "op_determinism": args.deterministic,
