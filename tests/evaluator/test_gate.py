@@ -263,6 +263,7 @@ def evaluate_greys(model: Path | str, greys: Path, out: Path, model_store: Path)
     return result.blessing
 
 
+@pytest.mark.slow
 def test_a_chance_level_savedmodel_is_refused_by_the_default_gate(
     threshold_models, greys, tmp_path
 ):
@@ -275,6 +276,7 @@ def test_a_chance_level_savedmodel_is_refused_by_the_default_gate(
     assert "✗ Not blessed" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_auto_baseline_refuses_a_model_worse_than_production(
     threshold_models, greys, production_store, tmp_path
 ):
@@ -289,6 +291,7 @@ def test_auto_baseline_refuses_a_model_worse_than_production(
     assert Path(blessing["baseline"]["model_path"]) == production_store / "greys" / "1"
 
 
+@pytest.mark.slow
 def test_auto_baseline_blesses_a_model_as_good_as_production(
     threshold_models, greys, production_store, tmp_path
 ):
@@ -301,6 +304,7 @@ def test_auto_baseline_blesses_a_model_as_good_as_production(
     assert "accuracy_drop 0.0000 <= 0.0 (1.0000 vs baseline 1.0000)" in blessing["summary"]
 
 
+@pytest.mark.slow
 def test_auto_baseline_is_skipped_for_the_production_model_itself(
     greys, production_store, tmp_path
 ):
@@ -310,6 +314,7 @@ def test_auto_baseline_is_skipped_for_the_production_model_itself(
     assert [check["name"] for check in blessing["checks"]] == ["beats_majority"]
 
 
+@pytest.mark.slow
 def test_auto_baseline_with_other_classes_is_no_baseline(threshold_models, greys, tmp_path):
     model_store = tmp_path / "store"
     other = export_dense_model(tmp_path / "other", tiny_models.SIDE, 1, ["cat", "dog"])
@@ -323,6 +328,7 @@ def test_auto_baseline_with_other_classes_is_no_baseline(threshold_models, greys
     assert blessing["no_baseline"] == "registry:greys@production has other classes (cat, dog)"
 
 
+@pytest.mark.slow
 def test_auto_baseline_without_a_registry_store_judges_the_model_alone(
     threshold_models, greys, tmp_path, capsys
 ):

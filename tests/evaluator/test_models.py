@@ -8,6 +8,8 @@ from PIL import ImageOps
 from evaluator import models
 from tests.conftest import encode, export_dense_model, noise_image
 
+pytestmark = pytest.mark.slow  # exports and loads real SavedModels
+
 SIDE = 8
 
 

@@ -9,6 +9,8 @@ import pytest
 from tests.evaluator import tiny_models
 from tfx_pipeline import cli
 
+pytestmark = pytest.mark.slow  # exports and loads real SavedModels
+
 DIAGNOSIS = "validation accuracy stayed at chance (0.50) while training accuracy reached 0.98"
 RUN_RECORD = ("metrics.json", "report.html", "blessing.json", "predictions.jsonl")
 

@@ -13,6 +13,8 @@ from tfx_pipeline import component, metadata
 from tfx_pipeline.components import steps
 from tracking import records
 
+pytestmark = pytest.mark.slow  # exports and loads real SavedModels
+
 
 def make_run(root: Path, threshold: float) -> Path:
     """runs/<id>/ with export/1 (a tiny_models SavedModel), config.yaml and run.json."""
