@@ -25,6 +25,7 @@ Accuracy is the mean over seeds, seconds the median; every sample is in the resu
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -287,9 +288,20 @@ def main() -> None:
     data = prepare_data()
     task = data / "task"
     mirror = WORK / f"mirror-e{pretrain_epochs}"
-    pretrained = None
-    if {"imgclf_mobilenet", "keras_mobilenet"} & set(names):
-        pretrained = photo_pretrain.pretrain(data / "pretrain" / "train", mirror, pretrain_epochs)
+
+    @functools.cache
+    def pretrained() -> Path:
+        # When the first MobileNetV2 contender needs it, so the CNN figures come first.
+        return photo_pretrain.pretrain(data / "pretrain" / "train", mirror, pretrain_epochs)
+
+    def mirror_env(seed: int, mirror_url: str) -> dict:
+        """imgclf's weights mirror, and a Keras cache of its own so that the weights come
+        through the mirror in every run."""
+        pretrained()
+        keras_home = WORK / "imgclf" / f"keras-home-{seed}"
+        shutil.rmtree(keras_home, ignore_errors=True)
+        return {"IMGCLF_WEIGHTS_MIRROR": mirror_url, "KERAS_HOME": str(keras_home)}
+
     load_before = os.getloadavg()
     samples: dict[str, list[Sample]] = {name: [] for name in names}
     with photo_pretrain.serve(mirror) as mirror_url:
@@ -298,18 +310,10 @@ def main() -> None:
             "keras_cnn": lambda seed: run_keras("cnn", seed, task, overrides["cnn"], None),
             "peer": lambda seed: run_peer(seed, task, peer_epochs),
             "imgclf_mobilenet": lambda seed: run_imgclf(
-                "mobilenet",
-                seed,
-                task,
-                overrides["mobilenet"],
-                # A Keras cache of its own, so the weights come through the mirror every run.
-                {
-                    "IMGCLF_WEIGHTS_MIRROR": mirror_url,
-                    "KERAS_HOME": str(WORK / "imgclf" / f"keras-home-{seed}"),
-                },
+                "mobilenet", seed, task, overrides["mobilenet"], mirror_env(seed, mirror_url)
             ),
             "keras_mobilenet": lambda seed: run_keras(
-                "mobilenet", seed, task, overrides["mobilenet"], pretrained
+                "mobilenet", seed, task, overrides["mobilenet"], pretrained()
             ),
         }
         for seed in range(seeds):
@@ -334,7 +338,7 @@ def main() -> None:
         "configs": {kind: str(path.relative_to(REPO)) for kind, path in CONFIGS.items()},
         "peer": {"epochs": peer_epochs, "imgsz": PEER_IMGSZ, "model": photo_peer.MODEL},
         "pretraining": json.loads((mirror / photo_pretrain.SIDECAR).read_text())
-        if pretrained
+        if pretrained.cache_info().currsize
         else None,
         "data": {"digest": photos.digest(data / "task"), "folder": str(data)},
         "load_average_before_after": [load_before, os.getloadavg()],
