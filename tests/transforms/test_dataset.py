@@ -149,7 +149,7 @@ def cropped_training_batches(version_dir, cfg, seed: int, batches: int, skip: in
 def test_random_resized_crops_repeat_per_seed_and_a_skip_resumes_them(version_dir, cfg):
     first, again, resumed, other_seed = (
         list(cropped_training_batches(version_dir, cfg, seed, batches, skip).as_numpy_iterator())
-        for seed, batches, skip in [(7, 6, 0), (7, 6, 0), (7, 4, 2), (8, 6, 0)]
+        for seed, batches, skip in [(7, 4, 0), (7, 4, 0), (7, 2, 2), (8, 4, 0)]
     )
     for expected, actual in zip(first, again, strict=True):
         np.testing.assert_array_equal(expected[0], actual[0])
