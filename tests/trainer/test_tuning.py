@@ -846,7 +846,7 @@ def test_tuning_the_digits_from_a_bad_start_finds_a_config_above_097(
             ]
         },
         optimizer={"learning_rate": 1.0},
-        train={"epochs": 3},
+        train={"epochs": 4},
     )
     started = time.time()
     status, output = tune(config)
