@@ -113,7 +113,6 @@ def worker(args: argparse.Namespace) -> dict:
 
     settings.update({"sync": False})
     model = YOLO(MODEL, task="classify")
-    parameters = sum(p.numel() for p in model.model.parameters())
     started = time.perf_counter()
     model.train(
         data=str(args.data),
@@ -133,6 +132,8 @@ def worker(args: argparse.Namespace) -> dict:
     train_seconds = time.perf_counter() - started
     save_dir = Path(model.trainer.save_dir)
     trained = YOLO(save_dir / "weights" / "last.pt", task="classify")
+    # Counted on the trained model: the YAML's is built for 1000 classes before training.
+    parameters = sum(p.numel() for p in trained.model.parameters())
     correct = total = 0
     for class_dir in sorted(p for p in Path(args.holdout).iterdir() if p.is_dir()):
         for result in trained.predict(
