@@ -4,6 +4,7 @@ import contextlib
 
 import keras
 import tensorflow as tf
+from keras.src.layers.preprocessing.image_preprocessing import random_flip as keras_flip
 
 from configs import schema
 
@@ -109,7 +110,10 @@ def augment_batch(
             if pending:
                 images = _apply_spatial(pending, images)
                 pending = []
-            images = layer.transform_images(images, transformation, training=True)
+            if isinstance(layer, keras.layers.RandomFlip):
+                images = _flip(layer, transformation, images)
+            else:
+                images = layer.transform_images(images, transformation, training=True)
             if mixing:
                 labels = layer.transform_labels(labels, transformation, training=True)
     if pending:
@@ -128,6 +132,23 @@ def _drawing_from(layer: keras.Layer, draws: keras.random.SeedGenerator):
         yield
     finally:
         object.__setattr__(layer, "generator", own)
+
+
+def _flip(layer: keras.layers.RandomFlip, transformation: dict, images: tf.Tensor) -> tf.Tensor:
+    """What RandomFlip.transform_images returns, from the same draws, about 2x faster on CPU:
+    Keras selects between the batch and its mirror with a where() broadcast over every pixel;
+    gathering each image's columns (and rows) in flipped or kept order is one pass."""
+    flips = tf.reshape(transformation["flips"], [-1])
+    images = tf.cast(images, layer.compute_dtype)
+    horizontal, vertical = (2, 1) if layer.data_format == "channels_last" else (3, 2)
+    for axis, mode in ((horizontal, keras_flip.HORIZONTAL), (vertical, keras_flip.VERTICAL)):
+        if layer.mode not in (mode, keras_flip.HORIZONTAL_AND_VERTICAL):
+            continue
+        size = tf.shape(images)[axis]
+        kept, mirrored = tf.range(size), tf.range(size - 1, -1, -1)
+        order = tf.where(flips[:, tf.newaxis], mirrored[tf.newaxis], kept[tf.newaxis])
+        images = tf.gather(images, order, axis=axis, batch_dims=1)
+    return images
 
 
 def _same_sampling(first: keras.Layer, other: keras.Layer) -> bool:
