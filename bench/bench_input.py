@@ -258,12 +258,11 @@ def build_sides(
     def decode_and_resize(data, position):
         return preprocess.decode_and_resize(data, image_size, 3, resize=cfg.data.resize)
 
+    crop_settings = CROP.model_dump()  # outside the traced function: AutoGraph can't read it
+
     def decode_random_crop(data, position):
         seed = tf.stack([tf.constant(cfg.seed, tf.int64), position])
-        background = preprocess.DEFAULT_BACKGROUND
-        return random_crop.decode_random_crop(
-            data, seed, image_size, 3, background, **CROP.model_dump()
-        )
+        return random_crop.decode_random_crop(data, seed, image_size, 3, **crop_settings)
 
     return {
         "imgclf": Side(lambda: build_imgclf(version_dir, cfg, augmenter(), None), timing),

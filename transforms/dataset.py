@@ -40,7 +40,13 @@ def _decoder(
     def decode(serialized):
         example = features.parse(serialized)
         image = preprocess.decode_and_resize(
-            example[features.IMAGE], image_size, channels, background, resize, crop_fraction
+            example[features.IMAGE],
+            image_size,
+            channels,
+            background,
+            resize,
+            crop_fraction,
+            stored=True,
         )
         return image, example[features.LABEL]
 
@@ -53,7 +59,6 @@ def build_random_crop_decoder(cfg: schema.DataConfig, crop: schema.RandomResized
     return _random_crop_decoder(
         tuple(cfg.image_size),
         cfg.channels,
-        tuple(cfg.background),
         tuple(crop.scale),
         tuple(crop.ratio),
         crop.attempts,
@@ -64,7 +69,6 @@ def build_random_crop_decoder(cfg: schema.DataConfig, crop: schema.RandomResized
 def _random_crop_decoder(
     image_size: tuple[int, int],
     channels: int,
-    background: tuple[int, int, int],
     scale: tuple[float, float],
     ratio: tuple[float, float],
     attempts: int,
@@ -73,7 +77,7 @@ def _random_crop_decoder(
     def decode(seed, serialized):
         example = features.parse(serialized)
         image = random_crop.decode_random_crop(
-            example[features.IMAGE], seed, image_size, channels, background, scale, ratio, attempts
+            example[features.IMAGE], seed, image_size, channels, scale, ratio, attempts
         )
         return image, example[features.LABEL]
 

@@ -3,15 +3,16 @@
 A crop box of random area and aspect ratio is drawn from the image's size, which a JPEG gives
 from its header (tf.io.extract_jpeg_shape), and only that box is decoded
 (tf.io.decode_and_crop_jpeg): a small crop of a large photo costs a fraction of a full decode.
-The pixels are those of decoding the whole file with transforms.preprocess and then cropping:
-other formats, and JPEGs that an EXIF orientation turns, take that path itself. The crop is then
+The pixels are those of decoding the whole file with transforms.preprocess and then cropping;
+other formats take that path itself. The bytes are a shard's: ingest stores every JPEG upright,
+so no EXIF orientation is read (it would cost more than decoding the crop). The crop is then
 stretched to image_size with preprocess's filter rule. Draws are stateless, from a seed the
 caller derives per example, so a resumed epoch crops as the interrupted one did.
 """
 
 import tensorflow as tf
 
-from transforms import exif, preprocess
+from transforms import preprocess
 
 # libjpeg-turbo's fancy upsampling of subsampled chroma (4:2:0, 4:2:2) blends each pixel with
 # the neighbouring chroma sample; at the edge of a cropped decode it repeats the edge sample
@@ -61,13 +62,15 @@ def decode_random_crop(
     seed: tf.Tensor,
     image_size: tuple[int, int],
     channels: int,
-    background,
     scale: tuple[float, float],
     ratio: tuple[float, float],
     attempts: int,
 ) -> tf.Tensor:
-    """Encoded image -> float32 [height, width, channels] in [0, 1]: a random box of it
-    (`sample_box`, drawn from `seed`, int64 [2]), stretched to image_size."""
+    """A shard's encoded image -> float32 [height, width, channels] in [0, 1]: a random box of
+    it (`sample_box`, drawn from `seed`, int64 [2]), stretched to image_size.
+
+    Each step is one op where it can be: per-example branches and conversions cost as much as
+    decoding a small JPEG here, so the box is resized from its uint8 pixels."""
 
     def jpeg_fast_path():
         shape = tf.io.extract_jpeg_shape(image_bytes)[:2]
@@ -75,15 +78,25 @@ def decode_random_crop(
         return decode_jpeg_window(image_bytes, shape, begin, size)
 
     def decode_then_crop():
-        pixels = preprocess.decode_rgb(image_bytes, background)
+        pixels = preprocess.decode_stored(image_bytes)
         begin, size = sample_box(tf.shape(pixels)[:2], seed, scale, ratio, attempts)
         return tf.slice(pixels, tf.concat([begin, [0]], 0), tf.concat([size, [3]], 0))
 
-    # The box is drawn in the upright image; turned JPEGs (which ingest rewrites upright, so
-    # rare in shards) decode whole rather than map the box through the turn.
-    upright_jpeg = tf.logical_and(
-        preprocess.is_jpeg(image_bytes), tf.equal(exif.orientation(image_bytes), 1)
-    )
-    pixels = tf.cond(upright_jpeg, jpeg_fast_path, decode_then_crop)
-    image = preprocess.stretch(preprocess.to_unit_range(pixels, channels), image_size)
+    pixels = tf.cond(preprocess.is_jpeg(image_bytes), jpeg_fast_path, decode_then_crop)
+    image = stretch_pixels(pixels, image_size) * (1.0 / 255.0)
+    if channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
     return preprocess.finish(image, image_size, channels)
+
+
+def stretch_pixels(pixels: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """uint8 [H, W, 3] -> float32 [height, width, 3] in 0-255: bilinear, antialiased only past a
+    2x shrink (preprocess.stretch's rule), from the uint8 pixels without a float copy first."""
+    height, width = image_size
+    source = tf.shape(pixels)
+    skips_pixels = tf.logical_or(source[0] > 2 * height, source[1] > 2 * width)
+    return tf.cond(
+        skips_pixels,
+        lambda: tf.image.resize(pixels, image_size, antialias=True),
+        lambda: tf.image.resize(pixels, image_size),
+    )

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from configs import loader
+from configs import loader, schema
 from tests.conftest import encode, noise_image
 from tests.transforms import photos
-from transforms import images, preprocess
+from transforms import exif, images, preprocess
 
 MAX_PIXELS = 10_000
 
@@ -102,6 +102,20 @@ KINDS = [
     ("webp-rgba", encode(noise_image(3, mode="RGBA"), "WEBP", lossless=True), False),
     ("tiff", encode(noise_image(4), "TIFF"), False),
 ]
+
+
+@pytest.mark.parametrize(("data", "kept"), [k[1:] for k in KINDS], ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize("store_format", ["png", "jpeg"])
+def test_stored_bytes_decode_in_one_op_to_their_pixels(data, kept, store_format):
+    """The shard decoders (preprocess.decode_stored) read no EXIF tag and composite nothing:
+    ingest must store only upright JPEGs and PNGs without transparency."""
+    preparer = images.Preparer(schema.DataConfig(store={"format": store_format}))
+    stored = tf.constant(preparer.prepare(data).data)
+    if preprocess.is_jpeg(stored):
+        assert int(exif.orientation(stored)) == 1
+    np.testing.assert_array_equal(
+        preprocess.decode_stored(stored).numpy(), preprocess.decode_rgb(stored).numpy()
+    )
 
 
 @pytest.mark.parametrize(("data", "kept"), [k[1:] for k in KINDS], ids=[k[0] for k in KINDS])

@@ -6,10 +6,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from configs import schema
 from tests.conftest import encode
 from tests.transforms import photos
 from tests.transforms.test_images import exif_orientation_block
-from transforms import preprocess, random_crop
+from transforms import images, preprocess, random_crop
 
 INCEPTION = {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "attempts": 10}
 SIZE = (32, 40)
@@ -61,10 +62,10 @@ def test_jpeg_window_is_the_window_of_the_full_decode(flower, layout):
         np.testing.assert_array_equal(window.numpy(), full[y : y + h, x : x + w], f"{(y, x, h, w)}")
 
 
-def crop(data: bytes, seed=(1, 2), channels=3, background=(255, 255, 255), **settings):
+def crop(data: bytes, seed=(1, 2), channels=3, **settings):
     settings = INCEPTION | settings
     image = random_crop.decode_random_crop(
-        tf.constant(data), tf.constant(seed, tf.int64), SIZE, channels, background, **settings
+        tf.constant(data), tf.constant(seed, tf.int64), SIZE, channels, **settings
     )
     return image.numpy()
 
@@ -88,22 +89,30 @@ def test_jpeg_fast_path_equals_decoding_whole_then_cropping(flower, layout, chan
         np.testing.assert_array_equal(fast, crop(lossless(upright(data)), seed, channels))
 
 
-def test_a_turned_jpeg_is_cropped_upright(flower):
-    """EXIF orientation 6: the box is drawn in the upright (portrait) image and cut from it."""
+def test_a_turned_jpeg_is_cropped_upright_once_ingested(flower):
+    """EXIF orientation 6: ingest stores the upright (portrait) pixels, so the crop reader, which
+    reads no EXIF tag, draws the box in the upright image and cuts it from it."""
     data = encode(flower, "JPEG", quality=90, exif=exif_orientation_block(6))
     pixels = upright(data)
     assert pixels.shape[0] > pixels.shape[1]
+    stored = images.Preparer(schema.DataConfig()).prepare(data)
+    assert stored.rewritten and (stored.height, stored.width) == pixels.shape[:2]
     for seed in [(1, 2), (3, 4)]:
-        np.testing.assert_array_equal(crop(data, seed), crop(lossless(pixels), seed))
+        np.testing.assert_array_equal(crop(stored.data, seed), crop(lossless(pixels), seed))
+    # The tag is what the stored copy spares the reader: the original file crops turned.
+    assert crop(data).shape == crop(stored.data).shape
+    assert not np.array_equal(crop(data), crop(stored.data))
 
 
-def test_transparent_pixels_take_the_background_as_in_decode_rgb(flower):
+def test_transparent_pixels_take_the_background_once_ingested(flower):
+    """Shards hold no transparency: ingest composites it on data.background first."""
     rgba = np.asarray(flower.convert("RGBA")).copy()
     rgba[::2, :, 3] = 0
     data, background = lossless(rgba), (10, 200, 30)
-    composited = lossless(upright(data, background))
-    np.testing.assert_array_equal(crop(data, background=background), crop(composited))
-    assert not np.array_equal(crop(data), crop(composited))
+    stored = images.Preparer(schema.DataConfig(background=background)).prepare(data)
+    assert stored.rewritten
+    np.testing.assert_array_equal(crop(stored.data), crop(lossless(upright(data, background))))
+    assert not np.array_equal(crop(stored.data), crop(lossless(upright(data))))
 
 
 def test_same_seed_same_crop_other_seed_other_crop(flower):
@@ -148,8 +157,9 @@ def test_without_a_box_that_fits_the_whole_image_is_used():
 
 
 def test_output_is_the_crop_stretched_to_the_model_size(flower):
-    """A box with the whole image: the result is the plain stretch of it."""
+    """A box with the whole image: the result is the plain stretch of it (resized from the uint8
+    pixels, then scaled to [0, 1]: float rounding apart, the same numbers)."""
     data = jpegs(flower)["4:4:4"]
     whole = crop(data, scale=(1.0, 1.0), ratio=(333 / 211, 333 / 211))
     expected = preprocess.decode_and_resize(tf.constant(data), SIZE, 3, resize="stretch")
-    np.testing.assert_array_equal(whole, expected.numpy())
+    np.testing.assert_allclose(whole, expected.numpy(), atol=1e-6)
