@@ -5,7 +5,10 @@ What a careful Keras user writes by hand: every file decoded once with Pillow in
 (EXIF orientation applied, transparency composited on data.background, as imgclf does), fitted
 to data.image_size the way data.resize crop does (shorter side scaled to the size, centre crop),
 the config's Keras augmentation layers mapped over shuffled batches, and `model.fit` with the
-config's optimizer and schedule. Two models:
+config's optimizer and schedule. With augment.random_resized_crop the crops stay at their own
+size in memory and each batch element is a random box of one (tf.image's
+sample_distorted_bounding_box, the same area and ratio ranges), resized to data.image_size, as
+a Keras user writes it with tf.image. Two models:
 - the config's `model.cnn`, built by trainer.models exactly as `imgclf train` builds it (same
   layers, same BatchNorm momentum), trained from scratch in one phase;
 - keras.applications.MobileNetV2 with weights from a local .h5 (pretrained on the pretraining
@@ -70,8 +73,14 @@ def crop_resize(pixels: np.ndarray, size: tuple[int, int], crop_fraction: float)
     return np.clip(image.numpy()[top : top + height, left : left + width], 0.0, 1.0)
 
 
-def load_folder(folder: Path, data: schema.DataConfig, class_names: list[str] | None = None):
-    """(images float32 [N, H, W, C], labels int32 [N], class names) of a class-folder tree."""
+def load_folder(
+    folder: Path,
+    data: schema.DataConfig,
+    class_names: list[str] | None = None,
+    fit: bool = True,
+):
+    """(images, labels int32 [N], class names) of a class-folder tree: float32 [N, H, W, C]
+    fitted to data.image_size, or with `fit=False` the uint8 pixels at their own sizes."""
     class_names = class_names or sorted(p.name for p in folder.iterdir() if p.is_dir())
     images, labels = [], []
     for label, name in enumerate(class_names):
@@ -79,9 +88,47 @@ def load_folder(folder: Path, data: schema.DataConfig, class_names: list[str] | 
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             pixels = read_image(path, tuple(data.background), data.channels)
-            images.append(crop_resize(pixels, tuple(data.image_size), data.crop_fraction))
+            if fit:
+                pixels = crop_resize(pixels, tuple(data.image_size), data.crop_fraction)
+            images.append(pixels)
             labels.append(label)
-    return np.stack(images), np.array(labels, np.int32), class_names
+    return (np.stack(images) if fit else images), np.array(labels, np.int32), class_names
+
+
+def random_resized_crops(
+    images: list[np.ndarray], labels, crop: schema.RandomResizedCropConfig, cfg: schema.Config
+) -> tf.data.Dataset:
+    """(float32 image [height, width, C] in [0, 1], label) with a random box of each image per
+    pass: tf.image.sample_distorted_bounding_box over the whole image, sliced and resized."""
+    flat = tf.constant(np.concatenate([image.reshape(-1) for image in images]))
+    shapes = np.array([image.shape for image in images], np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))[:-1]])
+
+    def crop_one(start, shape, label):
+        pixels = tf.reshape(flat[start : start + tf.reduce_prod(shape)], shape)
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.shape(pixels),
+            bounding_boxes=tf.zeros([1, 0, 4]),
+            min_object_covered=0.0,
+            aspect_ratio_range=crop.ratio,
+            area_range=crop.scale,
+            max_attempts=crop.attempts,
+            use_image_if_no_bounding_boxes=True,
+        )
+        box = tf.slice(pixels, begin, size)
+        shrink = tf.reduce_any(tf.shape(box)[:2] > 2 * tf.constant(cfg.data.image_size))
+        resized = tf.cond(
+            shrink,
+            lambda: tf.image.resize(box, cfg.data.image_size, antialias=True),
+            lambda: tf.image.resize(box, cfg.data.image_size),
+        )
+        return tf.clip_by_value(resized / 255.0, 0.0, 1.0), label
+
+    return (
+        tf.data.Dataset.from_tensor_slices((starts, shapes, labels))
+        .shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
+        .map(crop_one, num_parallel_calls=tf.data.AUTOTUNE)
+    )
 
 
 def build_augmenter(cfg: schema.AugmentConfig, seed: int):
@@ -102,10 +149,15 @@ def build_augmenter(cfg: schema.AugmentConfig, seed: int):
 
 def training_data(images, labels, classes: int, cfg: schema.Config) -> tf.data.Dataset:
     one_hot = tf.one_hot(labels, classes)
+    crop = cfg.augment.random_resized_crop
+    if crop is not None:
+        examples = random_resized_crops(images, one_hot, crop, cfg)
+    else:
+        examples = tf.data.Dataset.from_tensor_slices((images, one_hot)).shuffle(
+            len(images), seed=cfg.seed, reshuffle_each_iteration=True
+        )
     return (
-        tf.data.Dataset.from_tensor_slices((images, one_hot))
-        .shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(cfg.data.batch_size)
+        examples.batch(cfg.data.batch_size)
         .map(build_augmenter(cfg.augment, cfg.seed), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -170,7 +222,8 @@ def run(
     `train_dir` for train.epochs, then scores it on `holdout_dir`."""
     keras.utils.set_random_seed(cfg.seed)
     started = time.perf_counter()
-    images, labels, class_names = load_folder(train_dir, cfg.data)
+    fit = cfg.augment.random_resized_crop is None
+    images, labels, class_names = load_folder(train_dir, cfg.data, fit=fit)
     holdout_images, holdout_labels, _ = load_folder(holdout_dir, cfg.data, class_names)
     load_seconds = time.perf_counter() - started
     classes = len(class_names)
