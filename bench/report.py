@@ -12,6 +12,7 @@ absolute figures, are compared: they carry over between machines far better.
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -126,8 +127,21 @@ def load_results() -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
 
 
-def render_markdown(results: dict[str, dict], notes: str = "") -> str:
-    """BENCHMARKS.md: the machine, then one table per benchmark."""
+def kept_sections(markdown: str, rerun: set[str]) -> dict[str, str]:
+    """The `## <name> (measured ...)` sections of an existing BENCHMARKS.md whose benchmark is
+    not in `rerun`, by name: a run of some benchmarks keeps the others' last figures."""
+    sections = re.split(r"^(?=## )", markdown, flags=re.MULTILINE)[1:]
+    kept = {}
+    for section in sections:
+        name = section.split(maxsplit=2)[1]
+        if name not in rerun:
+            kept[name] = section.rstrip("\n") + "\n"
+    return kept
+
+
+def render_markdown(results: dict[str, dict], notes: str = "", kept: dict | None = None) -> str:
+    """BENCHMARKS.md: the machine, then one table per benchmark: those of `results`, and the
+    `kept` sections of benchmarks not run this time, in name order."""
     lines = [
         "# Benchmarks",
         "",
@@ -150,7 +164,12 @@ def render_markdown(results: dict[str, dict], notes: str = "") -> str:
     ]
     if notes:
         lines += [notes.strip(), ""]
-    for name, result in results.items():
+    kept = kept or {}
+    for name in sorted({*results, *kept}):
+        if name not in results:
+            lines.append(kept[name])
+            continue
+        result = results[name]
         lines += [
             f"## {name} (measured {result['measured']})",
             "",

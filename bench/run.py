@@ -81,7 +81,10 @@ def main() -> int:
     if args.quick:
         print(f"bench: {len(results)} quick benchmark(s) in {report.RESULTS} (not recorded)")
     else:
-        report.MARKDOWN.write_text(report.render_markdown(report.load_results()))
+        fresh = report.load_results()
+        previous = report.MARKDOWN.read_text() if report.MARKDOWN.is_file() else ""
+        kept = report.kept_sections(previous, set(fresh))
+        report.MARKDOWN.write_text(report.render_markdown(fresh, kept=kept))
         report.record(results)
         print(
             f"bench: {len(results)} benchmark(s) reported in {report.MARKDOWN}, ratios recorded "

@@ -63,3 +63,19 @@ def test_markdown_has_the_machine_and_a_row_per_figure(report):
     assert "Machine: " in text and "CPU cores" in text
     assert "| images/s | images/s | 150.00 | 50.00 (loop) | 3.00 |  |" in text
     assert "| p50 | ms | 12.00 | 80.00 (loop) | 6.67 | <= 10 ms ❌ |" in text
+
+
+def test_a_partial_run_keeps_the_other_benchmarks_sections(report):
+    """`bench/run.py --only x` rewrites x's table and keeps the last figures of the others."""
+    report.write_results("x", comparisons(report, rate=150.0, latency_ms=12.0))
+    report.write_results("z", comparisons(report, rate=100.0, latency_ms=12.0))
+    before = report.render_markdown(report.load_results())
+    (report.RESULTS / "z.json").unlink()
+    report.write_results("x", comparisons(report, rate=300.0, latency_ms=12.0))
+    fresh = report.load_results()
+    text = report.render_markdown(fresh, kept=report.kept_sections(before, set(fresh)))
+    assert "| images/s | images/s | 300.00 | 50.00 (loop) | 6.00 |  |" in text  # x, new
+    assert "| images/s | images/s | 150.00 |" not in text
+    z_section = before[before.index("## z ") :]
+    assert z_section.rstrip() in text  # z, as it was
+    assert text.index("## x ") < text.index("## z ")
