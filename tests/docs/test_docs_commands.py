@@ -30,6 +30,7 @@ PAGES = [
     "beam_runners.md",
     "cicd.md",
     "weights.md",
+    "photos.md",
 ]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 VARIABLE = re.compile(r"\$\{?(\w+)\}?")
