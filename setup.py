@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(
         include=[
+            "core",
             "configs",
             "transforms*",
             "trainer*",
