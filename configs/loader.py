@@ -10,7 +10,8 @@ from typing import Any
 import pydantic
 import yaml
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from configs import locations
+from core import locations
 
 
 class Section(BaseModel):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from transforms import dataset, dataset_info, features
 from transforms.sources import base, files
 from transforms.sources import registry as sources

@@ -6,7 +6,8 @@ import datetime
 
 from scipy import stats
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 
 # Float noise: a drop of exactly max_*_drop, or a value exactly at its minimum, passes.
 TOLERANCE = 1e-9

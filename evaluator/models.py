@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configs import errors
+from core import errors
 from registry import errors as registry_errors
 from registry import sources, store
 from serving import export, signatures

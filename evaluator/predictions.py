@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from configs import errors
+from core import errors
 from evaluator import data, models
 
 # Class names quoted in full in an error; longer label maps are cut to this many.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from configs import errors
+from core import errors
 from evaluator import report_page
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import errors, loader, schema
+from configs import loader, schema
+from core import errors
 from evaluator import data, gate, models, plots, predictions, report
 from registry import sources
 from tracking import environment

@@ -10,7 +10,7 @@ import os
 
 import fsspec
 
-from configs import locations
+from core import locations
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

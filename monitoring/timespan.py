@@ -4,7 +4,7 @@ import datetime
 import re
 import time
 
-from configs import errors
+from core import errors
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -6,7 +6,7 @@ import os
 
 import httpx
 
-from configs import errors
+from core import errors
 from monitoring import recorder, stats, storage
 
 MAX_WINDOW_SECONDS = 86400  # serving.monitoring.window_seconds' upper bound

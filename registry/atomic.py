@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from configs import errors
+from core import errors
 
 TEMP_SUFFIX = ".tmp"  # `.<name>.<random>.tmp`, written beside the file it replaces
 DEFAULT_LOCK_TIMEOUT_S = 60.0

@@ -1,6 +1,6 @@
 """What the registry raises: UserErrors whose message names the problem and the fix."""
 
-from configs import errors
+from core import errors
 
 
 class RegistryError(errors.UserError):

@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from configs import locations
+from core import locations
 from registry import errors
 from trainer import runs
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from configs import errors
+from core import errors
 from serving import signatures
 
 READY_POLL_SECONDS = 0.2

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from configs import errors
+from core import errors
 from serving import signatures
 
 logger = logging.getLogger(__name__)

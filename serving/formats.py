@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from configs import errors, loader, schema
+from configs import loader, schema
+from core import errors
 from serving import convert, export, parity, signatures
 from serving.server import runtimes
 from trainer import runs

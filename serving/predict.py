@@ -16,7 +16,8 @@ from typing import Any, Protocol, TextIO
 import fsspec
 from tqdm import tqdm
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from serving import client
 from trainer import runs
 from transforms.sources import storage

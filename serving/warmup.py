@@ -20,7 +20,7 @@ import tensorflow as tf
 from google.protobuf import message
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from configs import errors
+from core import errors
 from serving import signatures
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import configs
-from configs import errors, loader
+from configs import loader
+from core import errors
 from evaluator import cli as evaluator_cli
 from monitoring import cli as monitoring_cli
 from registry import cli as registry_cli

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from tfx_pipeline import metadata
 
 # Bump when a component's behaviour changes, so that cached executions stop matching.

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from serving import client
 from tfx_pipeline import pipeline_cli
 from trainer import runs, task

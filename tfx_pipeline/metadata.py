@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from configs import errors
+from core import errors
 
 # Execution states. A cached execution reuses the outputs of the completed one it names.
 RUNNING, COMPLETED, CACHED, FAILED, SKIPPED = "running", "completed", "cached", "failed", "skipped"

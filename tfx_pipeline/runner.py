@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from tfx_pipeline import component as component_lib
 from tfx_pipeline import metadata
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import errors, locations
+from core import errors, locations
 from tracking import records
 from trainer import runs
 

@@ -10,7 +10,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from tracking import records
 from trainer import runs
 

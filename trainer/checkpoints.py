@@ -27,7 +27,7 @@ import re
 
 import tensorflow as tf
 
-from configs import errors
+from core import errors
 
 logger = logging.getLogger(__name__)
 

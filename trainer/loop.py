@@ -22,7 +22,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from trainer import checkpoints, losses, optim, runs, telemetry
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")

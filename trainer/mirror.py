@@ -26,7 +26,7 @@ from pathlib import Path
 
 import fsspec
 
-from configs import errors
+from core import errors
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from configs import errors, loader, locations, schema
+from configs import loader, schema
+from core import errors, locations
 from tracking import recorder as run_recorder
 from trainer import (
     diagnose,

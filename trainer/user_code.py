@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from configs import errors
+from core import errors
 
 
 class UserCodeError(errors.UserError):

@@ -4,7 +4,8 @@
 import argparse
 from pathlib import Path
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

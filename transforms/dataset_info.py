@@ -6,7 +6,7 @@ import uuid
 
 import tensorflow as tf
 
-from configs import errors
+from core import errors
 from transforms import features
 
 DATASET_JSON = "dataset.json"

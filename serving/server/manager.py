@@ -16,7 +16,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from serving.server import batching, models, runtimes
 from serving.server.metrics import ServerMetrics
 from trainer import runs

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from configs import errors, locations
+from core import errors, locations
 from serving import signatures, warmup
 from serving.server import runtimes
 from trainer import runs

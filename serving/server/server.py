@@ -9,7 +9,8 @@ from pathlib import Path
 
 import uvicorn
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from monitoring import recorder
 from serving.server import grpc_api, manager, metrics, rest, service
 

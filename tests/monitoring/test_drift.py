@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from configs import errors
+from core import errors
 from monitoring import drift, recorder, reference, stats
 from tfx_pipeline import cli
 from transforms import dataset_info

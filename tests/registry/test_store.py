@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from configs import errors as config_errors
+from core import errors as config_errors
 from registry import errors, store
 from serving import signatures
 from tests.conftest import export_dense_model

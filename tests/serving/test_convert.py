@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 import tensorflow as tf
 
-from configs import errors
+from core import errors
 from serving import convert, export, parity, signatures
 
 IMAGE_SIZE = (16, 16)

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from configs import errors, loader
+from configs import loader
+from core import errors
 from serving import convert, export, formats, parity, signatures
 from tfx_pipeline import cli
 from transforms import dataset, digits

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from configs import errors, loader, schema
+from configs import loader, schema
+from core import errors
 from tracking import mlflow_backend, records
 from tracking import recorder as run_recorder
 from trainer import runs, summaries, task

@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from configs import loader, locations
+from configs import loader
+from core import locations
 from tests.conftest import DIGITS_CONFIG
 from tests.trainer import test_resume
 from tests.transforms.sources import conftest as source_fixtures

@@ -12,7 +12,8 @@ import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base as inference
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from serving import predict, signatures
 from transforms.beam import ingest
 from transforms.sources import base as source_base

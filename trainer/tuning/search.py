@@ -13,7 +13,8 @@ from pathlib import Path
 
 from keras_tuner.src import config as keras_tuner_config
 
-from configs import errors, loader, schema
+from configs import loader, schema
+from core import errors
 from trainer.tuning import oracles, results, space, trials
 
 SEARCH_FILE = "search.json"  # what the search was started with; a resume must match it

@@ -19,7 +19,8 @@ import keras_tuner
 from keras_tuner.engine import base_tuner
 from keras_tuner.src.engine import objective as keras_tuner_objective
 
-from configs import loader, locations, schema
+from configs import loader, schema
+from core import locations
 from tracking import records
 from trainer import runs, task
 from trainer.tuning import space

@@ -24,7 +24,8 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from transforms import dataset_info, features, images, splits
 from transforms.beam import stats
 from transforms.sources import base as source_base

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from configs import errors
+from core import errors
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import aiohttp
 import fsspec
 
-from configs import errors, schema
+from configs import schema
+from core import errors
 from transforms.sources import base
 
 log = logging.getLogger(__name__)
