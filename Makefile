@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench bench-check lint clean
+.PHONY: demo test bench bench-check lint config-reference clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench-check: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# docs/configuration.md from the schema; tests/configs/test_reference.py fails when it is stale.
+config-reference: $(INSTALLED)
+	$(BIN)/python -m configs.reference --out docs/configuration.md
 
 clean:
 	rm -rf data runs bench/results .pytest_cache

@@ -4,7 +4,7 @@ Walks the pydantic models under `configs.schema.Config` through their fields and
 the source), so it follows the schema wherever its classes live. Every key gets its type with its
 bounds, its default and its description; a section's class docstring heads its table.
 
-    python -m configs.reference --out docs/configuration.md   # rewrite the page (make config-reference)
+    python -m configs.reference --out docs/configuration.md   # make config-reference
     python -m configs.reference --check                       # exit 1 when the page is stale
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import annotated_types
 import pydantic
 import yaml
 from pydantic.fields import FieldInfo
@@ -44,6 +43,11 @@ defaults → YAML file → `${ENV}` references → `--set` overrides.
   (received -4)`); a missing variable names the variable and the key.
 - The resolved config is saved as `config.yaml` in every run and inside every exported model.
 
+```bash
+imgclf config show --config configs/digits.yaml --set train.epochs=5   # the resolved config
+imgclf config show                                                      # every default
+```
+
 See [`configs/digits.yaml`](../configs/digits.yaml) for a complete example and
 [`configs/examples/`](../configs/examples/) for one per backbone family. Rules that join several
 keys (an image size a backbone can take, early stopping's monitor among the run's metrics, ...)
@@ -54,12 +58,8 @@ pages."""
 # of spec models rather than through the field's annotation.
 LAYER_SPECS = {"model.cnn": schema.CNN_LAYER_SPECS}
 
-BOUNDS = {
-    annotated_types.Gt: ("gt", ">"),
-    annotated_types.Ge: ("ge", "≥"),
-    annotated_types.Lt: ("lt", "<"),
-    annotated_types.Le: ("le", "≤"),
-}
+# Constraint objects (annotated_types' Gt, Ge, ...) by the attribute that holds their bound.
+BOUNDS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
 UNIONS = (typing.Union, types.UnionType)
 
 
@@ -76,6 +76,7 @@ class Table:
     key: str  # the key path the rows sit under; "" for the top level
     doc: str
     rows: list[Row] = field(default_factory=list)
+    title: str = ""  # the heading, when it is not the key path itself
 
 
 def render() -> str:
@@ -90,13 +91,13 @@ def render() -> str:
         INTRO,
         "",
     ]
-    top = Table("", "Keys of the root of the file.")
+    top = Table("", "Keys at the root of the file.")
     sections = [top]
     for name, info in schema.Config.model_fields.items():
-        if section_model(info) is None:
+        if (model := section_model(info)) is None:
             top.rows.append(row(name, info))
         else:
-            sections.extend(tables(section_model(info), f"{name}."))
+            sections.extend(tables(model, f"{name}."))
     for table in sections:
         lines += table_lines(table)
     return "\n".join(lines).rstrip() + "\n"
@@ -121,8 +122,9 @@ def tables(model: type[pydantic.BaseModel], prefix: str) -> list[Table]:
 
 def layer_table(key: str, specs: dict[str, type[pydantic.BaseModel]]) -> Table:
     table = Table(
-        f"{key} layers",
+        key,
         f"Each item of `{key}` is a one-key mapping, `- <layer>: {{<argument>: <value>}}`.",
+        title=f"`{key}` layers",
     )
     for layer, spec in specs.items():
         doc = docstring(spec)
@@ -162,7 +164,9 @@ def held_models(annotation, key: str) -> list[tuple[type[pydantic.BaseModel], st
 
 def row(key: str, info: FieldInfo, fallback: str = "") -> Row:
     description = info.description or held_doc(info.annotation) or fallback
-    return Row(f"`{key}`", type_text(info.annotation, info.metadata), default_text(info), description)
+    return Row(
+        f"`{key}`", type_text(info.annotation, info.metadata), default_text(info), description
+    )
 
 
 def held_doc(annotation) -> str:
@@ -171,8 +175,13 @@ def held_doc(annotation) -> str:
 
 
 def docstring(model: type) -> str:
-    doc = model.__dict__.get("__doc__")
-    return " ".join(inspect.cleandoc(doc).split()) if doc else ""
+    """The model's docstring, else the nearest base's below the base every section shares."""
+    for cls in model.__mro__:
+        if cls is pydantic.BaseModel or pydantic.BaseModel in cls.__bases__:
+            break
+        if cls.__dict__.get("__doc__"):
+            return " ".join(inspect.cleandoc(cls.__doc__).split())
+    return ""
 
 
 def unwrap(annotation):
@@ -183,7 +192,7 @@ def unwrap(annotation):
 
 
 def type_text(annotation, metadata: list | tuple = ()) -> str:
-    """`float, > 0, ≤ 10`, `crop or stretch`, `list of int ≥ 2`, `mapping or null`, ..."""
+    """`float, > 0, ≤ 10`, `` `crop` or `stretch` ``, `list of (int, ≥ 2)`, `str or null`, ..."""
     constraints = list(metadata)
     while typing.get_origin(annotation) is Annotated:
         annotation, *extra = typing.get_args(annotation)
@@ -192,16 +201,16 @@ def type_text(annotation, metadata: list | tuple = ()) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in UNIONS:
         # Optional[...] renders as "... or null" whatever order the union lists it in.
-        parts = [type_text(arg) for arg in args if arg is not type(None)]
+        parts = [grouped(type_text(arg), ", ") for arg in args if arg is not type(None)]
         text = " or ".join(parts + (["null"] if type(None) in args else []))
     elif origin is Literal:
         text = " or ".join(f"`{value_text(value)}`" for value in args)
     elif origin is tuple:
         text = f"[{', '.join(type_text(arg) for arg in args)}]"
     elif origin is list:
-        text = f"list of {type_text(args[0])}"
+        text = f"list of {grouped(type_text(args[0]))}"
     elif origin is dict:
-        text = "mapping" if args[1] is Any else f"mapping of name to {type_text(args[1])}"
+        text = "mapping" if args[1] is Any else f"mapping of name to {grouped(type_text(args[1]))}"
     elif isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         text = "mapping (below)"
     elif annotation is Any:
@@ -211,15 +220,20 @@ def type_text(annotation, metadata: list | tuple = ()) -> str:
     return ", ".join([text, *bounds_text(constraints)])
 
 
+def grouped(text: str, *joints: str) -> str:
+    """`text` in parentheses when it has parts, so `list of (str or mapping)` reads one way."""
+    return f"({text})" if any(joint in text for joint in joints or (" or ", ", ")) else text
+
+
 def bounds_text(constraints: list) -> list[str]:
     texts = []
     for constraint in constraints:
-        if type(constraint) in BOUNDS:
-            attribute, sign = BOUNDS[type(constraint)]
-            texts.append(f"{sign} {value_text(getattr(constraint, attribute))}")
-        elif isinstance(constraint, annotated_types.MinLen):
+        for attribute, sign in BOUNDS.items():
+            if getattr(constraint, attribute, None) is not None:
+                texts.append(f"{sign} {value_text(getattr(constraint, attribute))}")
+        if getattr(constraint, "min_length", None) is not None:
             texts.append(f"at least {constraint.min_length} character(s)")
-        elif getattr(constraint, "pattern", None):
+        if getattr(constraint, "pattern", None):
             texts.append(f"matching `{constraint.pattern}`")
     return texts
 
@@ -239,7 +253,7 @@ def value_text(value) -> str:
 
 
 def table_lines(table: Table) -> list[str]:
-    title = "Top level" if not table.key else f"`{table.key}`"
+    title = table.title or (f"`{table.key}`" if table.key else "Top level")
     level = "##" if "." not in table.key else "###"
     lines = [f"{level} {title}", ""]
     if table.doc:
@@ -255,11 +269,11 @@ def table_lines(table: Table) -> list[str]:
 
 
 def cell(text: str) -> str:
-    """Markdown for a table cell: `|` escaped everywhere; `<`, `>` and `*` outside code spans,
-    so `<model>` is not read as an HTML tag."""
+    """Markdown for a table cell: `|` escaped everywhere; outside code spans `*`, and `<` where
+    it would open an HTML tag (`<model>`), which would hide the text."""
     parts = text.replace("|", "\\|").split("`")
     for index in range(0, len(parts), 2):
-        parts[index] = re.sub(r"([<>*])", r"\\\1", parts[index])
+        parts[index] = re.sub(r"\*|<(?=[A-Za-z/!?])", lambda m: "\\" + m[0], parts[index])
     return "`".join(parts)
 
 
