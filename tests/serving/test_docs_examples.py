@@ -1,4 +1,4 @@
-"""The README's serving examples, run verbatim against `imgclf serve` on the ports they name."""
+"""docs/serving.md's examples, run verbatim against `imgclf serve` on the ports they name."""
 
 import json
 import os
@@ -17,13 +17,14 @@ from tests.conftest import export_dense_model
 
 pytestmark = pytest.mark.serving
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-EXAMPLE = re.compile(r"<!-- readme-test: serving -->\n```(bash|python)\n(.*?)```", re.DOTALL)
+REPO = Path(__file__).resolve().parents[2]
+PAGE = REPO / "docs" / "serving.md"
+EXAMPLE = re.compile(r"<!-- docs-test: serving -->\n```(bash|python)\n(.*?)```", re.DOTALL)
 PORTS = (8501, 8500)  # what the examples name: serving.port and serving.grpc_port defaults
 
 
-def readme_examples() -> list[tuple[str, str]]:
-    return EXAMPLE.findall(README.read_text(encoding="utf-8"))
+def page_examples() -> list[tuple[str, str]]:
+    return EXAMPLE.findall(PAGE.read_text(encoding="utf-8"))
 
 
 def port_is_free(port: int) -> bool:
@@ -36,13 +37,13 @@ def port_is_free(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def readme_workdir(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Path:
-    """A folder laid out as the README assumes: data/digits/ and model_store/ with a digits
+def examples_workdir(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Path:
+    """A folder laid out as the examples assume: data/digits/ and model_store/ with a digits
     model whose version 1 is labelled production; `imgclf serve` running on 8501/8500."""
     busy = [port for port in PORTS if not port_is_free(port)]
     if busy:
-        pytest.fail(f"ports {busy} are in use; the README examples need them free")
-    workdir = tmp_path_factory.mktemp("readme")
+        pytest.fail(f"ports {busy} are in use; the serving examples need them free")
+    workdir = tmp_path_factory.mktemp("serving-examples")
     (workdir / "data").mkdir()
     (workdir / "data" / "digits").symlink_to(digits_dir)
     exported = export_dense_model(workdir / "exports", 32, 1, [str(d) for d in range(10)])
@@ -58,7 +59,7 @@ def readme_workdir(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -
             "model_store/models.config",
         ],
         cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(README.parent)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         deadline = time.monotonic() + 120
@@ -89,17 +90,17 @@ def json_documents(text: str) -> list[dict]:
     return documents
 
 
-def test_the_readme_has_its_examples():
-    assert [language for language, _ in readme_examples()] == ["bash", "python", "python"]
+def test_the_page_has_its_examples():
+    assert [language for language, _ in page_examples()] == ["bash", "python", "python"]
 
 
-def test_curl_examples(readme_workdir: Path):
-    (_, script), *_ = readme_examples()
+def test_curl_examples(examples_workdir: Path):
+    (_, script), *_ = page_examples()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
-        cwd=readme_workdir,
+        cwd=examples_workdir,
         env=env,
         capture_output=True,
         text=True,
@@ -119,12 +120,12 @@ def test_curl_examples(readme_workdir: Path):
 
 
 @pytest.mark.parametrize("index, expected", [(1, r"\d \(\d\.\d\d\)"), (2, r"1 \['\d', '\d'\]")])
-def test_python_examples(readme_workdir: Path, index: int, expected: str):
-    code = readme_examples()[index][1]
+def test_python_examples(examples_workdir: Path, index: int, expected: str):
+    code = page_examples()[index][1]
 
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=readme_workdir,
+        cwd=examples_workdir,
         capture_output=True,
         text=True,
         timeout=120,
