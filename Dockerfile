@@ -36,6 +36,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Only what setup.py packages: a change to tests or docs does not invalidate the install layer.
 COPY setup.py ./
+COPY core ./core
 COPY configs ./configs
 COPY transforms ./transforms
 COPY trainer ./trainer

@@ -35,7 +35,8 @@ import onnxruntime
 import report
 import tensorflow as tf
 
-from serving import convert, export, parity, signatures
+from core import signatures
+from serving import convert, export, parity
 
 BASELINE = "savedmodel"
 QUANTIZED = ("dynamic_range", "float16", "int8")

@@ -2,7 +2,7 @@
 
 A model is named by a run folder (its newest export/<n>/), an export folder (its newest <n>/),
 a SavedModel version folder, or `registry:<model>@<label>` / `registry:<model>@<version>` in
-the model store. Only the SavedModel contract (serving/signatures.py) is used, so any exported
+the model store. Only the SavedModel contract (core/signatures.py) is used, so any exported
 model evaluates the same way, whatever trained it, with or without test-time augmentation.
 """
 
@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import errors
+from core import errors, run_layout, signatures
 from registry import errors as registry_errors
 from registry import sources, store
-from serving import export, signatures
+from serving import export
 from serving.server import models as served_models
-from trainer import runs
 
 REGISTRY_PREFIX = "registry:"
 # evaluation.gate.baseline's default: the production version of the model the pipeline pushes.
@@ -48,7 +47,7 @@ class ModelSource:
 
     @property
     def history_csv(self) -> Path | None:
-        path = self.run_dir / runs.HISTORY if self.run_dir else None
+        path = self.run_dir / run_layout.HISTORY if self.run_dir else None
         return path if path is not None and path.is_file() else None
 
 
@@ -61,7 +60,7 @@ def resolve(spec: str, registry_store: str | Path) -> ModelSource:
     except registry_errors.ExportNotFound as error:
         raise ModelNotFound(str(error)) from None
     run_dir = None
-    if path.parent.name == runs.EXPORT and (path.parent.parent / runs.CONFIG).is_file():
+    if path.parent.name == run_layout.EXPORT and (path.parent.parent / run_layout.CONFIG).is_file():
         run_dir = path.parent.parent
     if run_dir is not None:
         name = run_dir.name

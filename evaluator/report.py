@@ -12,12 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from core import errors
+from core import errors, run_layout
 from evaluator import report_page
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.html"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Trailing path parts that say nothing about which model this is (runs/<id>/export/1).
 GENERIC_PARTS = {"export", "exports", "saved_model", "savedmodel", "model", "models", "serving"}
@@ -98,7 +97,7 @@ def write_report(out_dir: Path, metrics: dict, images: dict[str, Path], context:
         nav=nav,
         sections=sections,
     )
-    path = out_dir / REPORT
+    path = out_dir / run_layout.REPORT
     path.write_text(page, encoding="utf-8")
     log.info("wrote %s (%d KiB)", path, len(page) // 1024)
     return path

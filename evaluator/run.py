@@ -17,20 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configs import loader, schema
-from core import errors
+from core import errors, jsonio, run_layout
 from evaluator import data, gate, models, plots, predictions, report
-from registry import sources
 from tracking import environment
 from trainer import evaluate as metrics_lib
-from trainer import runs
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions.jsonl"
-BLESSING = sources.BLESSING_FILE
 # What the trainer records in a run's metrics.json about training; an evaluation keeps it.
 TRAINING_KEYS = ("epochs_run", "best_epoch", "resumed_from", "train_seconds", "diagnoses")
-EVALUATIONS = "evaluations"  # <run>/evaluations/<timestamp>-<data>/: a run on other data
 # Longest name of the test data in an evaluation folder's name.
 DATA_NAME_CHARS = 40
 CHARTS = {
@@ -209,7 +204,7 @@ def default_out_dir(source: models.ModelSource, test: data.TestData) -> Path:
         return Path(f"evaluation-{source.name}-{stamp}")
     if is_own_record(source, test):
         return source.run_dir
-    out = source.run_dir / EVALUATIONS / f"{stamp}-{data_name(test)}"
+    out = source.run_dir / run_layout.EVALUATIONS / f"{stamp}-{data_name(test)}"
     number = 1
     while out.exists():  # two evaluations of one run on the same data in one second
         number += 1
@@ -256,13 +251,13 @@ def write_artefacts(
     out.mkdir(parents=True, exist_ok=True)
     # A run's model: keep what training recorded (epochs, timing, diagnoses) beside the new
     # figures, in the run folder and in any evaluation of the run elsewhere.
-    trained = read_json((source.run_dir or out) / runs.METRICS)
+    trained = read_json((source.run_dir or out) / run_layout.METRICS)
     written = {**metrics, **{k: trained[k] for k in TRAINING_KEYS if k in trained}}
-    write_json(out / runs.METRICS, written)
-    with open(out / PREDICTIONS, "w", encoding="utf-8") as file:
+    jsonio.write_json(out / run_layout.METRICS, written)
+    with open(out / run_layout.PREDICTIONS, "w", encoding="utf-8") as file:
         for row in result.rows():
             file.write(json.dumps(row) + "\n")
-    write_json(out / BLESSING, blessing)
+    jsonio.write_json(out / run_layout.BLESSING, blessing)
     images = {}
     monitor = early_stopping_monitor(source)
     if source.history_csv is not None:
@@ -306,10 +301,3 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except json.JSONDecodeError:
         return {}
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Written beside and renamed, so a reader (the registry) never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)

@@ -8,6 +8,7 @@ against the train split's label mix, and the low-confidence rate against a ceili
 import math
 from dataclasses import asdict, dataclass
 
+from core import image_stats
 from monitoring import stats, thresholds
 
 KS_ALPHA_FACTOR = 1.628  # c(alpha) of the two-sample KS test at alpha = 0.01
@@ -73,7 +74,7 @@ def compare(
     """One finding per (feature, statistic); a feature with too few served images is reported
     with drifted False and a note."""
     findings = []
-    for name in stats.INPUT_EDGES:
+    for name in image_stats.INPUT_EDGES:
         expected, actual = reference.histograms[name], served.histograms[name]
         n, m = sum(expected), sum(actual)
         if not n or m < limits.min_count:

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from configs import schema
+from core import image_stats
 from monitoring import request_log, stats, storage
 
 logger = logging.getLogger(__name__)
@@ -230,6 +231,6 @@ class Recorder:
             "since": since,
             "window_seconds": self.cfg.window_seconds,
             "windows": len(windows),
-            "bins": stats.bins(),
+            "bins": image_stats.bins(),
             "stats": merged.to_json() if merged is not None else None,
         }

@@ -5,6 +5,7 @@ import os
 import tensorflow as tf
 from tqdm import tqdm
 
+from core import image_stats
 from monitoring import drift, stats
 from transforms import dataset_info, features
 
@@ -15,7 +16,7 @@ def load_reference(version_dir: str) -> drift.Reference:
     info = dataset_info.load(version_dir)
     classes = info["splits"]["train"]["per_class"]
     stored = info.get("stats", {}).get("input_histograms")
-    edges = {name: list(values) for name, values in stats.INPUT_EDGES.items()}
+    edges = {name: list(values) for name, values in image_stats.INPUT_EDGES.items()}
     if stored is not None and stored.get("edges") == edges:
         return drift.Reference(
             info["version"], stored["counts"], classes, f"{dataset_info.DATASET_JSON} (all splits)"
@@ -31,12 +32,12 @@ def load_reference(version_dir: str) -> drift.Reference:
 
 def shard_histograms(version_dir: str, split: str) -> tuple[dict[str, list[int]], int]:
     files = sorted(tf.io.gfile.glob(os.path.join(version_dir, features.shard_pattern(split))))
-    histograms = stats.empty_histograms()
+    histograms = image_stats.empty_histograms()
     spec = {features.IMAGE: features.FEATURE_SPEC[features.IMAGE]}
     count = 0
     records = tf.data.TFRecordDataset(files)
     for serialized in tqdm(records, desc=f"{split} images", unit="img", leave=False):
         image = tf.io.parse_single_example(serialized, spec)[features.IMAGE].numpy()
-        stats.add_features(histograms, stats.image_features(image))
+        image_stats.add_features(histograms, stats.image_features(image))
         count += 1
     return histograms, count

@@ -1,11 +1,6 @@
-"""Per-image input features, the fixed bins they are counted on, and windows of such counts.
+"""Per-image input features of encoded images, and windows of their counts on the fixed bins of
+core/image_stats.py (the bins ingest and drift detection count on too)."""
 
-Serving, ingest and drift detection all bin with the edges below, so a window of served images,
-any merge of windows and a dataset's histograms compare bin for bin. A feature's bins are
-`(-inf, e0), [e0, e1), ..., [e_last, inf)`: values outside the expected range still count.
-"""
-
-import bisect
 import io
 import math
 from dataclasses import dataclass, field
@@ -13,54 +8,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
-UNIT_EDGES = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 20 bins over [0, 1]
-CONTRAST_EDGES = tuple(round(0.025 * i, 3) for i in range(1, 20))  # 20 bins over [0, 0.5]
-SIDE_EDGES = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
-CONFIDENCE_EDGES = UNIT_EDGES
-# Input features by name: their inner bin edges. Pixel values are in [0, 1].
-INPUT_EDGES = {
-    "height": SIDE_EDGES,
-    "width": SIDE_EDGES,
-    "brightness": UNIT_EDGES,
-    "contrast": CONTRAST_EDGES,
-    "channel_mean_r": UNIT_EDGES,
-    "channel_mean_g": UNIT_EDGES,
-    "channel_mean_b": UNIT_EDGES,
-}
+from core import image_stats
+
 # What transparent pixels are composited on: data.background's default, as ingest does.
 BACKGROUND = (255, 255, 255)
 # Larger images are decoded at a reduced scale (JPEG draft mode): the moments barely change.
 DRAFT_SIDE = 512
 
 
-def bin_index(value: float, edges: tuple) -> int:
-    return bisect.bisect_right(edges, value)
-
-
-def features_from_moments(
-    height: int, width: int, channel_mean: list[float], channel_std: list[float]
-) -> dict[str, float]:
-    """An image's input features from its size and per-channel pixel mean and std in [0, 1].
-
-    Contrast is the luma-weighted channel std: the luma std for gray images, and what ingest's
-    per-channel moments give for any image, so training and serving compute the same thing.
-    """
-    return {
-        "height": float(height),
-        "width": float(width),
-        "brightness": sum(w * m for w, m in zip(LUMA, channel_mean, strict=True)),
-        "contrast": sum(w * s for w, s in zip(LUMA, channel_std, strict=True)),
-        "channel_mean_r": channel_mean[0],
-        "channel_mean_g": channel_mean[1],
-        "channel_mean_b": channel_mean[2],
-    }
-
-
 def rgb_features(height: int, width: int, pixels: np.ndarray) -> dict[str, float]:
     """Features of RGB uint8 pixels [H, W, 3] of an image whose original size is height x width."""
     unit = pixels.reshape(-1, 3).astype(np.float32) / 255.0
-    return features_from_moments(height, width, unit.mean(axis=0).tolist(), unit.std(0).tolist())
+    return image_stats.features_from_moments(
+        height, width, unit.mean(axis=0).tolist(), unit.std(0).tolist()
+    )
 
 
 def image_features(data: bytes) -> dict[str, float]:
@@ -79,23 +40,9 @@ def image_features(data: bytes) -> dict[str, float]:
     return rgb_features(height, width, pixels)
 
 
-def empty_histograms() -> dict[str, list[int]]:
-    return {name: [0] * (len(edges) + 1) for name, edges in INPUT_EDGES.items()}
-
-
-def add_features(histograms: dict[str, list[int]], features: dict[str, float]) -> None:
-    for name, edges in INPUT_EDGES.items():
-        histograms[name][bin_index(features[name], edges)] += 1
-
-
 def add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
     for key, count in counts.items():
         into[key] = into.get(key, 0) + count
-
-
-def bins() -> dict[str, list[float]]:
-    """Every feature's inner bin edges, as written beside histograms."""
-    return {**{k: list(v) for k, v in INPUT_EDGES.items()}, "confidence": list(CONFIDENCE_EDGES)}
 
 
 @dataclass
@@ -108,20 +55,22 @@ class Window:
     predictions: int = 0
     low_confidence: int = 0
     classes: dict[str, int] = field(default_factory=dict)  # top-1 class -> images
-    confidence: list[int] = field(default_factory=lambda: [0] * (len(CONFIDENCE_EDGES) + 1))
+    confidence: list[int] = field(
+        default_factory=lambda: [0] * (len(image_stats.CONFIDENCE_EDGES) + 1)
+    )
     inputs: int = 0  # images whose input features were computed (a sample)
     dropped: int = 0  # images sampled but not measured: the measuring queue was full
-    histograms: dict[str, list[int]] = field(default_factory=empty_histograms)
+    histograms: dict[str, list[int]] = field(default_factory=image_stats.empty_histograms)
 
     def add_predictions(self, labels: list[str], confidences: list[float]) -> None:
         for label, confidence in zip(labels, confidences, strict=True):
             self.classes[label] = self.classes.get(label, 0) + 1
-            self.confidence[bin_index(confidence, CONFIDENCE_EDGES)] += 1
+            self.confidence[image_stats.bin_index(confidence, image_stats.CONFIDENCE_EDGES)] += 1
             self.low_confidence += confidence < self.low_confidence_threshold
         self.predictions += len(labels)
 
     def add_input(self, features: dict[str, float]) -> None:
-        add_features(self.histograms, features)
+        image_stats.add_features(self.histograms, features)
         self.inputs += 1
 
     def merge(self, other: "Window") -> "Window":
@@ -166,10 +115,10 @@ class Window:
 
     @classmethod
     def from_json(cls, data: dict) -> "Window":
-        expected = {name: len(edges) + 1 for name, edges in INPUT_EDGES.items()}
+        expected = {name: len(edges) + 1 for name, edges in image_stats.INPUT_EDGES.items()}
         found = {name: len(counts) for name, counts in data["histograms"].items()}
-        if found != expected or len(data["confidence"]) != len(CONFIDENCE_EDGES) + 1:
-            raise ValueError(f"window bins differ from monitoring.stats' ({found})")
+        if found != expected or len(data["confidence"]) != len(image_stats.CONFIDENCE_EDGES) + 1:
+            raise ValueError(f"window image_stats.bins differ from monitoring.stats' ({found})")
         fields = {k: v for k, v in data.items() if k != "low_confidence_rate"}
         return cls(**fields)
 

@@ -2,7 +2,6 @@
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 import uuid
@@ -88,10 +87,6 @@ def write_text(path: Path, text: str) -> None:
         temp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def remove_temp_files(folder: Path) -> None:

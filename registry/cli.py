@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from configs import loader
+from core import run_layout
 from registry import atomic, errors, models_config, sources, store
 
 METRIC_COLUMNS = (("accuracy", "accuracy"), ("macro_f1", "macro F1"))  # (key, heading)
@@ -94,14 +95,14 @@ def refuse_unblessed(source: str) -> None:
     if blessing is not None and blessing["blessed"] is True:
         return
     why = (
-        f"no {sources.BLESSING_FILE} beside it or in its run"
+        f"no {run_layout.BLESSING} beside it or in its run"
         if blessing is None
         else f'{shown(blessing_file)} says "blessed": false'
         + (f": {blessing['reason']}" if blessing.get("reason") else "")
     )
     raise errors.NotBlessed(
         f"{shown(export_dir)} is not blessed ({why}); evaluate its run so that "
-        f'{sources.BLESSING_FILE} says "blessed": true, push without --label, or pass --force '
+        f'{run_layout.BLESSING} says "blessed": true, push without --label, or pass --force '
         "to push it to production anyway"
     )
 

@@ -4,11 +4,8 @@ import json
 import os
 from pathlib import Path
 
-from core import locations
+from core import locations, run_layout, saved_models
 from registry import errors
-from trainer import runs
-
-BLESSING_FILE = "blessing.json"  # {"blessed": bool, ...}, written by the evaluator
 
 
 def find_export(source: str | Path) -> Path:
@@ -18,24 +15,17 @@ def find_export(source: str | Path) -> Path:
             f"{source} is a URL; give a local (or mounted) run or export folder (copy it first: "
             "aws s3 cp --recursive, gcloud storage cp -r)"
         )
-    source = Path(os.path.abspath(source))
-    if (source / runs.SAVED_MODEL_FILE).is_file():
-        return source
-    for base in (source, source / runs.EXPORT):
-        numbered = runs.saved_model_versions(base)
-        if numbered:
-            return numbered[max(numbered)]
-    raise errors.ExportNotFound(
-        f"{source} holds no SavedModel: expected a run folder (<run>/{runs.EXPORT}/<n>/), an "
-        f"export folder (<export>/<n>/) or a folder with {runs.SAVED_MODEL_FILE}"
-    )
+    try:
+        return saved_models.locate(os.path.abspath(source)).path
+    except saved_models.SavedModelNotFound as error:
+        raise errors.ExportNotFound(str(error)) from None
 
 
 def read_blessing(export_dir: Path) -> tuple[dict | None, str | None]:
     """The first blessing.json beside the SavedModel, its export folder or its run folder."""
-    candidates = [export_dir / BLESSING_FILE, export_dir.parent / BLESSING_FILE]
-    if export_dir.parent.name == runs.EXPORT:
-        candidates.append(export_dir.parent.parent / BLESSING_FILE)
+    candidates = [export_dir / run_layout.BLESSING, export_dir.parent / run_layout.BLESSING]
+    if export_dir.parent.name == run_layout.EXPORT:
+        candidates.append(export_dir.parent.parent / run_layout.BLESSING)
     for path in candidates:
         if path.is_file():
             try:
@@ -53,4 +43,4 @@ def read_blessing(export_dir: Path) -> tuple[dict | None, str | None]:
 
 def run_id_from_path(export_dir: Path) -> str | None:
     """<run>/export/<n>/ names its run; any other folder does not."""
-    return export_dir.parent.parent.name if export_dir.parent.name == runs.EXPORT else None
+    return export_dir.parent.parent.name if export_dir.parent.name == run_layout.EXPORT else None

@@ -25,9 +25,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import jsonio, run_layout, saved_models, signatures
 from registry import atomic, errors, models_config, sources, staging
-from serving import signatures
-from trainer import runs
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ def push(
                 "created": utc_now(),
                 "status": ACTIVE,
             }
-            atomic.write_json(incoming.path / RECORD_FILE, record)
+            jsonio.write_json(incoming.path / RECORD_FILE, record, sort_keys=True, durable=True)
             os.rename(incoming.path, model_dir / str(number))
             atomic.fsync_dir(model_dir)
             entry["last_version"] = number
@@ -197,7 +196,7 @@ def promote(
         if needs_force and not force:
             raise errors.NotBlessed(
                 f"{name} version {number} is not blessed ({describe_blessing(found)}); bless "
-                f'it (evaluate its run so that {sources.BLESSING_FILE} says "blessed": true, then '
+                f'it (evaluate its run so that {run_layout.BLESSING} says "blessed": true, then '
                 "push that run) or pass --force to promote it anyway"
             )
         entry = model_state(state, name)
@@ -268,8 +267,11 @@ def archive(
             )
         atomic.remove_temp_files(found.path)  # left by an archive killed midway
         record = read_json(found.path / RECORD_FILE) or {}
-        atomic.write_json(
-            found.path / RECORD_FILE, {**record, "status": ARCHIVED, "archived": utc_now()}
+        jsonio.write_json(
+            found.path / RECORD_FILE,
+            {**record, "status": ARCHIVED, "archived": utc_now()},
+            sort_keys=True,
+            durable=True,
         )
         # Stop serving it before its files move, so a server never sees a listed version vanish.
         write_models_config(store, state)
@@ -294,7 +296,7 @@ def changing(store: Path, lock_timeout_s: float):
         state = read_state(store)
         yield state
         state["updated"] = utc_now()
-        atomic.write_json(store / STATE_FILE, state)
+        jsonio.write_json(store / STATE_FILE, state, sort_keys=True, durable=True)
         write_models_config(store, state)
 
 
@@ -316,9 +318,9 @@ def write_models_config(store: Path, state: dict) -> None:
 
 def describe_blessing(version: Version) -> str:
     if version.blessing is None:
-        return f"no {sources.BLESSING_FILE} was found when it was pushed"
+        return f"no {run_layout.BLESSING} was found when it was pushed"
     reason = version.blessing.get("reason")
-    return f'its {sources.BLESSING_FILE} says "blessed": false' + (f": {reason}" if reason else "")
+    return f'its {run_layout.BLESSING} says "blessed": false' + (f": {reason}" if reason else "")
 
 
 def load_version(store: Path, name: str, number: int, state: dict) -> Version:
@@ -355,8 +357,8 @@ def status(version_dir: Path) -> str:
 def version_dirs(model_dir: Path) -> dict[int, Path]:
     """{number: folder} of every complete version, active and archived."""
     found = {
-        **runs.saved_model_versions(model_dir),
-        **runs.saved_model_versions(model_dir / ARCHIVE_DIR),
+        **saved_models.saved_model_versions(model_dir),
+        **saved_models.saved_model_versions(model_dir / ARCHIVE_DIR),
     }
     return dict(sorted(found.items()))
 

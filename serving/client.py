@@ -8,8 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from core import errors
-from serving import signatures
+from core import errors, signatures
 
 READY_POLL_SECONDS = 0.2
 # gRPC's default 4 MiB receive limit is too small for a batch of large photos.

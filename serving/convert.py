@@ -13,8 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from core import errors
-from serving import signatures
+from core import errors, signatures
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from serving import signatures, warmup
+from core import signatures
+from serving import warmup
 from transforms import preprocess
 
 
@@ -20,7 +21,7 @@ def build_serving_functions(
     resize: str = preprocess.DEFAULT_RESIZE,
     crop_fraction: float = preprocess.DEFAULT_CROP_FRACTION,
 ) -> dict[str, tf.types.experimental.PolymorphicFunction]:
-    """The signatures of the contract in serving/signatures.py, as tf.functions; bytes are
+    """The signatures of the contract in core/signatures.py, as tf.functions; bytes are
     decoded and fitted as data.background, data.resize and data.crop_fraction say."""
     height, width = image_size
     names = tf.constant(class_names, dtype=tf.string)

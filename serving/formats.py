@@ -19,10 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from configs import loader, schema
-from core import errors
-from serving import convert, export, parity, signatures
+from core import errors, run_layout, saved_models, signatures
+from serving import convert, export, parity
 from serving.server import runtimes
-from trainer import runs
 from transforms import dataset, dataset_info
 
 FORMATS = ("savedmodel", "keras", "onnx", "tflite")
@@ -64,15 +63,6 @@ def tflite_name(quantize: str) -> str:
     return "model.tflite" if quantize == "none" else f"model.{quantize}.tflite"
 
 
-def latest_saved_model(run_dir: Path) -> Path:
-    versions = runs.saved_model_versions(run_dir / runs.EXPORT)
-    if not versions:
-        raise ExportError(
-            f"{run_dir} has no SavedModel under {runs.EXPORT}/<n>/; train it first (`imgclf train`)"
-        )
-    return versions[max(versions)]
-
-
 def export_run(
     run_dir: str | Path,
     formats: list[str],
@@ -94,7 +84,7 @@ def export_run(
         if value <= 0:
             raise ExportError(f"{flag} must be > 0 (received {value})")
     run_dir = Path(run_dir)
-    saved_model = latest_saved_model(run_dir)
+    saved_model = saved_models.locate(run_dir).path
     out = run_dir / FORMATS_DIR / saved_model.name
     out.mkdir(parents=True, exist_ok=True)
     (out / signatures.METADATA_FILE).write_text(
@@ -256,10 +246,10 @@ def convert_one(
     """(file, parity result) for each file format `name` produces (TFLite: one per `quantize`
     mode; int8 calibrates on `representative`)."""
     if name == "keras":
-        source = run_dir / runs.KERAS_MODEL
+        source = run_dir / run_layout.KERAS_MODEL
         if not source.is_file():
-            raise ExportError(f"{run_dir} has no {runs.KERAS_MODEL}")
-        paths = [Path(shutil.copyfile(source, out / runs.KERAS_MODEL))]
+            raise ExportError(f"{run_dir} has no {run_layout.KERAS_MODEL}")
+        paths = [Path(shutil.copyfile(source, out / run_layout.KERAS_MODEL))]
     elif name == "onnx":
         paths = [convert.to_onnx(saved_model, out / "model.onnx")]
     else:

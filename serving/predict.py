@@ -17,9 +17,8 @@ import fsspec
 from tqdm import tqdm
 
 from configs import schema
-from core import errors
+from core import errors, saved_models
 from serving import client
-from trainer import runs
 from transforms.sources import storage
 
 logger = logging.getLogger(__name__)
@@ -140,21 +139,8 @@ def resolve_model_path(model_path: str, version: int | None = None) -> tuple[str
     from serving.server import models
 
     models.require_local(model_path)
-    path = Path(model_path).expanduser()
-    if (path / runs.SAVED_MODEL_FILE).is_file():
-        number = int(path.name) if path.name.isdigit() else None
-        if version is not None and version != number:
-            raise InputError(f"--version {version} does not match the version folder {path}")
-        base = path.parent if number is not None else path
-    else:
-        base = path / runs.EXPORT if runs.saved_model_versions(path / runs.EXPORT) else path
-        versions = models.find_versions(base)
-        number = max(versions) if version is None else version
-        if number not in versions:
-            raise InputError(f"no version {version} under {base} (versions: {list(versions)})")
-        path = versions[number]
-    name = base.parent.name if base.name == runs.EXPORT else base.name
-    return name, number, path
+    located = saved_models.locate(model_path, version)
+    return located.name, located.version, located.path
 
 
 class LocalModel:

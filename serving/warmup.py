@@ -20,8 +20,7 @@ import tensorflow as tf
 from google.protobuf import message
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from core import errors
-from serving import signatures
+from core import errors, signatures
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import loader, schema
-from serving import export, signatures
+from core import run_layout, signatures
+from serving import export
 from tfx_pipeline import cli, demo
-from trainer import runs
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def demo_result(tmp_path_factory):
 
 
 def test_demo_reaches_accuracy_on_the_test_split(demo_result):
-    metrics = json.loads((demo_result.run.run_dir / runs.METRICS).read_text())
+    metrics = json.loads((demo_result.run.run_dir / run_layout.METRICS).read_text())
     assert metrics["accuracy"] > 0.9
     assert metrics["num_examples"] == sum(sum(row) for row in metrics["confusion_matrix"])
     assert sorted(metrics["per_class"]) == [str(d) for d in range(10)]
@@ -44,25 +44,32 @@ def test_demo_reaches_accuracy_on_the_test_split(demo_result):
 
 def test_run_dir_has_every_artifact(demo_result):
     run_dir = demo_result.run.run_dir
-    names = (runs.CONFIG, runs.HISTORY, runs.METRICS, runs.KERAS_MODEL, "run.json")
+    names = (
+        run_layout.CONFIG,
+        run_layout.HISTORY,
+        run_layout.METRICS,
+        run_layout.KERAS_MODEL,
+        "run.json",
+    )
     names += ("report.html", "blessing.json", "confusion_matrix.png", "predictions.jsonl")
     for name in names:
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / runs.CHECKPOINTS).glob("ckpt-*.index"))
-    assert list((run_dir / runs.TENSORBOARD).rglob("events.out.tfevents.*"))
+    assert list((run_dir / run_layout.CHECKPOINTS).glob("ckpt-*.index"))
+    assert list((run_dir / run_layout.TENSORBOARD).rglob("events.out.tfevents.*"))
     assert (demo_result.run.export_dir / "saved_model.pb").is_file()
-    saved = loader.load(run_dir / runs.CONFIG)
+    saved = loader.load(run_dir / run_layout.CONFIG)
     assert saved.train.epochs == 6 and saved.serving.model_name == "digits"
 
 
 def test_history_and_tensorboard_record_every_epoch(demo_result):
     run_dir = demo_result.run.run_dir
-    with open(run_dir / runs.HISTORY) as history_file:
+    with open(run_dir / run_layout.HISTORY) as history_file:
         history = list(csv.DictReader(history_file))
-    epochs_run = json.loads((run_dir / runs.METRICS).read_text())["epochs_run"]
+    epochs_run = json.loads((run_dir / run_layout.METRICS).read_text())["epochs_run"]
     assert len(history) == epochs_run
     accumulator = event_accumulator.EventAccumulator(
-        str(run_dir / runs.TENSORBOARD / "train"), size_guidance={event_accumulator.TENSORS: 0}
+        str(run_dir / run_layout.TENSORBOARD / "train"),
+        size_guidance={event_accumulator.TENSORS: 0},
     )
     accumulator.Reload()
     losses = accumulator.Tensors("epoch_loss")
@@ -77,7 +84,7 @@ def test_tensorboard_holds_the_run_hparams_and_augmented_images(demo_result):
 
     run_dir = demo_result.run.run_dir
     # The hparams sit at the run's log root, so TensorBoard finds train/ and validation/ below.
-    hparams = event_accumulator.EventAccumulator(str(run_dir / runs.TENSORBOARD))
+    hparams = event_accumulator.EventAccumulator(str(run_dir / run_layout.TENSORBOARD))
     hparams.Reload()
     content = hparams.PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(
@@ -87,7 +94,8 @@ def test_tensorboard_holds_the_run_hparams_and_augmented_images(demo_result):
     assert session.hparams["train.epochs"].number_value == 6
     assert session.hparams["optimizer.learning_rate"].number_value == pytest.approx(0.003)
     accumulator = event_accumulator.EventAccumulator(
-        str(run_dir / runs.TENSORBOARD / "train"), size_guidance={event_accumulator.TENSORS: 0}
+        str(run_dir / run_layout.TENSORBOARD / "train"),
+        size_guidance={event_accumulator.TENSORS: 0},
     )
     accumulator.Reload()
     [grid] = accumulator.Tensors("augmented_training_images")
@@ -100,10 +108,10 @@ def test_tensorboard_holds_the_run_hparams_and_augmented_images(demo_result):
 def test_run_saves_its_backbone_for_reuse_as_model_weights(demo_result, tmp_path):
     from trainer import models
 
-    path = demo_result.run.run_dir / runs.BACKBONE_WEIGHTS
+    path = demo_result.run.run_dir / run_layout.BACKBONE_WEIGHTS
     cfg = loader.load(cli.DIGITS_CONFIG, [f"model.weights={path}"])
     reused = models.build_model(cfg.model, (32, 32, 1), 3).get_layer(models.BACKBONE)
-    trained = keras.saving.load_model(demo_result.run.run_dir / runs.KERAS_MODEL)
+    trained = keras.saving.load_model(demo_result.run.run_dir / run_layout.KERAS_MODEL)
     for a, b in zip(
         reused.get_weights(), trained.get_layer(models.BACKBONE).get_weights(), strict=True
     ):
@@ -131,14 +139,14 @@ def test_export_writes_every_format_matching_the_saved_model(demo_result, capsys
     metadata = json.loads((out / signatures.METADATA_FILE).read_text())
     assert metadata == export.read_metadata(demo_result.run.export_dir)
     assert metadata["class_names"] == [str(d) for d in range(10)]
-    run_metrics = json.loads((run_dir / runs.METRICS).read_text())
+    run_metrics = json.loads((run_dir / run_layout.METRICS).read_text())
     assert metadata["run_id"] == run_dir.name
     assert metadata["dataset_version"] == run_metrics["dataset_version"]
     assert metadata["metrics"] == {
         key: run_metrics[key] for key in ("accuracy", "macro_f1", "num_examples")
     }
     # The resolved config travels with the model: it loads back to the run's own config.
-    resolved = loader.load(run_dir / runs.CONFIG)
+    resolved = loader.load(run_dir / run_layout.CONFIG)
     assert loader.to_dict(schema.Config.model_validate(metadata["config"])) == loader.to_dict(
         resolved
     )

@@ -12,10 +12,10 @@ from pathlib import Path
 import tensorflow as tf
 
 from configs import schema
-from core import errors
+from core import errors, run_layout
 from serving import client
 from tfx_pipeline import pipeline_cli
-from trainer import runs, task
+from trainer import task
 from transforms import dataset, digits, features
 
 SAMPLE_IMAGES = 5
@@ -48,7 +48,7 @@ def run(cfg: schema.Config) -> DemoResult:
     trained = task.RunResult(
         run_dir=run_dir,
         export_dir=Path(model.uri),
-        metrics=json.loads((run_dir / runs.METRICS).read_text()),
+        metrics=json.loads((run_dir / run_layout.METRICS).read_text()),
     )
 
     samples = test_sample_paths(Path(examples.uri), source, SAMPLE_IMAGES)

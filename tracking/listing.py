@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import errors, locations
+from core import errors, locations, run_layout
 from tracking import records
-from trainer import runs
 
 # Longest operators first, so that `>=` is not read as `>` followed by `=value`.
 OPERATORS = {
@@ -130,7 +129,7 @@ def find_runs(runs_dir: str | Path) -> list[dict]:
     runs_dir = find_runs_dir(runs_dir)
     found = []
     for folder in sorted(runs_dir.iterdir()):
-        if (folder / records.RECORD).is_file() or (folder / runs.CONFIG).is_file():
+        if (folder / run_layout.RECORD).is_file() or (folder / run_layout.CONFIG).is_file():
             record = records.load(folder)
             record["path"] = str(folder)
             found.append(record)
@@ -182,7 +181,7 @@ def resolve(ref: str, runs_dir: str | Path) -> Path:
     timestamp or hex suffix). No match, or several, is a RunNotFound listing candidates."""
     as_path = Path(ref)
     if as_path.is_dir() and (
-        (as_path / records.RECORD).is_file() or (as_path / runs.CONFIG).is_file()
+        (as_path / run_layout.RECORD).is_file() or (as_path / run_layout.CONFIG).is_file()
     ):
         return as_path
     runs_dir = Path(runs_dir)
@@ -190,7 +189,7 @@ def resolve(ref: str, runs_dir: str | Path) -> Path:
         sorted(
             p.name
             for p in runs_dir.iterdir()
-            if (p / records.RECORD).is_file() or (p / runs.CONFIG).is_file()
+            if (p / run_layout.RECORD).is_file() or (p / run_layout.CONFIG).is_file()
         )
         if runs_dir.is_dir()
         else []

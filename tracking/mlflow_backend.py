@@ -11,9 +11,8 @@ import urllib.parse
 from pathlib import Path
 
 from configs import schema
-from core import errors
+from core import errors, run_layout
 from tracking import records
-from trainer import runs
 
 INSTALL_HINT = "pip install imgclf[mlflow]"
 MODEL_ARTIFACT_PATH = "model"  # where the exported SavedModel goes among the run's artefacts
@@ -21,7 +20,7 @@ MODEL_ARTIFACT_PATH = "model"  # where the exported SavedModel goes among the ru
 ARTEFACT_SUFFIXES = (".yaml", ".json", ".csv", ".html", ".png", ".txt", ".md")
 # Folders that are not logged: TensorBoard events and checkpoints are large and local-only, the
 # export goes under MODEL_ARTIFACT_PATH.
-SKIPPED_FOLDERS = (runs.TENSORBOARD, runs.CHECKPOINTS, runs.EXPORT)
+SKIPPED_FOLDERS = (run_layout.TENSORBOARD, run_layout.CHECKPOINTS, run_layout.EXPORT)
 # metrics.json keys about the run rather than the test split: logged without the test_ prefix.
 RUN_METRICS = ("epochs_run", "best_epoch", "train_seconds")
 TEST_PREFIX = "test_"
@@ -68,7 +67,7 @@ class Tracker:
             record = records.read(run_dir)
             self.client.set_tag(self.run_id, TAG_REASON, (record.get("reason") or "")[:5000])
             self._log_metrics(record)
-            self.client.log_artifact(self.run_id, str(Path(run_dir) / records.RECORD))
+            self.client.log_artifact(self.run_id, str(Path(run_dir) / run_layout.RECORD))
         except Exception as logging_error:  # the training error matters more
             logger.warning("MLflow logging of the failure of %s failed: %s", run_dir, logging_error)
         self._terminate_quietly("FAILED")

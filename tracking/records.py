@@ -9,9 +9,8 @@ import socket
 import time
 from pathlib import Path
 
-from trainer import runs
+from core import run_layout, saved_models
 
-RECORD = "run.json"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Shown for a "running" record whose process is gone (killed): no code path wrote its end.
 STALE = "running?"
@@ -20,16 +19,20 @@ UNRECORDED = "unrecorded"
 
 # Artefact names of the files every run may write; any other entry is listed by its file name.
 ARTEFACT_NAMES = {
-    runs.CONFIG: "config",
-    runs.HISTORY: "history",
-    runs.METRICS: "metrics",
-    runs.TENSORBOARD: "tensorboard",
-    runs.CHECKPOINTS: "checkpoints",
-    runs.KERAS_MODEL: "keras_model",
-    runs.BACKBONE_WEIGHTS: "backbone_weights",
+    run_layout.CONFIG: "config",
+    run_layout.HISTORY: "history",
+    run_layout.METRICS: "metrics",
+    run_layout.TENSORBOARD: "tensorboard",
+    run_layout.CHECKPOINTS: "checkpoints",
+    run_layout.KERAS_MODEL: "keras_model",
+    run_layout.BACKBONE_WEIGHTS: "backbone_weights",
     "report.html": "report",
     "blessing.json": "blessing",
 }
+
+
+def missing_record(run_dir: Path) -> str:
+    return f"{Path(run_dir) / run_layout.RECORD} does not exist; records.start writes it"
 
 
 def start(
@@ -83,7 +86,9 @@ def update(run_dir: Path, **fields) -> dict:
     """Adds or replaces top-level fields of the record (e.g. the MLflow run it was logged to)."""
     record = read(run_dir)
     if record is None:
-        raise FileNotFoundError(f"{run_dir / RECORD} does not exist; records.start writes it")
+        raise FileNotFoundError(
+            f"{run_dir / run_layout.RECORD} does not exist; records.start writes it"
+        )
     record.update(fields)
     write(run_dir, record)
     return record
@@ -92,7 +97,9 @@ def update(run_dir: Path, **fields) -> dict:
 def _end(run_dir: Path, status: str, reason: str | None) -> dict:
     record = read(run_dir)
     if record is None:
-        raise FileNotFoundError(f"{run_dir / RECORD} does not exist; records.start writes it")
+        raise FileNotFoundError(
+            f"{run_dir / run_layout.RECORD} does not exist; records.start writes it"
+        )
     ended = now()
     record.update(
         status=status,
@@ -100,7 +107,7 @@ def _end(run_dir: Path, status: str, reason: str | None) -> dict:
         ended=ended,
         duration_s=round(seconds_between(record["started"], ended), 1),
         epochs=read_epochs(run_dir),
-        metrics=read_json(run_dir / runs.METRICS) or {},
+        metrics=read_json(run_dir / run_layout.METRICS) or {},
         artefacts=scan_artefacts(run_dir),
     )
     write(run_dir, record)
@@ -112,9 +119,11 @@ def refresh(run_dir: Path) -> dict:
     steps after training that add to the folder (the evaluator's metrics.json, report.html)."""
     record = read(run_dir)
     if record is None:
-        raise FileNotFoundError(f"{run_dir / RECORD} does not exist; records.start writes it")
+        raise FileNotFoundError(
+            f"{run_dir / run_layout.RECORD} does not exist; records.start writes it"
+        )
     record.update(
-        metrics=read_json(Path(run_dir) / runs.METRICS) or record.get("metrics") or {},
+        metrics=read_json(Path(run_dir) / run_layout.METRICS) or record.get("metrics") or {},
         artefacts=scan_artefacts(run_dir),
     )
     write(run_dir, record)
@@ -133,11 +142,13 @@ def load(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     record = read(run_dir)
     if record is None:
-        if not (run_dir / runs.CONFIG).is_file():
-            raise FileNotFoundError(f"{run_dir} holds neither {RECORD} nor {runs.CONFIG}")
+        if not (run_dir / run_layout.CONFIG).is_file():
+            raise FileNotFoundError(
+                f"{run_dir} holds neither {run_layout.RECORD} nor {run_layout.CONFIG}"
+            )
         record = _unrecorded(run_dir)
     record["artefacts"] = scan_artefacts(run_dir)
-    record["metrics"] = read_json(run_dir / runs.METRICS) or record.get("metrics") or {}
+    record["metrics"] = read_json(run_dir / run_layout.METRICS) or record.get("metrics") or {}
     if record["status"] == RUNNING:
         record["epochs"] = read_epochs(run_dir)
     return record
@@ -146,14 +157,14 @@ def load(run_dir: Path) -> dict:
 def _unrecorded(run_dir: Path) -> dict:
     import yaml
 
-    config = yaml.safe_load((run_dir / runs.CONFIG).read_text()) or {}
-    metrics = read_json(run_dir / runs.METRICS) or {}
-    started = datetime.datetime.fromtimestamp((run_dir / runs.CONFIG).stat().st_mtime)
+    config = yaml.safe_load((run_dir / run_layout.CONFIG).read_text()) or {}
+    metrics = read_json(run_dir / run_layout.METRICS) or {}
+    started = datetime.datetime.fromtimestamp((run_dir / run_layout.CONFIG).stat().st_mtime)
     return {
         "run_id": run_dir.name,
         "name": config.get("name"),
         "status": UNRECORDED,
-        "reason": f"no {RECORD} (trained before runs were recorded?)",
+        "reason": f"no {run_layout.RECORD} (trained before runs were recorded?)",
         "started": started.astimezone().isoformat(timespec="seconds"),
         "ended": None,
         "duration_s": metrics.get("train_seconds"),
@@ -190,13 +201,13 @@ def _process_alive(pid: int) -> bool:
 
 def read(run_dir: Path) -> dict | None:
     """run.json as written, or None when the run has none."""
-    return read_json(Path(run_dir) / RECORD)
+    return read_json(Path(run_dir) / run_layout.RECORD)
 
 
 def write(run_dir: Path, record: dict) -> None:
     """Writes run.json atomically: a reader never sees half a file."""
-    path = Path(run_dir) / RECORD
-    temporary = path.with_name(f".{RECORD}.{os.getpid()}.tmp")
+    path = Path(run_dir) / run_layout.RECORD
+    temporary = path.with_name(f".{run_layout.RECORD}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
     os.replace(temporary, path)
 
@@ -210,7 +221,7 @@ def read_json(path: Path) -> dict | None:
 
 def read_epochs(run_dir: Path) -> list[dict]:
     """history.csv as one dict per epoch: {"epoch": 0, "loss": ..., "val_accuracy": ...}."""
-    path = Path(run_dir) / runs.HISTORY
+    path = Path(run_dir) / run_layout.HISTORY
     if not path.is_file():
         return []
     with open(path, newline="") as file:
@@ -234,10 +245,10 @@ def scan_artefacts(run_dir: Path) -> dict[str, str]:
         return {}
     artefacts = {}
     for entry in sorted(run_dir.iterdir()):
-        if entry.name == RECORD or entry.name.startswith(".") or entry.suffix == ".tmp":
+        if entry.name == run_layout.RECORD or entry.name.startswith(".") or entry.suffix == ".tmp":
             continue
-        if entry.name == runs.EXPORT:
-            versions = runs.saved_model_versions(entry)
+        if entry.name == run_layout.EXPORT:
+            versions = saved_models.saved_model_versions(entry)
             if versions:
                 artefacts["export"] = str(list(versions.values())[-1].relative_to(run_dir))
             continue

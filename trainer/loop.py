@@ -23,8 +23,8 @@ import keras
 import tensorflow as tf
 
 from configs import schema
-from core import errors
-from trainer import checkpoints, losses, optim, runs, telemetry
+from core import errors, run_layout
+from trainer import checkpoints, losses, optim, telemetry
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 BEST_WEIGHTS = "best.weights.h5"
@@ -116,7 +116,7 @@ class TrainingLoop:
         self.run_dir = Path(run_dir)
         self.chief = chief
         self.telemetry = telemetry.Telemetry(
-            self.run_dir / runs.TENSORBOARD / "train" if chief else None,
+            self.run_dir / run_layout.TENSORBOARD / "train" if chief else None,
             global_batch_size,
             cfg.input_bound_warning,
         )
@@ -149,7 +149,7 @@ class TrainingLoop:
             plateau_best=self.plateau_best,
             plateau_wait=self.plateau_wait,
         )
-        checkpoint_dir = self.run_dir / runs.CHECKPOINTS
+        checkpoint_dir = self.run_dir / run_layout.CHECKPOINTS
         if not chief:
             # Every worker must take part in a save; only the chief's copy is kept.
             checkpoint_dir = Path(tempfile.mkdtemp(prefix="imgclf-worker-ckpt-"))
@@ -524,7 +524,7 @@ class TrainingLoop:
         Non-chief workers save into a scratch folder but resume from the chief's checkpoints, so
         every worker restarts at the same step (a worker that started over would hang the others).
         """
-        checkpoint_dir = self.run_dir / runs.CHECKPOINTS
+        checkpoint_dir = self.run_dir / run_layout.CHECKPOINTS
         latest = tf.train.latest_checkpoint(str(checkpoint_dir))
         if latest:
             # Partial: an earlier phase's optimizer state stays unused after its phase ended.
@@ -541,7 +541,7 @@ class TrainingLoop:
     def _read_history(self) -> dict[str, list[float]]:
         """Rows already written by an interrupted run, up to the restored epoch."""
         history: dict[str, list[float]] = {}
-        path = self.run_dir / runs.HISTORY
+        path = self.run_dir / run_layout.HISTORY
         if not path.exists():
             return history
         with open(path) as file:
@@ -563,7 +563,9 @@ class TrainingLoop:
         for split, prefix in (("train", ""), ("validation", "val_")):
             if f"{prefix}loss" not in row:
                 continue
-            writer = tf.summary.create_file_writer(str(self.run_dir / runs.TENSORBOARD / split))
+            writer = tf.summary.create_file_writer(
+                str(self.run_dir / run_layout.TENSORBOARD / split)
+            )
             with writer.as_default(step=row["epoch"]):
                 tf.summary.scalar("epoch_loss", row[f"{prefix}loss"])
                 tf.summary.scalar("epoch_accuracy", row[f"{prefix}accuracy"])
@@ -573,7 +575,7 @@ class TrainingLoop:
 
     def _write_history(self, history: dict[str, list[float]]) -> None:
         """Rewrites history.csv atomically, so a crash never leaves half a row."""
-        path = self.run_dir / runs.HISTORY
+        path = self.run_dir / run_layout.HISTORY
         temporary = path.with_suffix(".tmp")
         fields = [f for f in HISTORY_FIELDS if f == "epoch" or f in history]
         fields += [f for f in history if f not in HISTORY_FIELDS]  # val_<train.metrics>

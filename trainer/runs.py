@@ -1,22 +1,13 @@
-"""Run directories: their layout, ids and the files every run writes."""
+"""Creating run folders: their ids, sub-folders and the resolved config (the layout is
+core/run_layout.py)."""
 
-import json
 import time
 import uuid
 from pathlib import Path
 
 from configs import loader, schema
+from core import run_layout
 from trainer import mirror
-
-CONFIG = "config.yaml"  # the resolved config the run used
-HISTORY = "history.csv"  # one row per epoch
-METRICS = "metrics.json"  # test-split evaluation
-TENSORBOARD = "tensorboard"
-CHECKPOINTS = "checkpoints"
-EXPORT = "export"  # TF Serving layout: export/<version>/saved_model.pb
-SAVED_MODEL_FILE = "saved_model.pb"  # what makes export/<n>/ a complete SavedModel
-KERAS_MODEL = "model.keras"
-BACKBONE_WEIGHTS = "backbone.weights.h5"  # the feature extractor alone, for model.weights
 
 
 def new_run_id(name: str) -> str:
@@ -37,30 +28,7 @@ def create(
     runs_dir = run_mirror.pull(run_id) if run_mirror else Path(cfg.train.runs_dir)
     run_dir = runs_dir / run_id
     if write:
-        for sub in (TENSORBOARD, CHECKPOINTS, EXPORT):
+        for sub in (run_layout.TENSORBOARD, run_layout.CHECKPOINTS, run_layout.EXPORT):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        loader.save(cfg, run_dir / CONFIG)
+        loader.save(cfg, run_dir / run_layout.CONFIG)
     return run_dir
-
-
-def next_export_version(run_dir: Path) -> int:
-    """1 for a new run; one more than the newest export when a finished run is resumed."""
-    numbers = [int(p.name) for p in (run_dir / EXPORT).iterdir() if p.name.isdigit()]
-    return max(numbers, default=0) + 1
-
-
-def saved_model_versions(base: Path) -> dict[int, Path]:
-    """{n: base/n} for every numbered folder under `base` holding a complete SavedModel, in
-    TF Serving's layout (a run's export/, or a model's folder in a store), sorted by n."""
-    if not base.is_dir():
-        return {}
-    found = {
-        int(child.name): child
-        for child in base.iterdir()
-        if child.name.isdigit() and (child / SAVED_MODEL_FILE).is_file()
-    }
-    return dict(sorted(found.items()))
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

@@ -208,11 +208,11 @@ def train(
         resumed_from=fitted.resumed_from,
         train_seconds=round(train_seconds, 1),
     )
-    runs.write_json(run_dir / runs.METRICS, metrics)
-    model.save(run_dir / runs.KERAS_MODEL)
+    jsonio.write_json(run_dir / run_layout.METRICS, metrics)
+    model.save(run_dir / run_layout.KERAS_MODEL)
     if any(layer.name == models.BACKBONE for layer in model.layers):
         # What `model.weights: <file>` takes to start another run from this one's backbone.
-        model.get_layer(models.BACKBONE).save_weights(run_dir / runs.BACKBONE_WEIGHTS)
+        model.get_layer(models.BACKBONE).save_weights(run_dir / run_layout.BACKBONE_WEIGHTS)
 
     done = (
         f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
@@ -227,8 +227,8 @@ def train(
 
     export_dir = export.export_saved_model(
         model,
-        run_dir / runs.EXPORT,
-        version=runs.next_export_version(run_dir),
+        run_dir / run_layout.EXPORT,
+        version=run_layout.next_export_version(run_dir),
         image_size=tuple(cfg.data.image_size),
         channels=cfg.data.channels,
         class_names=class_names,
@@ -290,7 +290,7 @@ def diagnoses(history, val_counts, model, momentum, metrics) -> list[str]:
 
 def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):
     """The run's hyperparameters and a grid of augmented training images, for TensorBoard."""
-    log_dir = run_dir / runs.TENSORBOARD
+    log_dir = run_dir / run_layout.TENSORBOARD
     # The session is tensorboard/ itself: the HParams plugin looks each metric up in the session
     # folder's train/ and validation/ sub-folders, where the training loop writes them.
     summaries.write_hparams(

@@ -17,10 +17,9 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from configs import schema
-from core import errors
+from core import errors, saved_models
 from serving.server import batching, models, runtimes
 from serving.server.metrics import ServerMetrics
-from trainer import runs
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +213,9 @@ class ModelManager:
         loaded = dict(before.versions) if before else {}
         failed = {}
         try:
-            available = runs.saved_model_versions(spec.base_path) if spec.base_path.is_dir() else {}
+            available = (
+                saved_models.saved_model_versions(spec.base_path) if spec.base_path.is_dir() else {}
+            )
         except OSError as error:
             logger.error("cannot list %s for %s: %s", spec.base_path, spec.name, error)
             available = {}
@@ -256,7 +257,7 @@ class ModelManager:
     @staticmethod
     def _files_stamp(path: Path) -> float:
         try:
-            return (path / runs.SAVED_MODEL_FILE).stat().st_mtime
+            return (path / saved_models.SAVED_MODEL_FILE).stat().st_mtime
         except OSError:
             return -1.0
 

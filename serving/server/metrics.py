@@ -5,7 +5,7 @@ import collections
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitoring import stats
+from core import image_stats
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 
@@ -90,7 +90,7 @@ class ServerMetrics:
             "imgclf_monitoring_confidence",
             "Top-1 probability of each image answered.",
             ["model", "version"],
-            buckets=stats.CONFIDENCE_EDGES,
+            buckets=image_stats.CONFIDENCE_EDGES,
             registry=self.registry,
         )
         self.low_confidence_rate = Gauge(
@@ -105,7 +105,7 @@ class ServerMetrics:
                 f"imgclf_monitoring_input_{feature}",
                 help_text,
                 ["model", "version"],
-                buckets=stats.INPUT_EDGES[feature],
+                buckets=image_stats.INPUT_EDGES[feature],
                 registry=self.registry,
             )
             for feature, help_text in INPUT_HISTOGRAMS.items()
@@ -114,7 +114,7 @@ class ServerMetrics:
             "imgclf_monitoring_input_channel_mean",
             "Mean of one RGB channel of sampled input images, in [0, 1].",
             ["model", "version", "channel"],
-            buckets=stats.UNIT_EDGES,
+            buckets=image_stats.UNIT_EDGES,
             registry=self.registry,
         )
         self.monitoring_dropped = Counter(

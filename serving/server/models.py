@@ -11,10 +11,9 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from core import errors, locations
-from serving import signatures, warmup
+from core import errors, locations, saved_models, signatures
+from serving import warmup
 from serving.server import runtimes
-from trainer import runs
 from transforms import preprocess
 
 logger = logging.getLogger(__name__)
@@ -52,10 +51,10 @@ def find_versions(base_path: str | Path) -> dict[int, Path]:
     """Every numbered `<base_path>/<N>/` holding a saved_model.pb; a clear error when none."""
     require_local(base_path)
     base_path = Path(base_path)
-    expected = f"numbered version folders such as {base_path / '1' / runs.SAVED_MODEL_FILE}"
+    expected = f"numbered version folders such as {base_path / '1' / saved_models.SAVED_MODEL_FILE}"
     if not base_path.is_dir():
         raise ModelLoadError(f"model path {base_path} is not a folder; expected {expected}")
-    versions = runs.saved_model_versions(base_path)
+    versions = saved_models.saved_model_versions(base_path)
     if not versions:
         found = sorted(child.name for child in base_path.iterdir()) or "nothing"
         raise ModelLoadError(
@@ -85,7 +84,7 @@ def build_warmup_png() -> bytes:
 def read_signature_defs(version_path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
     """The SignatureDefs as saved in saved_model.pb: what TF Serving's metadata API returns."""
     saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((version_path / runs.SAVED_MODEL_FILE).read_bytes())
+    saved_model.ParseFromString((version_path / saved_models.SAVED_MODEL_FILE).read_bytes())
     signature_defs = saved_model.meta_graphs[0].signature_def
     # The init op is bookkeeping of the loader, not something a client can call.
     return {key: signature_defs[key] for key in signature_defs if not key.startswith("__")}

@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core import signatures
 from monitoring import recorder, timespan
-from serving import signatures
 from serving.server import manager, metrics, models, service
 
 logger = logging.getLogger(__name__)

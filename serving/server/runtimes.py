@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving import signatures
+from core import signatures
 
 ONNX_FILE = "model.onnx"
 RUNTIMES = ("auto", "savedmodel", "onnx")

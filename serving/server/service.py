@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
+from core import signatures
 from monitoring import recorder
-from serving import signatures
 from serving.server import batching, manager, models
 
 Inputs = dict[str, np.ndarray]  # input or output arrays by name

@@ -10,8 +10,8 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from core import signatures
 from registry import store
-from serving import signatures
 from tests.conftest import export_dense_model
 from tests.deploy import dockerfile, serving_protos
 from tfx_pipeline import cli

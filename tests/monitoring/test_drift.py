@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core import errors
+from core import errors, image_stats
 from monitoring import drift, recorder, reference, stats
 from tfx_pipeline import cli
 from transforms import dataset_info
@@ -14,13 +14,15 @@ from transforms import dataset_info
 
 def test_dataset_json_carries_input_histograms_on_the_fixed_bins(ingested_digits):
     histograms = ingested_digits.dataset["stats"]["input_histograms"]
-    assert histograms["edges"] == {name: list(e) for name, e in stats.INPUT_EDGES.items()}
+    assert histograms["edges"] == {name: list(e) for name, e in image_stats.INPUT_EDGES.items()}
     written = ingested_digits.dataset["written"]
     assert all(sum(counts) == written for counts in histograms["counts"].values())
     # The digits are 32x32 PNGs of dark ink on white.
-    assert histograms["counts"]["height"][stats.bin_index(32, stats.SIDE_EDGES)] == written
+    assert (
+        histograms["counts"]["height"][image_stats.bin_index(32, image_stats.SIDE_EDGES)] == written
+    )
     brightness = histograms["counts"]["brightness"]
-    assert sum(brightness[stats.bin_index(0.5, stats.UNIT_EDGES) :]) == written
+    assert sum(brightness[image_stats.bin_index(0.5, image_stats.UNIT_EDGES) :]) == written
 
 
 def test_a_dataset_json_without_histograms_falls_back_to_the_train_shards(
@@ -37,7 +39,7 @@ def test_a_dataset_json_without_histograms_falls_back_to_the_train_shards(
     train = info["splits"]["train"]["count"]
     assert computed.source.startswith(f"computed from {train} train images")
     assert computed.classes == stored.classes == info["splits"]["train"]["per_class"]
-    for name in stats.INPUT_EDGES:
+    for name in image_stats.INPUT_EDGES:
         assert sum(computed.histograms[name]) == train
         assert drift.psi(stored.histograms[name], computed.histograms[name]) < 0.05, name
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import image_stats
 from monitoring import drift, stats, timespan
 
 
@@ -17,19 +18,19 @@ def png(pixels: np.ndarray, mode: str) -> bytes:
 
 
 def test_bins_are_closed_below_and_open_at_both_ends():
-    assert stats.bin_index(-1.0, stats.UNIT_EDGES) == 0
-    assert stats.bin_index(0.05, stats.UNIT_EDGES) == 1
-    assert stats.bin_index(1.0, stats.UNIT_EDGES) == len(stats.UNIT_EDGES)
-    assert stats.bin_index(10_000, stats.SIDE_EDGES) == len(stats.SIDE_EDGES)
-    assert all(len(counts) == len(stats.INPUT_EDGES[name]) + 1 for name, counts in
-               stats.empty_histograms().items())  # fmt: skip
+    assert image_stats.bin_index(-1.0, image_stats.UNIT_EDGES) == 0
+    assert image_stats.bin_index(0.05, image_stats.UNIT_EDGES) == 1
+    assert image_stats.bin_index(1.0, image_stats.UNIT_EDGES) == len(image_stats.UNIT_EDGES)
+    assert image_stats.bin_index(10_000, image_stats.SIDE_EDGES) == len(image_stats.SIDE_EDGES)
+    assert all(len(counts) == len(image_stats.INPUT_EDGES[name]) + 1 for name, counts in
+               image_stats.empty_histograms().items())  # fmt: skip
 
 
 def test_decoded_features_equal_the_moments_ingest_records():
     gray = np.random.default_rng(0).integers(0, 256, (9, 7), np.uint8)
     features = stats.image_features(png(gray, "L"))
     unit = gray / 255
-    from_moments = stats.features_from_moments(9, 7, [unit.mean()] * 3, [unit.std()] * 3)
+    from_moments = image_stats.features_from_moments(9, 7, [unit.mean()] * 3, [unit.std()] * 3)
     assert features == pytest.approx(from_moments, abs=1e-6)
     assert (features["height"], features["width"]) == (9, 7)
 
@@ -48,7 +49,7 @@ def test_windows_merge_and_survive_json():
     first, second = stats.Window(0, 60, 0.5), stats.Window(60, 120, 0.5)
     first.add_predictions(["a", "b"], [0.9, 0.4])
     second.add_predictions(["a"], [0.3])
-    second.add_input(stats.features_from_moments(32, 32, [0.5] * 3, [0.2] * 3))
+    second.add_input(image_stats.features_from_moments(32, 32, [0.5] * 3, [0.2] * 3))
     merged = stats.Window.from_json(first.merge(second).to_json())
     assert (merged.start, merged.end, merged.predictions) == (0, 120, 3)
     assert merged.classes == {"a": 2, "b": 1}

@@ -15,8 +15,8 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from core import errors as config_errors
+from core import signatures
 from registry import errors, store
-from serving import signatures
 from tests.conftest import export_dense_model
 
 REPO = Path(__file__).resolve().parents[2]

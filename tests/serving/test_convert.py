@@ -9,8 +9,8 @@ import onnxruntime
 import pytest
 import tensorflow as tf
 
-from core import errors
-from serving import convert, export, parity, signatures
+from core import errors, signatures
+from serving import convert, export, parity
 
 IMAGE_SIZE = (16, 16)
 CLASS_NAMES = ["cat", "dog", "fox"]

@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 from configs import loader
-from serving import export, signatures
+from core import signatures
+from serving import export
 from transforms import dataset, features
 from transforms.beam import ingest
 

@@ -6,7 +6,8 @@ import tensorflow as tf
 from PIL import Image
 
 from configs import loader
-from serving import export, signatures
+from core import signatures
+from serving import export
 from tests.conftest import encode, noise_image
 from tests.serving.test_export import CLASSES, peaky_model
 from tests.transforms import shards

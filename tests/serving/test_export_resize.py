@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving import export, signatures
+from core import signatures
+from serving import export
 from tests.conftest import encode
 from tests.transforms import photos, shards
 from transforms import dataset, features, preprocess

@@ -14,8 +14,9 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from core import image_stats
 from monitoring import cli as monitoring_cli
-from monitoring import stats, timespan, windows
+from monitoring import timespan, windows
 from tests.monitoring import digits_traffic
 from tests.transforms import shards
 from tfx_pipeline import cli
@@ -118,11 +119,14 @@ def drift(*args: str) -> tuple[int, dict, Path]:
 def test_the_json_route_counts_predictions_and_inputs(monitored, traffic):
     answer = summary(monitored.rest_url, "heldout", since="10m", version=1)
     assert answer["versions"] == [1]
-    assert answer["bins"]["brightness"] == list(stats.UNIT_EDGES)
+    assert answer["bins"]["brightness"] == list(image_stats.UNIT_EDGES)
     counts = answer["stats"]
     assert counts["predictions"] == counts["inputs"] == traffic["heldout"]
     assert sum(counts["classes"].values()) == sum(counts["confidence"]) == traffic["heldout"]
-    assert counts["histograms"]["height"][stats.bin_index(32, stats.SIDE_EDGES)] == counts["inputs"]
+    assert (
+        counts["histograms"]["height"][image_stats.bin_index(32, image_stats.SIDE_EDGES)]
+        == counts["inputs"]
+    )
     assert 0 <= counts["low_confidence_rate"] < 0.25
 
 

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from configs import schema
+from core import saved_models
 from registry import store
 from serving import client, predict
 from tests.conftest import export_dense_model
@@ -430,7 +431,9 @@ def test_a_local_model_path_can_be_a_base_a_version_or_a_run(export_base: Path, 
     assert predict.resolve_model_path(str(base / "1")) == ("digits", 1, base / "1")
     assert predict.resolve_model_path(str(run)) == (run.name, 3, run / "export" / "3")
     assert predict.resolve_model_path(str(run / "export")) == (run.name, 3, run / "export" / "3")
-    with pytest.raises(predict.InputError, match=r"no version 7 under .*versions: \[1, 2\]"):
+    with pytest.raises(
+        saved_models.SavedModelNotFound, match=r"no version 7 under .*versions: \[1, 2\]"
+    ):
         predict.resolve_model_path(str(base), 7)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from configs import loader
-from core import errors
-from serving import convert, export, formats, parity, signatures
+from core import errors, signatures
+from serving import convert, export, formats, parity
 from tfx_pipeline import cli
 from transforms import dataset, digits
 from transforms.beam import ingest

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import client, convert, export, formats, parity, signatures
+from core import signatures
+from serving import client, convert, export, formats, parity
 from serving.server import models, runtimes
 from tests.serving.test_convert import CLASS_NAMES, IMAGE_SIZE, tiny_cnn
 from tests.serving.test_export_kinds import KINDS

@@ -9,7 +9,8 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import signatures, warmup
+from core import signatures
+from serving import warmup
 from tests.conftest import export_dense_model
 from transforms import preprocess
 

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
+from core import run_layout
 from tracking import records
-from trainer import runs
 
 
 def write_run(
@@ -29,7 +29,7 @@ def write_run(
         "optimizer": {"learning_rate": learning_rate},
         "train": {"epochs": 2},
     }
-    (run_dir / runs.CONFIG).write_text(json.dumps(config))
+    (run_dir / run_layout.CONFIG).write_text(json.dumps(config))
     metrics = {}
     if accuracy is not None:
         metrics = {
@@ -40,7 +40,7 @@ def write_run(
             "per_class": per_class or {},
             "confusion_matrix": [[1]],
         }
-        (run_dir / runs.METRICS).write_text(json.dumps(metrics))
+        (run_dir / run_layout.METRICS).write_text(json.dumps(metrics))
     record = {
         "run_id": run_id,
         "name": config["name"],

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from configs import loader
+from core import run_layout
 from tests.conftest import tiny_class_tree, tiny_run_overrides
 from tfx_pipeline import cli
 from tracking import records
@@ -107,4 +108,4 @@ def test_a_completed_tiny_run_after_a_failed_one_lists_both(tiny, tmp_path, caps
     assert cli.main(["runs", "list", "--runs-dir", str(runs_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("runs list: 1 of 1 run(s)")
-    assert json.loads((ok.run_dir / records.RECORD).read_text())["epochs"][0]["epoch"] == 0
+    assert json.loads((ok.run_dir / run_layout.RECORD).read_text())["epochs"][0]["epoch"] == 0

@@ -6,10 +6,10 @@ import sys
 import pytest
 
 from configs import loader, schema
-from core import errors
+from core import errors, run_layout, saved_models
 from tracking import mlflow_backend, records
 from tracking import recorder as run_recorder
-from trainer import runs, summaries, task
+from trainer import summaries, task
 
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
 
@@ -39,8 +39,8 @@ def mlflow_config(uri: str, **fields) -> schema.MlflowConfig:
 
 def started_run(tmp_path, config: dict | None = None):
     run_dir = tmp_path / "runs" / "20260101-000000-digits-abc123"
-    (run_dir / runs.EXPORT).mkdir(parents=True)
-    (run_dir / runs.CONFIG).write_text("name: digits\n")
+    (run_dir / run_layout.EXPORT).mkdir(parents=True)
+    (run_dir / run_layout.CONFIG).write_text("name: digits\n")
     config = config or loader.to_dict(loader.load(None))
     records.start(run_dir, config, "v1", {"commit": "c" * 40, "dirty": True}, {})
     return run_dir
@@ -48,15 +48,15 @@ def started_run(tmp_path, config: dict | None = None):
 
 def train(run_dir, epochs: int = 2):
     lines = HISTORY.splitlines()
-    (run_dir / runs.HISTORY).write_text("\n".join(lines[: epochs + 1]) + "\n")
-    (run_dir / runs.METRICS).write_text(json.dumps(METRICS))
-    model = run_dir / runs.EXPORT / "1"
+    (run_dir / run_layout.HISTORY).write_text("\n".join(lines[: epochs + 1]) + "\n")
+    (run_dir / run_layout.METRICS).write_text(json.dumps(METRICS))
+    model = run_dir / run_layout.EXPORT / "1"
     (model / "variables").mkdir(parents=True)
-    (model / runs.SAVED_MODEL_FILE).write_bytes(b"graph")
+    (model / saved_models.SAVED_MODEL_FILE).write_bytes(b"graph")
     (model / "variables" / "variables.index").write_bytes(b"index")
     (run_dir / "curves.png").write_bytes(b"\x89PNG")
-    (run_dir / runs.CHECKPOINTS).mkdir()
-    (run_dir / runs.CHECKPOINTS / "ckpt-1.index").write_bytes(b"not logged")
+    (run_dir / run_layout.CHECKPOINTS).mkdir()
+    (run_dir / run_layout.CHECKPOINTS / "ckpt-1.index").write_bytes(b"not logged")
 
 
 def artefact_paths(client, run_id: str, path: str | None = None) -> set[str]:
@@ -132,7 +132,7 @@ def test_log_model_false_leaves_the_model_out(tmp_path, file_store):
 def test_a_failed_run_is_failed_in_mlflow_with_its_reason_and_epochs(tmp_path, file_store):
     run_dir = started_run(tmp_path)
     tracker = mlflow_backend.start(mlflow_config(file_store), run_dir)
-    (run_dir / runs.HISTORY).write_text("\n".join(HISTORY.splitlines()[:2]) + "\n")
+    (run_dir / run_layout.HISTORY).write_text("\n".join(HISTORY.splitlines()[:2]) + "\n")
     error = task.TrainingError("out of memory: lower data.batch_size")
     records.fail(run_dir, error)
     tracker.fail(run_dir, error)
@@ -154,7 +154,7 @@ def test_log_evaluation_adds_what_the_evaluator_wrote(tmp_path, file_store):
     records.complete(run_dir)
     tracker.finish(run_dir)
     (run_dir / "report.html").write_text("<html></html>")
-    (run_dir / runs.METRICS).write_text(json.dumps({**METRICS, "top_k_accuracy": {"3": 1.0}}))
+    (run_dir / run_layout.METRICS).write_text(json.dumps({**METRICS, "top_k_accuracy": {"3": 1.0}}))
 
     line = mlflow_backend.log_evaluation(mlflow_config(file_store), run_dir)
     assert line.startswith("evaluate: logged ") and tracker.run_id in line
@@ -175,7 +175,7 @@ def test_a_missing_mlflow_fails_the_run_naming_the_extra(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     cfg = loader.load(None, [f"train.runs_dir={tmp_path}", f"tracking.mlflow.uri=file:{tmp_path}"])
     run_dir = tmp_path / "run"
-    (run_dir / runs.EXPORT).mkdir(parents=True)
+    (run_dir / run_layout.EXPORT).mkdir(parents=True)
     recorder = run_recorder.Recorder(cfg)
     with pytest.raises(errors.UserError, match=r"pip install imgclf\[mlflow\]") as raised:
         recorder.start(run_dir, "v1", chief=True)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from core import run_layout, saved_models
 from tracking import records
-from trainer import runs
 
 CONFIG = {"name": "digits", "optimizer": {"learning_rate": 0.003}, "model": {"backbone": "cnn"}}
 HISTORY = (
@@ -19,8 +19,8 @@ HISTORY = (
 
 def started_run(tmp_path):
     run_dir = tmp_path / "20260101-000000-digits-abc123"
-    (run_dir / runs.CHECKPOINTS).mkdir(parents=True)
-    (run_dir / runs.CONFIG).write_text("name: digits\n")
+    (run_dir / run_layout.CHECKPOINTS).mkdir(parents=True)
+    (run_dir / run_layout.CONFIG).write_text("name: digits\n")
     record = records.start(
         run_dir, CONFIG, "v1", {"commit": "f" * 40, "dirty": False}, {"python": "3.11"}
     )
@@ -28,16 +28,18 @@ def started_run(tmp_path):
 
 
 def finish_training(run_dir, metrics=None):
-    (run_dir / runs.HISTORY).write_text(HISTORY)
-    (run_dir / runs.METRICS).write_text(json.dumps(metrics or {"accuracy": 0.9, "macro_f1": 0.8}))
-    (run_dir / runs.EXPORT / "1").mkdir(parents=True)
-    (run_dir / runs.EXPORT / "1" / runs.SAVED_MODEL_FILE).write_bytes(b"pb")
-    (run_dir / runs.EXPORT / "2").mkdir()  # incomplete: no saved_model.pb
+    (run_dir / run_layout.HISTORY).write_text(HISTORY)
+    (run_dir / run_layout.METRICS).write_text(
+        json.dumps(metrics or {"accuracy": 0.9, "macro_f1": 0.8})
+    )
+    (run_dir / run_layout.EXPORT / "1").mkdir(parents=True)
+    (run_dir / run_layout.EXPORT / "1" / saved_models.SAVED_MODEL_FILE).write_bytes(b"pb")
+    (run_dir / run_layout.EXPORT / "2").mkdir()  # incomplete: no saved_model.pb
 
 
 def test_start_records_a_running_run_with_what_it_runs_on(tmp_path):
     run_dir, record = started_run(tmp_path)
-    on_disk = json.loads((run_dir / records.RECORD).read_text())
+    on_disk = json.loads((run_dir / run_layout.RECORD).read_text())
     assert on_disk == record
     assert on_disk["run_id"] == run_dir.name and on_disk["name"] == "digits"
     assert on_disk["status"] == records.RUNNING and on_disk["reason"] is None
@@ -69,13 +71,15 @@ def test_complete_adds_epochs_metrics_duration_and_artefacts(tmp_path):
         records.seconds_between(record["started"], record["ended"])
     )
     assert record["artefacts"]["export"] == "export/1"  # the newest complete version
-    assert record["artefacts"]["history"] == runs.HISTORY
-    assert record["artefacts"]["metrics"] == runs.METRICS
+    assert record["artefacts"]["history"] == run_layout.HISTORY
+    assert record["artefacts"]["metrics"] == run_layout.METRICS
 
 
 def test_fail_records_the_exception_type_and_message(tmp_path):
     run_dir, _ = started_run(tmp_path)
-    (run_dir / runs.HISTORY).write_text(HISTORY.splitlines()[0] + "\n" + HISTORY.splitlines()[1])
+    (run_dir / run_layout.HISTORY).write_text(
+        HISTORY.splitlines()[0] + "\n" + HISTORY.splitlines()[1]
+    )
     record = records.fail(run_dir, ValueError("train.class_weights names no such class: bird"))
     assert record["status"] == records.FAILED
     assert record["reason"] == "ValueError: train.class_weights names no such class: bird"
@@ -97,7 +101,9 @@ def test_load_reads_files_written_after_the_record(tmp_path):
     records.complete(run_dir)
     # What `imgclf train`'s evaluation adds after training.
     (run_dir / "report.html").write_text("<html></html>")
-    (run_dir / runs.METRICS).write_text(json.dumps({"accuracy": 0.9, "top_k_accuracy": {"3": 1}}))
+    (run_dir / run_layout.METRICS).write_text(
+        json.dumps({"accuracy": 0.9, "top_k_accuracy": {"3": 1}})
+    )
     loaded = records.load(run_dir)
     assert loaded["artefacts"]["report"] == "report.html"
     assert loaded["metrics"]["top_k_accuracy"] == {"3": 1}
@@ -108,7 +114,7 @@ def test_load_reads_files_written_after_the_record(tmp_path):
 
 def test_a_running_run_shows_its_epochs_so_far(tmp_path):
     run_dir, _ = started_run(tmp_path)
-    (run_dir / runs.HISTORY).write_text(HISTORY)
+    (run_dir / run_layout.HISTORY).write_text(HISTORY)
     assert len(records.load(run_dir)["epochs"]) == 2
     assert records.read(run_dir)["epochs"] == []
 
@@ -128,8 +134,10 @@ def test_a_killed_run_shows_as_running_with_a_question_mark(tmp_path):
 def test_a_folder_without_run_json_is_listed_as_unrecorded(tmp_path):
     run_dir = tmp_path / "old-run"
     run_dir.mkdir()
-    (run_dir / runs.CONFIG).write_text("name: digits\nmodel: {backbone: cnn}\n")
-    (run_dir / runs.METRICS).write_text(json.dumps({"accuracy": 0.5, "dataset_version": "v0"}))
+    (run_dir / run_layout.CONFIG).write_text("name: digits\nmodel: {backbone: cnn}\n")
+    (run_dir / run_layout.METRICS).write_text(
+        json.dumps({"accuracy": 0.5, "dataset_version": "v0"})
+    )
     record = records.load(run_dir)
     assert record["status"] == records.UNRECORDED
     assert record["config"]["model"]["backbone"] == "cnn"

@@ -11,10 +11,11 @@ import tensorflow as tf
 import yaml
 
 from configs import loader
+from core import run_layout
 from tests.conftest import DIGITS_CONFIG
 from tfx_pipeline import cli
 from tracking import environment, records
-from trainer import runs, task
+from trainer import task
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
 
@@ -55,15 +56,15 @@ def two_runs(tmp_path_factory, ingested_digits, digits_dir):
 
 def test_every_run_records_what_it_ran_with_and_what_it_got(trained_digits_run):
     run_dir = trained_digits_run.run_dir
-    record = json.loads((run_dir / records.RECORD).read_text())
+    record = json.loads((run_dir / run_layout.RECORD).read_text())
     assert record["run_id"] == run_dir.name and record["name"] == "digits"
     assert record["status"] == records.COMPLETED and record["reason"] is None
-    assert record["config"] == yaml.safe_load((run_dir / runs.CONFIG).read_text())
+    assert record["config"] == yaml.safe_load((run_dir / run_layout.CONFIG).read_text())
     assert record["config"]["train"]["epochs"] == 4
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_layout.METRICS).read_text())
     assert record["metrics"] == metrics
     assert record["dataset_version"] == metrics["dataset_version"]
-    history = (run_dir / runs.HISTORY).read_text().splitlines()
+    history = (run_dir / run_layout.HISTORY).read_text().splitlines()
     assert (
         [epoch["epoch"] for epoch in record["epochs"]]
         == [0, 1, 2, 3]
@@ -79,7 +80,7 @@ def test_every_run_records_what_it_ran_with_and_what_it_got(trained_digits_run):
     assert record["git"] == environment.git_commit(Path(task.__file__).parents[1])
     assert record["git"] is None or re.fullmatch(r"[0-9a-f]{40}", record["git"]["commit"])
     assert record["artefacts"]["export"] == "export/1"
-    assert record["artefacts"]["keras_model"] == runs.KERAS_MODEL
+    assert record["artefacts"]["keras_model"] == run_layout.KERAS_MODEL
     for name in ("config", "history", "metrics", "tensorboard", "checkpoints"):
         assert (run_dir / record["artefacts"][name]).exists(), name
     assert "mlflow" not in record  # tracking.mlflow.uri unset
@@ -114,10 +115,10 @@ def test_tensorboard_hparams_view_compares_the_runs(two_runs):
     groups = session_groups(two_runs.runs_dir)
     by_session = {group.sessions[0].name: group for group in groups}
     assert sorted(by_session) == sorted(
-        f"{run.name}/{runs.TENSORBOARD}" for run in (two_runs.first, two_runs.second)
+        f"{run.name}/{run_layout.TENSORBOARD}" for run in (two_runs.first, two_runs.second)
     )
     for run_dir, rate in zip((two_runs.first, two_runs.second), LEARNING_RATES, strict=True):
-        group = by_session[f"{run_dir.name}/{runs.TENSORBOARD}"]
+        group = by_session[f"{run_dir.name}/{run_layout.TENSORBOARD}"]
         assert group.hparams["optimizer.learning_rate"].number_value == pytest.approx(rate)
         assert group.hparams["model.backbone"].string_value == "cnn"
         assert group.hparams["train.epochs"].number_value == 2
@@ -147,7 +148,7 @@ def test_mlflow_holds_the_run_its_metrics_artefacts_and_model(two_runs):
     for key in ("loss", "val_accuracy", "learning_rate"):
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
         assert logged == [(e["epoch"], pytest.approx(e[key])) for e in epochs], key
-    metrics = json.loads((two_runs.first / runs.METRICS).read_text())
+    metrics = json.loads((two_runs.first / run_layout.METRICS).read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
     assert run.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
     top = {info.path for info in client.list_artifacts(run.info.run_id)}
@@ -191,7 +192,7 @@ def test_runs_compare_real_runs_with_html(two_runs, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0
     first, second = (
-        json.loads((run / runs.METRICS).read_text())["per_class"]
+        json.loads((run / run_layout.METRICS).read_text())["per_class"]
         for run in (two_runs.first, two_runs.second)
     )
     expected = sum(

@@ -12,11 +12,12 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from serving import formats, signatures
+from core import run_layout, signatures
+from serving import formats
 from serving.server import server
 from tests.serving.conftest import serving_config
 from tfx_pipeline import cli
-from trainer import models, runs, task, user_code
+from trainer import models, task, user_code
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_CONFIG = REPO / "configs" / "digits.yaml"
@@ -157,12 +158,12 @@ def custom_run(tmp_path_factory, user_module, digits_dir, ingested_digits):
 def test_a_custom_model_trains_and_resumes(custom_run):
     first, resumed = custom_run
     assert first.run_dir == resumed.run_dir
-    metrics = json.loads((resumed.run_dir / runs.METRICS).read_text())
+    metrics = json.loads((resumed.run_dir / run_layout.METRICS).read_text())
     assert metrics["epochs_run"] == 3
     assert first.metrics["epochs_run"] == 2
     assert "ckpt-" in metrics["resumed_from"]  # the second call went on from the first's end
     assert metrics["accuracy"] > 0.5  # 10 classes: a model that learnt
-    assert (resumed.run_dir / runs.KERAS_MODEL).is_file()
+    assert (resumed.run_dir / run_layout.KERAS_MODEL).is_file()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from configs import loader
-from trainer import runs
+from core import run_layout
 from transforms.beam import ingest
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
@@ -85,9 +85,12 @@ def test_two_deterministic_runs_with_one_seed_are_identical(small_digits):
     }
     fingerprints = {run_id: finish(process) for run_id, process in processes.items()}
     runs_dir = Path(loader.load(DIGITS_CONFIG, small_digits).train.runs_dir)
-    history = {run_id: (runs_dir / run_id / runs.HISTORY).read_bytes() for run_id in processes}
+    history = {
+        run_id: (runs_dir / run_id / run_layout.HISTORY).read_bytes() for run_id in processes
+    }
     metrics = {
-        run_id: json.loads((runs_dir / run_id / runs.METRICS).read_text()) for run_id in processes
+        run_id: json.loads((runs_dir / run_id / run_layout.METRICS).read_text())
+        for run_id in processes
     }
 
     assert len(history["first"].splitlines()) == 3  # the header and two epochs

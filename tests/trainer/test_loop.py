@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from trainer import loop, optim, runs, task
+from core import run_layout
+from trainer import loop, optim, task
 
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 32
@@ -82,11 +83,11 @@ def test_accumulating_4_micro_batches_of_8_matches_batches_of_32(tmp_path):
 
 def test_history_and_checkpoints_after_two_epochs(tmp_path):
     train(tmp_path, tf.distribute.get_strategy())
-    history = (tmp_path / runs.HISTORY).read_text().splitlines()
+    history = (tmp_path / run_layout.HISTORY).read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,learning_rate"
     assert [row.split(",")[0] for row in history[1:]] == ["0", "1"]
     restored = tf.train.CheckpointManager(
-        tf.train.Checkpoint(), str(tmp_path / runs.CHECKPOINTS), max_to_keep=3
+        tf.train.Checkpoint(), str(tmp_path / run_layout.CHECKPOINTS), max_to_keep=3
     )
     assert restored.latest_checkpoint.endswith(f"ckpt-{2 * STEPS}")
 
@@ -346,7 +347,7 @@ def fit_full_batch(
         tf.data.Dataset.from_tensor_slices((images, labels)).batch(count) if validate else None
     )
     # runs.create makes this folder in a real run; the best epoch's weights are saved into it.
-    (run_dir / runs.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    (run_dir / run_layout.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     optimizer = optimizer or keras.optimizers.SGD(PLATEAU_RATE)
     training = loop.TrainingLoop(
         model,
@@ -406,7 +407,7 @@ def test_a_resumed_run_continues_the_plateau_sequence_of_an_uninterrupted_one(tm
 
     # Stopped after epoch 4: the rate was lowered once and one more stalled epoch is counted.
     fit_with_plateau(tmp_path / "resumed", images, labels, 4, plateau, bias=False)
-    state = tf.train.load_checkpoint(str(tmp_path / "resumed" / runs.CHECKPOINTS))
+    state = tf.train.load_checkpoint(str(tmp_path / "resumed" / run_layout.CHECKPOINTS))
     assert state.get_tensor("plateau_wait/.ATTRIBUTES/VARIABLE_VALUE") == 1
     best = state.get_tensor("plateau_best/.ATTRIBUTES/VARIABLE_VALUE")
     assert best == pytest.approx(math.log(CLASSES), rel=1e-6)

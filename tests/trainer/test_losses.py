@@ -11,9 +11,9 @@ import tensorflow as tf
 import yaml
 
 from configs import loader, schema
-from serving import signatures
+from core import run_layout, signatures
 from tracking import records
-from trainer import losses, runs, task, user_code
+from trainer import losses, task, user_code
 
 CLASSES = 3
 TARGETS = np.eye(CLASSES, dtype=np.float32)[[0, 1, 2, 0]]
@@ -238,7 +238,7 @@ def test_a_custom_loss_and_metrics_train_the_digits_and_the_export_serves_withou
         ],
     )
     result = task.run(cfg)
-    header = (result.run_dir / runs.HISTORY).read_text().splitlines()[0].split(",")
+    header = (result.run_dir / run_layout.HISTORY).read_text().splitlines()[0].split(",")
     assert header[:3] == ["epoch", "loss", "accuracy"]  # the usual columns first, then the extra
     assert header[-2:] == ["val_top_probability", "val_brier"]
     (epoch,) = records.read(result.run_dir)["epochs"]

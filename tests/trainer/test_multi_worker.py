@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from configs import loader
-from trainer import runs
+from core import run_layout
 from transforms import dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.beam]
@@ -142,12 +142,12 @@ def test_only_the_chief_writes_the_run(digits, trained):
     assert not any(line.startswith("train: done in") for line in worker)
 
     run_dir = root / "runs" / "mw"
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_layout.METRICS).read_text())
     assert metrics["epochs_run"] == EPOCHS
     # Exporting twice would have made a version 2 (or clashed on version 1).
-    assert sorted(p.name for p in (run_dir / runs.EXPORT).iterdir()) == ["1"]
-    assert (run_dir / runs.EXPORT / "1" / "saved_model.pb").is_file()
-    with open(run_dir / runs.HISTORY) as history:
+    assert sorted(p.name for p in (run_dir / run_layout.EXPORT).iterdir()) == ["1"]
+    assert (run_dir / run_layout.EXPORT / "1" / "saved_model.pb").is_file()
+    with open(run_dir / run_layout.HISTORY) as history:
         assert [int(row["epoch"]) for row in csv.DictReader(history)] == list(range(EPOCHS))
     # The other worker saved its share of each checkpoint in a scratch folder it then removed.
     for index, worker in enumerate(trained):
@@ -176,8 +176,8 @@ def test_a_finished_run_extended_by_an_epoch_resumes_on_every_worker(digits, tra
     chief, worker = (w["lines"] for w in workers)
     assert fingerprint(chief) == fingerprint(worker) != fingerprint(trained[0]["lines"])
     run_dir = root / "runs" / "mw"
-    assert json.loads((run_dir / runs.METRICS).read_text())["epochs_run"] == EPOCHS + 1
-    assert sorted(p.name for p in (run_dir / runs.EXPORT).iterdir()) == ["1", "2"]
+    assert json.loads((run_dir / run_layout.METRICS).read_text())["epochs_run"] == EPOCHS + 1
+    assert sorted(p.name for p in (run_dir / run_layout.EXPORT).iterdir()) == ["1", "2"]
 
 
 # --- each worker reads its own half of the data ---
@@ -232,8 +232,8 @@ def test_the_pipeline_exports_and_pushes_the_finished_multi_worker_run(digits, d
 
     root, version_dir = digits
     run_dir = root / "runs" / "mw"
-    epochs_run = json.loads((run_dir / runs.METRICS).read_text())["epochs_run"]
-    exports_before = {p.name for p in (run_dir / runs.EXPORT).iterdir()}
+    epochs_run = json.loads((run_dir / run_layout.METRICS).read_text())["epochs_run"]
+    exports_before = {p.name for p in (run_dir / run_layout.EXPORT).iterdir()}
     cfg = loader.load(
         DIGITS_CONFIG,
         [
@@ -249,20 +249,20 @@ def test_the_pipeline_exports_and_pushes_the_finished_multi_worker_run(digits, d
             "evaluation.gate.min_accuracy=0.5",
         ],
     )
-    history_before = (run_dir / runs.HISTORY).read_text()
+    history_before = (run_dir / run_layout.HISTORY).read_text()
     summary = pipeline_cli.run_pipeline(cfg)
 
     assert {e.component: e.status for e in summary.executions}["Pusher"] == "completed"
     model = summary.outputs["Trainer.model"]
     assert model.properties["run_id"] == "mw"
     assert model.properties["dataset_version"] == version_dir.name
-    assert (run_dir / runs.HISTORY).read_text() == history_before  # no epoch trained
-    assert json.loads((run_dir / runs.METRICS).read_text())["epochs_run"] == epochs_run
-    [new_export] = {p.name for p in (run_dir / runs.EXPORT).iterdir()} - exports_before
+    assert (run_dir / run_layout.HISTORY).read_text() == history_before  # no epoch trained
+    assert json.loads((run_dir / run_layout.METRICS).read_text())["epochs_run"] == epochs_run
+    [new_export] = {p.name for p in (run_dir / run_layout.EXPORT).iterdir()} - exports_before
     assert model.uri.endswith(f"/{new_export}")
     newest_before = max(exports_before, key=int)
-    assert export_variables(run_dir / runs.EXPORT / new_export) == export_variables(
-        run_dir / runs.EXPORT / newest_before
+    assert export_variables(run_dir / run_layout.EXPORT / new_export) == export_variables(
+        run_dir / run_layout.EXPORT / newest_before
     )
 
 

@@ -10,13 +10,13 @@ import tempfile
 import pytest
 
 from configs import loader
-from core import locations
+from core import locations, run_layout, saved_models
 from tests.conftest import DIGITS_CONFIG
 from tests.trainer import test_resume
 from tests.transforms.sources import conftest as source_fixtures
 from tests.transforms.sources import test_gcs
 from tfx_pipeline import training
-from trainer import mirror, runs
+from trainer import mirror
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
 
@@ -90,10 +90,10 @@ def test_run_in_s3_survives_a_kill_and_resumes_from_the_bucket(
         f"{prefix}checkpoints/ckpt-{EPOCHS * steps}.data-00000-of-00001",
         f"{prefix}checkpoints/ckpt-{EPOCHS * steps}.index",
     ]
-    assert f"{prefix}export/1/{runs.SAVED_MODEL_FILE}" in final
+    assert f"{prefix}export/1/{saved_models.SAVED_MODEL_FILE}" in final
     assert {f"{prefix}report.html", f"{prefix}blessing.json"} <= set(final)
     assert any(key.startswith(f"{prefix}tensorboard/train/events.out") for key in final)
-    history = list(csv.DictReader(io.StringIO(read_key(s3, f"{prefix}{runs.HISTORY}"))))
+    history = list(csv.DictReader(io.StringIO(read_key(s3, f"{prefix}{run_layout.HISTORY}"))))
     assert [row["epoch"] for row in history] == ["0", "1"]
     record = json.loads(read_key(s3, f"{prefix}run.json"))
     assert (record["status"], record["attempts"]) == ("completed", 2)
@@ -114,7 +114,7 @@ def test_mirror_syncs_a_run_folder_with_gcs(gcs_endpoint):
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "ckpt-1.index").write_text("one")
     (run_dir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
-    (run_dir / runs.HISTORY).write_text("epoch\n0\n")
+    (run_dir / run_layout.HISTORY).write_text("epoch\n0\n")
     assert first.push() == 3
     assert first.push() == 0  # nothing changed
     (run_dir / "checkpoints" / "ckpt-1.index").unlink()
@@ -127,7 +127,7 @@ def test_mirror_syncs_a_run_folder_with_gcs(gcs_endpoint):
     assert sorted(p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file()) == [
         "checkpoints/checkpoint",
         "checkpoints/ckpt-2.index",
-        runs.HISTORY,
+        run_layout.HISTORY,
     ]
     assert (pulled / "checkpoints" / "ckpt-2.index").read_text() == "two"
 

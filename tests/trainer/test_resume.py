@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from trainer import runs
+from core import run_layout
 from transforms import dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
@@ -134,7 +134,7 @@ def numbers_on_disk(checkpoint_dir: Path) -> list[int]:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    with open(run_dir / runs.HISTORY) as file:
+    with open(run_dir / run_layout.HISTORY) as file:
         return list(csv.DictReader(file))
 
 
@@ -171,12 +171,14 @@ def uninterrupted(digits):
 
 def test_killed_run_stopped_during_epoch_3(digits, killed):
     assert epoch_lines(killed) == [1, 2, 3]
-    assert not (digits.run_dir("killed") / runs.METRICS).exists()
+    assert not (digits.run_dir("killed") / run_layout.METRICS).exists()
     assert len(read_history(digits.run_dir("killed"))) == 2
 
 
 def test_restart_resumes_from_the_end_of_epoch_2(digits, resumed):
-    checkpoint = digits.run_dir("killed") / runs.CHECKPOINTS / f"ckpt-{2 * digits.steps_per_epoch}"
+    checkpoint = (
+        digits.run_dir("killed") / run_layout.CHECKPOINTS / f"ckpt-{2 * digits.steps_per_epoch}"
+    )
     assert f"train: resuming from {checkpoint} (epoch 3, step 0)" in resumed, fail_message(resumed)
 
 
@@ -195,16 +197,16 @@ def test_resumed_run_redoes_at_most_the_interrupted_epoch(killed, resumed):
 def test_resumed_run_writes_a_complete_run(digits, resumed):
     run_dir = digits.run_dir("killed")
     assert [int(row["epoch"]) for row in read_history(run_dir)] == list(range(EPOCHS))
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_layout.METRICS).read_text())
     assert metrics["epochs_run"] == EPOCHS
     assert metrics["resumed_from"].endswith(f"ckpt-{2 * digits.steps_per_epoch}")
-    assert (run_dir / runs.EXPORT / "1" / "saved_model.pb").is_file()
+    assert (run_dir / run_layout.EXPORT / "1" / "saved_model.pb").is_file()
     end = EPOCHS * digits.steps_per_epoch
-    assert checkpoint_numbers(run_dir / runs.CHECKPOINTS)[-1] == end
+    assert checkpoint_numbers(run_dir / run_layout.CHECKPOINTS)[-1] == end
 
 
 def test_resumed_run_matches_an_uninterrupted_one(digits, resumed, uninterrupted):
-    straight = json.loads((digits.run_dir("straight") / runs.METRICS).read_text())
+    straight = json.loads((digits.run_dir("straight") / run_layout.METRICS).read_text())
     assert straight["epochs_run"] == EPOCHS and straight["resumed_from"] is None
     assert printed_accuracy(uninterrupted) == pytest.approx(straight["accuracy"], abs=1e-4)
     assert printed_accuracy(resumed) == pytest.approx(printed_accuracy(uninterrupted), abs=0.03)
@@ -215,7 +217,7 @@ def test_resumed_run_matches_an_uninterrupted_one(digits, resumed, uninterrupted
 
 def test_mid_epoch_checkpoints_are_kept_bounded_and_resumed_from(digits):
     steps, every, keep = digits.steps_per_epoch, 4, 2
-    checkpoint_dir = digits.run_dir("stepwise") / runs.CHECKPOINTS
+    checkpoint_dir = digits.run_dir("stepwise") / run_layout.CHECKPOINTS
     command = train_command(
         digits,
         "stepwise",

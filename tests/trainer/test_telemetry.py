@@ -9,7 +9,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import loader
-from trainer import loop, runs, telemetry
+from core import run_layout
+from trainer import loop, telemetry
 
 BATCH = 32
 STEPS = 12
@@ -70,7 +71,7 @@ def scalars(log_dir) -> dict[str, list[float]]:
 def test_fast_input_writes_plausible_scalars_and_no_warning(tmp_path, capsys):
     train(tmp_path)
     output = capsys.readouterr().out
-    found = scalars(tmp_path / runs.TENSORBOARD / "train")
+    found = scalars(tmp_path / run_layout.TENSORBOARD / "train")
     expected = ["images_per_second", "input_wait_fraction", "step_time_ms", "input_wait_ms"]
     for tag in [*expected, "compute_ms", "host_memory_mib"]:
         assert found.get(telemetry.PREFIX + tag), f"{tag} missing from {sorted(found)}"
@@ -90,9 +91,11 @@ def test_fast_input_writes_plausible_scalars_and_no_warning(tmp_path, capsys):
 def test_slow_input_is_measured_and_warned_about_once(tmp_path, capsys):
     train(tmp_path, batch_delay_s=SLOW_BATCH_S)
     output = capsys.readouterr().out
-    fractions = scalars(tmp_path / runs.TENSORBOARD / "train")["telemetry/input_wait_fraction"]
+    fractions = scalars(tmp_path / run_layout.TENSORBOARD / "train")[
+        "telemetry/input_wait_fraction"
+    ]
     assert min(fractions) > 0.5, fractions
-    waits = scalars(tmp_path / runs.TENSORBOARD / "train")["telemetry/input_wait_ms"]
+    waits = scalars(tmp_path / run_layout.TENSORBOARD / "train")["telemetry/input_wait_ms"]
     # Each step waited for about one delayed batch.
     assert all(1000 * SLOW_BATCH_S * 0.5 < wait < 1000 * SLOW_BATCH_S * 3 for wait in waits)
     [warning] = [line for line in output.splitlines() if "input-bound" in line]

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from trainer import loop, models, runs, task, transfer
+from core import run_layout
+from trainer import loop, models, task, transfer
 
 # Stable layer names: backbone_input, conv_1, batch_norm_1, conv_2, max_pool_1.
 CNN = "model.cnn=[{conv: {filters: 8}}, {batch_norm: {}}, {conv: {filters: 8}}, {max_pool: {}}]"
@@ -295,7 +296,7 @@ def fit(run_dir, cfg, stop_after: int | None = None, val_data=None, on_epoch=Non
 
         return strategy.distribute_datasets_from_function(per_pipeline)
 
-    (run_dir / runs.CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # as runs.create does
+    (run_dir / run_layout.CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # as runs.create does
     training = loop.TrainingLoop(model, phases, strategy, loop_train, BATCH, CLASSES, run_dir)
     return model, training.fit(make_train_data, STEPS, val_data)
 
@@ -374,7 +375,8 @@ def test_a_run_resumed_from_its_checkpoint_continues_in_its_phase(tmp_path, inte
     assert result.history["loss"] == pytest.approx(whole_result.history["loss"], abs=1e-6)
 
     saved = {
-        name for name, _ in tf.train.list_variables(str(tmp_path / "resumed" / runs.CHECKPOINTS))
+        name
+        for name, _ in tf.train.list_variables(str(tmp_path / "resumed" / run_layout.CHECKPOINTS))
     }
     assert any(name.startswith("optimizer/") for name in saved)
     assert any(name.startswith("optimizer_1/") for name in saved)

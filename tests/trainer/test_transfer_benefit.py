@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from configs import loader
-from trainer import runs, task
+from core import run_layout
+from trainer import task
 from transforms.beam import ingest
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
@@ -66,7 +67,7 @@ def results(tmp_path_factory, digits_dir):
         digits_dir, root / "target_images", TARGET_CLASSES, TARGET_IMAGES_PER_CLASS
     )
     pretrained = train(root, pretrain_source, "pretrain", "train.epochs=5")
-    weights = pretrained.run_dir / runs.BACKBONE_WEIGHTS
+    weights = pretrained.run_dir / run_layout.BACKBONE_WEIGHTS
     split = "data.split={train: 0.2, val: 0.2, test: 0.6}"
     budget = f"train.epochs={BUDGET_EPOCHS}"
     fine_tuned = train(
@@ -86,7 +87,7 @@ def results(tmp_path_factory, digits_dir):
 def test_the_pretraining_run_learned_its_own_classes(results):
     pretrained, _, _ = results
     assert pretrained.metrics["accuracy"] > 0.9
-    assert (pretrained.run_dir / runs.BACKBONE_WEIGHTS).is_file()
+    assert (pretrained.run_dir / run_layout.BACKBONE_WEIGHTS).is_file()
 
 
 def test_fine_tuning_a_pretrained_backbone_beats_training_from_scratch(results):

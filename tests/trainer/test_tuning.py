@@ -16,6 +16,7 @@ import tensorflow as tf
 import yaml
 
 from configs import loader, schema
+from core import run_layout
 from tfx_pipeline import cli
 from tracking import records
 from trainer import loop, task
@@ -426,7 +427,7 @@ def test_a_killed_search_resumes_without_running_completed_trials_again(
     first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     # Trial 1's run.json exists once trial 0 has ended (its results saved) and trial 1 trains.
     deadline = time.time() + PROCESS_TIMEOUT_S
-    while not (runs_dir / "rsm-trial-1" / records.RECORD).exists():
+    while not (runs_dir / "rsm-trial-1" / run_layout.RECORD).exists():
         assert first.poll() is None, (tmp_path / "first.log").read_text()
         assert time.time() < deadline, "trial 1 never started"
         time.sleep(0.2)

@@ -13,8 +13,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base as inference
 
 from configs import schema
-from core import errors
-from serving import predict, signatures
+from core import errors, signatures
+from serving import predict
 from transforms.beam import ingest
 from transforms.sources import base as source_base
 from transforms.sources import manifests, storage

@@ -16,9 +16,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from configs import schema
-from serving import signatures, warmup
+from core import saved_models, signatures
+from serving import warmup
 from serving.server import models, server
-from trainer import runs
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def infra_validate(
 def serving_layout(saved_model_dir: Path, staging: Path) -> tuple[Path, Path]:
     """(base folder to serve, version folder served). A lone version is linked in as
     `<staging>/<n>/` so the server loads exactly that version, whatever sits beside it."""
-    if (saved_model_dir / runs.SAVED_MODEL_FILE).is_file():
+    if (saved_model_dir / saved_models.SAVED_MODEL_FILE).is_file():
         number = saved_model_dir.name if saved_model_dir.name.isdigit() else "1"
         (staging / number).symlink_to(saved_model_dir.resolve(), target_is_directory=True)
         return staging, saved_model_dir

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from configs import loader, schema
+from core import jsonio
 from tfx_pipeline import component as component_lib
 from tfx_pipeline import metadata
 from tfx_pipeline.component import Component, ComponentError, Context
@@ -60,11 +61,6 @@ PIPELINE_OWN_KEYS = (
 
 def artifact(type_: str, uri, **properties) -> metadata.Artifact:
     return metadata.Artifact(type_, None if uri is None else str(uri), properties)
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    return path
 
 
 def push_model_name(cfg: schema.Config) -> str:
@@ -169,7 +165,9 @@ def run_example_validator(ctx: Context) -> dict:
     if previous_stats is not None:
         previous = json.loads(Path(previous_stats.uri).read_text(encoding="utf-8"))
     report = validation.validate_examples(current, previous, ctx.cfg.pipeline.validation)
-    path = write_json(ctx.output_dir("ExampleValidator") / "anomalies.json", report)
+    path = jsonio.write_json(
+        ctx.output_dir("ExampleValidator") / "anomalies.json", report, sort_keys=True
+    )
     if not report["passed"]:
         errors = [a["message"] for a in report["anomalies"] if a.get("severity") == "error"]
         raise ComponentError(
@@ -367,7 +365,9 @@ def run_infra_validator(ctx: Context) -> dict:
     report = infra.infra_validate(
         Path(model.uri), ctx.cfg.pipeline.infra_validation, push_model_name(ctx.cfg)
     )
-    path = write_json(ctx.output_dir("InfraValidator") / "infra_blessing.json", report)
+    path = jsonio.write_json(
+        ctx.output_dir("InfraValidator") / "infra_blessing.json", report, sort_keys=True
+    )
     keys = ("passed", "p50_ms", "p99_ms", "requests", "errors", "budget_ms", "reason")
     return {"infra_blessing": artifact(INFRA_BLESSING, path, **{k: report.get(k) for k in keys})}
 

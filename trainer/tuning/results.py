@@ -100,7 +100,7 @@ def write(search, oracle) -> "Results":
         elapsed_s=getattr(oracle, "elapsed_s", lambda: None)(),
         objective=search.label,
     )
-    write_json(outcome, search, directory / RESULTS_JSON)
+    write_results(outcome, search, directory / RESULTS_JSON)
     print(table(rows, search))
     ranked = [f"{key} {value:.2f}" for key, value in importance.items() if value is not None]
     if ranked:
@@ -343,7 +343,7 @@ def write_best_config(search, best: Row, path: Path) -> Path:
     return path
 
 
-def write_json(outcome: Results, search, path: Path) -> None:
+def write_results(outcome: Results, search, path: Path) -> None:
     payload = {
         "search": search.name,
         "algorithm": search.tuning.algorithm,

@@ -20,9 +20,9 @@ from keras_tuner.engine import base_tuner
 from keras_tuner.src.engine import objective as keras_tuner_objective
 
 from configs import loader, schema
-from core import locations
+from core import locations, run_layout
 from tracking import records
-from trainer import runs, task
+from trainer import task
 from trainer.tuning import space
 from transforms import dataset_info
 
@@ -230,7 +230,7 @@ class ConfigTuner(base_tuner.BaseTuner):
         if best is None:
             error = task.TrainingError(
                 f"no finite {' and '.join(objective_names(search.objective))} in "
-                f"{run_dir / runs.HISTORY}: the objective needs a validation split "
+                f"{run_dir / run_layout.HISTORY}: the objective needs a validation split "
                 "(data.split.val > 0) for val_ metrics"
             )
             raise self.fail(run_dir, raw, error, tag)
@@ -319,12 +319,12 @@ def continue_from(search: Search, values: dict, run_dir: Path, execution: int) -
     """Hyperband's next round trains an earlier trial on: its checkpoints and history are copied
     into the new run, which then resumes from them up to its own train.epochs."""
     past = search.runs_dir / search.run_id_of(values["tuner/trial_id"], execution)
-    if run_dir.exists() or not (past / runs.CHECKPOINTS).is_dir():
+    if run_dir.exists() or not (past / run_layout.CHECKPOINTS).is_dir():
         return past.name if run_dir.exists() else None  # a retried continuation keeps its own
     run_dir.mkdir(parents=True)
-    shutil.copytree(past / runs.CHECKPOINTS, run_dir / runs.CHECKPOINTS)
-    if (past / runs.HISTORY).is_file():
-        shutil.copy2(past / runs.HISTORY, run_dir / runs.HISTORY)
+    shutil.copytree(past / run_layout.CHECKPOINTS, run_dir / run_layout.CHECKPOINTS)
+    if (past / run_layout.HISTORY).is_file():
+        shutil.copy2(past / run_layout.HISTORY, run_dir / run_layout.HISTORY)
     return past.name
 
 

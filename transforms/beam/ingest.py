@@ -25,7 +25,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import schema
-from core import errors
+from core import console, errors
 from transforms import dataset_info, features, images, splits
 from transforms.beam import stats
 from transforms.sources import base as source_base
@@ -276,7 +276,7 @@ def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
     }
 
 
-def write_json(items, path: str):
+def write_gfile_json(items, path: str):
     with tf.io.gfile.GFile(path, "w") as out:
         # Key order kept: the stats histograms are ordered by bin, not by name.
         out.write(json.dumps(items))
@@ -351,13 +351,16 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         (
             pcoll
             | f"Collect_{name}" >> beam.combiners.ToList()
-            | f"Write_{name}" >> beam.Map(write_json, path=os.path.join(staging, f"_{name}.json"))
+            | f"Write_{name}"
+            >> beam.Map(write_gfile_json, path=os.path.join(staging, f"_{name}.json"))
         )
-    labels | "Write_labels" >> beam.Map(write_json, path=os.path.join(staging, "_labels.json"))
+    labels | "Write_labels" >> beam.Map(
+        write_gfile_json, path=os.path.join(staging, "_labels.json")
+    )
     (
         prepared[ReadAndPrepare.SEEN]
         | "CountSeen" >> beam.CombineGlobally(sum)
-        | "Write_seen" >> beam.Map(write_json, path=os.path.join(staging, "_seen.json"))
+        | "Write_seen" >> beam.Map(write_gfile_json, path=os.path.join(staging, "_seen.json"))
     )
 
 
@@ -399,6 +402,7 @@ def run(cfg: schema.DataConfig) -> IngestResult:
         del units  # workers read the staged chunks: the driver need not hold every unit meanwhile
         with (
             worker_environment(WORKER_MALLOC_ENV),
+            console.workers_stderr_filtered(),  # each worker loads TensorFlow anew
             beam.Pipeline(options=pipeline_options(cfg)) as pipeline,
         ):
             build_pipeline(pipeline, cfg, chunks, total_units, staging)

@@ -5,7 +5,7 @@ import math
 
 import apache_beam as beam
 
-from monitoring import stats as monitoring_stats
+from core import image_stats
 
 SIDE_BINS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # lower edges; the last bin is open
 ASPECT_BINS = (0.0, 0.5, 0.75, 0.9, 1.1, 1.34, 2.0)  # width / height
@@ -33,7 +33,7 @@ class DatasetStats(beam.CombineFn):
             "mode": {},
             "format": {},
             "rewritten": 0,
-            "inputs": monitoring_stats.empty_histograms(),
+            "inputs": image_stats.empty_histograms(),
         }
 
     def add_input(self, acc, record):
@@ -55,10 +55,10 @@ class DatasetStats(beam.CombineFn):
             acc[key][value] = acc[key].get(value, 0) + 1
         acc["rewritten"] += int(record["rewritten"])
         # The original size, as a client would send the file to the server.
-        features = monitoring_stats.features_from_moments(
+        features = image_stats.features_from_moments(
             height, width, record["channel_mean"], record["channel_std"]
         )
-        monitoring_stats.add_features(acc["inputs"], features)
+        image_stats.add_features(acc["inputs"], features)
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -95,7 +95,7 @@ class DatasetStats(beam.CombineFn):
             "original_modes": dict(sorted(acc["mode"].items())),
             "original_formats": dict(sorted(acc["format"].items())),
             "input_histograms": {
-                "edges": {k: list(v) for k, v in monitoring_stats.INPUT_EDGES.items()},
+                "edges": {k: list(v) for k, v in image_stats.INPUT_EDGES.items()},
                 "counts": acc["inputs"],
             },
         }
