@@ -8,7 +8,7 @@ from pathlib import Path
 
 import configs
 from configs import loader
-from core import errors
+from core import console, errors
 from evaluator import cli as evaluator_cli
 from monitoring import cli as monitoring_cli
 from registry import cli as registry_cli
@@ -203,6 +203,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclf", description="Image classification pipeline.")
+    # For --help: console.setup takes --verbose out of the arguments, wherever it stands.
+    parser.add_argument(
+        console.VERBOSE_FLAG,
+        action="store_true",
+        help=f"show TensorFlow's native log lines (also {console.VERBOSE_ENV}=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     config = commands.add_parser("config", help="inspect configuration")
@@ -370,6 +376,7 @@ def drop_beam_bigquery_notice(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = console.setup(sys.argv[1:] if argv is None else argv)
     logging.getLogger().addFilter(drop_beam_bigquery_notice)
     args = build_parser().parse_args(argv)
     return errors.exit_on_user_error(lambda: args.handler(args))

@@ -4,9 +4,15 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from core import console
+
+if __name__ == "__main__":  # before keras and TensorFlow, imported below, load
+    sys.argv[1:] = console.setup(sys.argv[1:])
 
 import keras
 import tensorflow as tf
