@@ -1,5 +1,7 @@
-"""`imgclf doctor`: what this machine can train with: versions, devices, precision, XLA, tf.data."""
+"""`imgclf doctor`: what this machine can train with: versions, devices, precision, XLA, tf.data;
+where TensorFlow sees no GPU, why, in words."""
 
+import ctypes
 import importlib.metadata
 import os
 import platform
@@ -7,6 +9,7 @@ import time
 from pathlib import Path
 
 from configs import schema
+from core import console
 
 # (shown name, distribution name) of the libraries a run depends on.
 PACKAGES = [
@@ -22,6 +25,10 @@ CPUINFO = Path("/proc/cpuinfo")
 # than float32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_FLOAT16_CAPABILITY = (7, 0)  # Volta: the first GPUs with float16 tensor cores
+CUDA_DRIVER = "libcuda.so.1"  # the NVIDIA driver's library, which TensorFlow opens at start-up
+NVIDIA_KERNEL_DRIVER = Path(
+    "/proc/driver/nvidia/version"
+)  # there while the kernel module is loaded
 
 
 def versions() -> dict[str, str]:
@@ -49,6 +56,55 @@ def devices() -> dict:
             }
         )
     return {"cpus": cpu_count(), "gpus": gpus}
+
+
+def build_info() -> dict:
+    """TensorFlow's build: is_cuda_build, cuda_version, cudnn_version, cuda_compute_capabilities."""
+    import tensorflow as tf
+
+    return dict(tf.sysconfig.get_build_info())
+
+
+def no_gpu_reason(build: dict, driver: str = CUDA_DRIVER, kernel: Path = NVIDIA_KERNEL_DRIVER):
+    """Why TensorFlow sees no GPU, in words: told where TensorFlow itself only logs a line (such
+    as `failed call to cuInit`) that the quiet console hides. `build` is build_info()."""
+    if not build.get("is_cuda_build"):
+        return "this TensorFlow build has no CUDA support"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    try:
+        cuda = ctypes.CDLL(driver)
+    except OSError as error:
+        if kernel.exists():
+            return f"the NVIDIA kernel driver is loaded, but its library failed to load ({error})"
+        return f"no NVIDIA driver on this machine ({driver} not found, no kernel module loaded)"
+    status = cuda.cuInit(0)
+    if status != 0:
+        return f"the NVIDIA driver failed to start (cuInit: {cuda_error(cuda, status)})"
+    count = ctypes.c_int(0)
+    status = cuda.cuDeviceGetCount(ctypes.byref(count))
+    if status != 0:
+        return f"the NVIDIA driver failed to count GPUs ({cuda_error(cuda, status)})"
+    if count.value == 0:
+        return "the NVIDIA driver reports no GPU"
+    return (
+        f"the NVIDIA driver reports {count.value} GPU(s), but TensorFlow opened none; most often "
+        f"its CUDA libraries are missing: this TensorFlow needs CUDA {build.get('cuda_version')} "
+        f"and cuDNN {build.get('cudnn_version')} (pip install 'tensorflow[and-cuda]'); "
+        f"{console.VERBOSE_ENV}=1 imgclf doctor shows TensorFlow's own messages"
+    )
+
+
+def cuda_error(cuda: ctypes.CDLL, status: int) -> str:
+    """The driver's name and description of a CUDA status, e.g. "CUDA_ERROR_NO_DEVICE: no
+    CUDA-capable device is detected"."""
+    name, text = ctypes.c_char_p(), ctypes.c_char_p()
+    cuda.cuGetErrorName(status, ctypes.byref(name))
+    cuda.cuGetErrorString(status, ctypes.byref(text))
+    if name.value is None:
+        return f"CUDA error {status}"
+    return f"{name.value.decode()}: {(text.value or b'').decode()}"
 
 
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str] | None:
@@ -173,7 +229,7 @@ def report(cfg: schema.Config | None = None) -> list[str]:
         capability = ".".join(map(str, gpu["compute_capability"] or ())) or "unknown"
         lines.append(f"  GPU:{index}: {gpu['name']} (compute capability {capability})")
     if not found_devices["gpus"]:
-        lines.append("  GPU: none visible to TensorFlow")
+        lines.append(f"  GPU: none: {no_gpu_reason(build_info())}; training runs on the CPU")
     lines.append(f"mixed precision: {policy or 'float32 only'} ({why})")
     lines.append(f"XLA: {'ok' if xla_ok else 'unavailable'} ({xla_note})")
     lines.append("threading:")

@@ -1,5 +1,8 @@
 """`imgclf doctor`: versions, devices, precision, XLA and tf.data threading, exit status 0."""
 
+import shutil
+import subprocess
+
 import pytest
 
 from tests.conftest import DIGITS_CONFIG
@@ -46,3 +49,82 @@ def test_mixed_precision_follows_gpu_capability_then_cpu_flags(gpus, cpuinfo, po
 def test_bf16_flags_are_read_from_cpuinfo():
     assert doctor.cpu_bf16_flags(AVX512_HOST) == ["avx512_bf16", "amx_bf16"]
     assert doctor.mixed_precision({"cpus": 2, "gpus": []}, None)[0] is None
+
+
+CUDA_BUILD = {"is_cuda_build": True, "cuda_version": "12.5.1", "cudnn_version": "9"}
+# A stand-in for the NVIDIA driver's libcuda.so.1 (none runs on the CPU machines tests run on):
+# cuInit returns INIT, the driver counts COUNT GPUs.
+FAKE_DRIVER = """
+int cuInit(unsigned flags) { return INIT; }
+int cuDeviceGetCount(int *count) { *count = COUNT; return 0; }
+int cuGetErrorName(int status, const char **name) {
+    *name = status == 100 ? "CUDA_ERROR_NO_DEVICE" : 0;
+    return *name ? 0 : 1;
+}
+int cuGetErrorString(int status, const char **text) {
+    *text = status == 100 ? "no CUDA-capable device is detected" : 0;
+    return *text ? 0 : 1;
+}
+"""
+
+
+def fake_driver(tmp_path, init: int, count: int) -> str:
+    compiler = shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler to build a stand-in NVIDIA driver")
+    source, library = tmp_path / "cuda.c", tmp_path / f"libcuda-{init}-{count}.so"
+    source.write_text(FAKE_DRIVER)
+    command = [compiler, "-shared", "-fPIC", f"-DINIT={init}", f"-DCOUNT={count}"]
+    subprocess.run([*command, "-o", str(library), str(source)], check=True)
+    return str(library)
+
+
+@pytest.fixture
+def every_gpu_visible(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_no_gpu_reason_names_a_build_without_cuda_and_hidden_devices(monkeypatch):
+    assert doctor.no_gpu_reason({"is_cuda_build": False}) == (
+        "this TensorFlow build has no CUDA support"
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert doctor.no_gpu_reason(CUDA_BUILD) == "CUDA_VISIBLE_DEVICES='-1' hides every GPU"
+
+
+def test_no_gpu_reason_tells_a_missing_driver_from_a_broken_one(tmp_path, every_gpu_visible):
+    absent = "libcuda-absent.so.1"
+    kernel = tmp_path / "nvidia-version"
+    assert doctor.no_gpu_reason(CUDA_BUILD, absent, kernel) == (
+        f"no NVIDIA driver on this machine ({absent} not found, no kernel module loaded)"
+    )
+    kernel.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14\n")
+    assert doctor.no_gpu_reason(CUDA_BUILD, absent, kernel).startswith(
+        f"the NVIDIA kernel driver is loaded, but its library failed to load ({absent}: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("init", "count", "reason"),
+    [
+        (
+            100,
+            0,
+            "the NVIDIA driver failed to start "
+            "(cuInit: CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected)",
+        ),
+        (999, 0, "the NVIDIA driver failed to start (cuInit: CUDA error 999)"),
+        (0, 0, "the NVIDIA driver reports no GPU"),
+        (
+            0,
+            2,
+            "the NVIDIA driver reports 2 GPU(s), but TensorFlow opened none; most often its CUDA "
+            "libraries are missing: this TensorFlow needs CUDA 12.5.1 and cuDNN 9 (pip install "
+            "'tensorflow[and-cuda]'); IMGCLF_VERBOSE=1 imgclf doctor shows TensorFlow's own "
+            "messages",
+        ),
+    ],
+)
+def test_no_gpu_reason_reads_the_driver(tmp_path, every_gpu_visible, init, count, reason):
+    driver = fake_driver(tmp_path, init, count)
+    assert doctor.no_gpu_reason(CUDA_BUILD, driver, tmp_path / "nvidia-version") == reason
