@@ -37,6 +37,7 @@ WORKDIR /app
 # Only what setup.py packages: a change to tests or docs does not invalidate the install layer.
 COPY setup.py ./
 COPY core ./core
+COPY artifacts ./artifacts
 COPY configs ./configs
 COPY transforms ./transforms
 COPY trainer ./trainer

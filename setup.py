@@ -10,6 +10,7 @@ setup(
     packages=find_packages(
         include=[
             "core",
+            "artifacts*",
             "configs",
             "transforms*",
             "trainer*",

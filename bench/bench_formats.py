@@ -2,7 +2,7 @@
 (float, dynamic range, float16, int8).
 
 The model is bench_serving's: MobileNetV2 at 224x224x3 with random weights and a 10-class head,
-exported with serving.export and converted by serving.convert as `imgclf export --format
+exported with artifacts.export and converted by artifacts.convert as `imgclf export --format
 onnx,tflite --quantize none,dynamic_range,float16,int8` does. Random weights have no training
 data, so int8 calibrates on --calibration-images seeded noise images, and parity (recorded, not
 required) is measured on noise, where an untrained model's near ties flip under quantisation.
@@ -35,8 +35,8 @@ import onnxruntime
 import report
 import tensorflow as tf
 
+from artifacts import convert, export, parity
 from core import signatures
-from serving import convert, export, parity
 
 BASELINE = "savedmodel"
 QUANTIZED = ("dynamic_range", "float16", "int8")

@@ -1,7 +1,7 @@
 """Model server latency and throughput: REST, gRPC and uploads, batching off and on, vs a baseline.
 
 The model is MobileNetV2 at 224x224x3 with random weights and a 10-class softmax head, exported
-with serving.export to a temporary folder. Each server runs in its own process (this script with
+with artifacts.export to a temporary folder. Each server runs in its own process (this script with
 --serve); all are started first, then measured in --rounds alternating rounds (every server's
 cells once per round), so a slow spell of the machine hits every figure alike, and each figure
 is the median over the rounds. The clients are threads in this process with one httpx.Client or
@@ -49,9 +49,9 @@ import uvicorn
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from artifacts import convert, export, formats, models, parity, runtimes
 from configs import schema
-from serving import convert, export, formats, parity
-from serving.server import models, runtimes, server
+from serving.server import server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_NAME = "mobilenet"

@@ -3,7 +3,6 @@
 import argparse
 import copy
 import logging
-from pathlib import Path
 
 from configs import loader, schema
 
@@ -70,18 +69,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         cfg = model_config(source.metadata.get("config"), overrides) or cfg
     result = run.evaluate(cfg, source, args.test_data, args.split, args.out, args.baseline)
     print(result.line())
-
-
-def evaluate_run(cfg: schema.Config, run_dir: Path, dataset_version: str):
-    """What `imgclf train` runs after training: the run's export on its dataset's test split,
-    every artefact into the run folder."""
-    from evaluator import run
-    from transforms import dataset_info
-
-    version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, dataset_version)
-    result = run.evaluate(cfg, str(run_dir), version_dir, "test", run_dir)
-    print(result.line())
-    return result
 
 
 def model_config(saved: dict | None, overrides: list[str]) -> schema.Config | None:

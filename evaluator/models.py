@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from artifacts import export
+from artifacts import models as served_models
 from core import errors, run_layout, signatures
 from registry import errors as registry_errors
 from registry import sources, store
-from serving import export
-from serving.server import models as served_models
 
 REGISTRY_PREFIX = "registry:"
 # evaluation.gate.baseline's default: the production version of the model the pipeline pushes.

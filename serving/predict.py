@@ -136,7 +136,7 @@ def read_images(refs: list[ImageRef]) -> list[bytes | str]:
 def resolve_model_path(model_path: str, version: int | None = None) -> tuple[str, int | None, Path]:
     """(name, version, SavedModel folder) for a folder of numbered versions (the newest, or
     `version`), a version folder, or a run folder (its export/)."""
-    from serving.server import models
+    from artifacts import models
 
     models.require_local(model_path)
     located = saved_models.locate(model_path, version)
@@ -147,7 +147,7 @@ class LocalModel:
     """A SavedModel's `serving_default` signature run in this process: no server."""
 
     def __init__(self, model_path: str, model_name: str | None = None, version: int | None = None):
-        from serving.server import models
+        from artifacts import models
 
         name, self.version, path = resolve_model_path(model_path, version)
         self.model_name = model_name or name
@@ -155,7 +155,7 @@ class LocalModel:
         self._model = models.ServedModel(self.model_name, self.version or 0, path)
 
     def predict(self, images: list[bytes]) -> client.Answer:
-        from serving.server import models
+        from artifacts import models
 
         try:
             outputs = self._model.predict(images)

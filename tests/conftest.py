@@ -76,7 +76,7 @@ def export_dense_model(
     `base/<version>/` with the project's signatures: a real SavedModel in about a second."""
     import keras  # here: most test sessions never need Keras at collection time
 
-    from serving import export
+    from artifacts import export
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((side, side, channels))
@@ -149,7 +149,7 @@ def trained_digits_run(tmp_path_factory, ingested_digits, digits_dir):
     """A real digits run (4 epochs of configs/digits.yaml, test accuracy about 0.9), trained
     once per session: its run folder, SavedModel export, history and metrics. Read-only."""
     from configs import loader
-    from trainer import task
+    from tfx_pipeline import flow
 
     runs_dir = tmp_path_factory.mktemp("digits_runs")
     cfg = loader.load(
@@ -161,4 +161,44 @@ def trained_digits_run(tmp_path_factory, ingested_digits, digits_dir):
             "train.epochs=4",
         ],
     )
-    return task.run(cfg)
+    return flow.train_and_export(cfg)
+
+
+# A tiny exported model and images of other sizes and modes than its input: the artifact and
+# serving tests' fixtures.
+MODEL_NAME = "digits"
+CLASS_NAMES = ["a", "b", "c"]
+
+
+def encode_png(seed: int, size: tuple[int, int], mode: str) -> bytes:
+    """Random noise as a PNG, so that different images get different scores."""
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def png_images() -> list[bytes]:
+    """Three PNGs of other sizes and modes than the model's 32x32 grayscale input."""
+    return [
+        encode_png(0, (32, 32), "L"),
+        encode_png(1, (48, 20), "RGB"),
+        encode_png(2, (7, 9), "RGBA"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def export_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`<base>/1/`: Input (32, 32, 1) -> Flatten -> Dense(3, softmax), exported for serving."""
+    base = tmp_path_factory.mktemp("export")
+    export_dense_model(base, 32, 1, CLASS_NAMES)
+    return base
+
+
+@pytest.fixture(scope="module")
+def served_model(export_base: Path):
+    from artifacts import models  # here, as in export_dense_model: TensorFlow loads on first use
+
+    return models.ServedModel.latest(MODEL_NAME, export_base)

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from artifacts import export
 from configs import loader, schema
 from core import run_layout, signatures
-from serving import export
 from tfx_pipeline import cli, demo
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def test_run_saves_its_backbone_for_reuse_as_model_weights(demo_result, tmp_path
 
 
 def test_export_writes_every_format_matching_the_saved_model(demo_result, capsys):
-    from serving import formats
+    from artifacts import formats
 
     run_dir = demo_result.run.run_dir
     assert cli.main(["export", "--run", str(run_dir)]) == 0

@@ -127,13 +127,13 @@ def cmd_data_diff(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = resolved_config(args)
-    from tfx_pipeline import training
+    from tfx_pipeline import flow
 
-    training.train_and_evaluate(cfg, dry_run=args.dry_run)
+    flow.run(cfg, dry_run=args.dry_run)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from serving import formats
+    from artifacts import formats
 
     out, results = formats.export_run(
         args.run,

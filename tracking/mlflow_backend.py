@@ -12,7 +12,7 @@ from pathlib import Path
 
 from configs import schema
 from core import errors, run_layout
-from tracking import records
+from tracking import hparams, records
 
 INSTALL_HINT = "pip install imgclf[mlflow]"
 MODEL_ARTIFACT_PATH = "model"  # where the exported SavedModel goes among the run's artefacts
@@ -80,7 +80,8 @@ class Tracker:
 
     def log_evaluation(self, run_dir: Path) -> list[str]:
         """Test metrics that are new or changed since `finish`, and the run folder's files
-        again (report.html, charts, blessing.json appear); the model is not logged twice."""
+        again (report.html, charts, blessing.json appear); the model once, when `finish` came
+        before the export (the flow exports after training)."""
         record = records.load(run_dir)  # the folder's metrics.json, not the record's copy
         logged = self.client.get_run(self.run_id).data.metrics
         final = {
@@ -89,7 +90,9 @@ class Tracker:
             if logged.get(name) != value
         }
         self._log_batches(self._metrics(final, step=0))
-        return self._log_artefacts(Path(run_dir), record, model=False)
+        listed = self.client.list_artifacts(self.run_id)
+        model_logged = any(artifact.path == MODEL_ARTIFACT_PATH for artifact in listed)
+        return self._log_artefacts(Path(run_dir), record, model=not model_logged)
 
     def _log_metrics(self, record: dict) -> None:
         entries = [
@@ -217,10 +220,7 @@ def log_params(client, mlflow_run_id: str, config: dict) -> None:
     """The config flattened as in TensorBoard's HParams view: {"optimizer.learning_rate": ...}."""
     from mlflow.entities import Param
 
-    # Imported here: trainer.summaries imports TensorFlow, which a training process has anyway.
-    from trainer import summaries
-
-    params = [Param(key, str(value)) for key, value in summaries.flatten_hparams(config).items()]
+    params = [Param(key, str(value)) for key, value in hparams.flatten_hparams(config).items()]
     for first in range(0, len(params), MAX_PARAMS_PER_BATCH):
         client.log_batch(mlflow_run_id, params=params[first : first + MAX_PARAMS_PER_BATCH])
 

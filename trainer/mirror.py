@@ -75,6 +75,13 @@ class RunMirror:
             print(f"train: pulled {len(files)} files of {self.url} into {self.local}")
         return self.staging
 
+    def attach(self, run_dir: Path) -> "RunMirror":
+        """This mirror for a run folder an earlier step staged (the pipeline's Trainer, before
+        its Evaluator): nothing is known synced, so the next push uploads every file."""
+        self.staging, self.run_id = Path(run_dir).parent, Path(run_dir).name
+        self.synced = {}
+        return self
+
     def push(self) -> int:
         """Uploads what changed since the last sync and deletes what is gone; returns the count."""
         current = self._local_files()

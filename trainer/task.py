@@ -1,4 +1,6 @@
-"""`python -m trainer.task --config X`: train on an ingested dataset, evaluate, export a run."""
+"""The trainer: one run on an ingested dataset, from its folder to the trained model and the
+metrics of its test split. `python -m trainer.task --config X` runs the whole flow (train,
+export, evaluate, record: tfx_pipeline/flow.py), as `imgclf train` does."""
 
 import argparse
 import contextlib
@@ -6,6 +8,7 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,8 @@ import keras
 import tensorflow as tf
 
 from configs import loader, schema
-from core import errors, locations
+from core import errors, jsonio, locations, run_layout
+from tracking import hparams
 from tracking import recorder as run_recorder
 from trainer import (
     diagnose,
@@ -43,17 +47,16 @@ class TrainingError(errors.UserError):
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    export_dir: Path | None  # None on multi-worker workers other than the chief
+    export_dir: Path | None  # the SavedModel once exported; None on workers other than the chief
     metrics: dict
     # The bucket copy of a remote runs_dir: whoever adds to the run folder later pushes again.
     run_mirror: mirror.RunMirror | None = None
+    model: keras.Model | None = None  # the trained model, on the chief
 
 
-def run(cfg: schema.Config, dry_run: bool = False, export_model: bool = True) -> RunResult | None:
-    """Trains, evaluates on the test split and exports; everything lands in runs_dir/<run_id>/.
-
-    `export_model=False` (tuning trials) skips the SavedModel, which costs seconds per run and
-    is wanted only for the configuration a search picks; model.keras is still written.
+def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
+    """Trains and scores the test split; everything lands in runs_dir/<run_id>/ (model.keras,
+    metrics.json, history, checkpoints), but no SavedModel: tfx_pipeline/flow.py exports it.
 
     A run whose folder already holds checkpoints (same train.run_id) resumes where it stopped.
     `dry_run` stops after validating the dataset and building the model, and prints both.
@@ -65,7 +68,7 @@ def run(cfg: schema.Config, dry_run: bool = False, export_model: bool = True) ->
         mirror.RunMirror(cfg.train.runs_dir) if locations.is_url(cfg.train.runs_dir) else None
     )
     try:
-        result = train(cfg, dry_run, recorder, run_mirror, export_model)
+        result = train(cfg, dry_run, recorder, run_mirror)
     except BaseException as error:
         recorder.fail(error)
         # Only the chief records, and pushes: the failed record and the last checkpoint.
@@ -91,7 +94,6 @@ def train(
     dry_run: bool,
     recorder: run_recorder.Recorder,
     run_mirror: mirror.RunMirror | None = None,
-    export_model: bool = True,
 ) -> RunResult | None:
     """The body of `run`: calls recorder.start once the run folder exists; with `run_mirror`
     the run folder is its staging copy, pushed after every epoch."""
@@ -220,36 +222,11 @@ def train(
         # What `model.weights: <file>` takes to start another run from this one's backbone.
         model.get_layer(models.BACKBONE).save_weights(run_dir / run_layout.BACKBONE_WEIGHTS)
 
-    done = (
+    print(
         f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
         f"macro F1 {metrics['macro_f1']:.4f} (weights {fingerprint}); run in {run_dir}"
     )
-    if not export_model:
-        print(f"{done} (not exported)")
-        return RunResult(run_dir=run_dir, export_dir=None, metrics=metrics)
-
-    # Entry-point glue: export belongs to serving, which the library half of trainer never imports.
-    from serving import export
-
-    export_dir = export.export_saved_model(
-        model,
-        run_dir / run_layout.EXPORT,
-        version=run_layout.next_export_version(run_dir),
-        image_size=tuple(cfg.data.image_size),
-        channels=cfg.data.channels,
-        class_names=class_names,
-        background=tuple(cfg.data.background),
-        resize=cfg.data.resize,
-        crop_fraction=cfg.data.crop_fraction,
-        metadata={
-            "run_id": run_dir.name,
-            "dataset_version": info["version"],
-            "config": loader.to_dict(cfg),
-            "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "num_examples")},
-        },
-    )
-    print(f"{done}, SavedModel in {export_dir}")
-    return RunResult(run_dir=run_dir, export_dir=export_dir, metrics=metrics)
+    return RunResult(run_dir=run_dir, export_dir=None, metrics=metrics, model=model)
 
 
 def build_phases(
@@ -300,7 +277,7 @@ def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):
     # The session is tensorboard/ itself: the HParams plugin looks each metric up in the session
     # folder's train/ and validation/ sub-folders, where the training loop writes them.
     summaries.write_hparams(
-        log_dir, summaries.flatten_hparams(loader.to_dict(cfg)), summaries.METRIC_TAGS
+        log_dir, hparams.flatten_hparams(loader.to_dict(cfg)), summaries.METRIC_TAGS
     )
     # The first batch of the train split in file order, through the run's own augmentation.
     images, labels = next(iter(dataset.build_dataset(version_dir, "train", cfg.data, False)))
@@ -370,7 +347,8 @@ def check_splits(cfg: schema.Config, splits: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(run_flow: Callable[..., object], argv: list[str] | None = None) -> int:
+    """`python -m trainer.task`: `run_flow` (the flow of `imgclf train`) on the config given."""
     parser = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__)
     loader.add_config_arguments(parser)
     parser.add_argument(
@@ -380,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return errors.exit_on_user_error(
-        lambda: run(loader.load(args.config, args.overrides), dry_run=args.dry_run)
+        lambda: run_flow(loader.load(args.config, args.overrides), dry_run=args.dry_run)
     )
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Only the program reaches up to the flow, which imports this module as a library.
+    from tfx_pipeline import flow
+
+    raise SystemExit(main(flow.run))

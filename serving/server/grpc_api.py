@@ -16,7 +16,8 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.server import manager, models, service
+from artifacts import models
+from serving.server import manager, service
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from artifacts import models, runtimes
 from configs import schema
 from core import errors, saved_models
-from serving.server import batching, models, runtimes
+from serving.server import batching
 from serving.server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)

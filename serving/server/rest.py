@@ -28,9 +28,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from artifacts import models
 from core import signatures
 from monitoring import recorder, timespan
-from serving.server import manager, metrics, models, service
+from serving.server import manager, metrics, service
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,10 @@ import threading
 
 import numpy as np
 
+from artifacts import models
 from core import signatures
 from monitoring import recorder
-from serving.server import batching, manager, models
+from serving.server import batching, manager
 
 Inputs = dict[str, np.ndarray]  # input or output arrays by name
 # Signatures answering scores and classes. Only the bytes one has images to measure: the float

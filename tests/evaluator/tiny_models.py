@@ -44,7 +44,7 @@ def export_threshold_model(
     `threshold`, else 'dark' (always 'dark' for a threshold above 1)."""
     import keras  # here: collecting the tests needs no Keras
 
-    from serving import export
+    from artifacts import export
 
     inputs = keras.Input((SIDE, SIDE, 1))
     dense = keras.layers.Dense(len(CLASSES), activation="softmax")

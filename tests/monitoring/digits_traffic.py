@@ -44,7 +44,7 @@ def export_classifier(base: Path, train: Labelled, class_names: list[str]) -> Pa
     signatures: `base/1/`. Its logits are -|x - mean_k|^2 / 2 up to a shared constant."""
     import keras
 
-    from serving import export
+    from artifacts import export
 
     pixels = np.stack(
         [

@@ -35,7 +35,7 @@ def small_digits_run(small_digits):
     """A finished 2-epoch run on small_digits as `imgclf train` leaves it (evaluated: metrics,
     charts, predictions.jsonl): (overrides, RunResult)."""
     from configs import loader
-    from tfx_pipeline import training
+    from tfx_pipeline import flow
 
     overrides = [*small_digits[0], *TINY_RUN]
-    return overrides, training.train_and_evaluate(loader.load(DIGITS_CONFIG, overrides))
+    return overrides, flow.run(loader.load(DIGITS_CONFIG, overrides))

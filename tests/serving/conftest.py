@@ -1,55 +1,17 @@
 """Fixtures for the serving tests: a tiny exported model and real REST servers on 127.0.0.1."""
 
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from configs import schema
-from serving.server import models, server
-from tests.conftest import export_dense_model
-
-MODEL_NAME = "digits"
-CLASS_NAMES = ["a", "b", "c"]
+from serving.server import server
+from tests.conftest import MODEL_NAME
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "serving: starts a real model server on 127.0.0.1")
-
-
-def encode_png(seed: int, size: tuple[int, int], mode: str) -> bytes:
-    """Random noise as a PNG, so that different images get different scores."""
-    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def png_images() -> list[bytes]:
-    """Three PNGs of other sizes and modes than the model's 32x32 grayscale input."""
-    return [
-        encode_png(0, (32, 32), "L"),
-        encode_png(1, (48, 20), "RGB"),
-        encode_png(2, (7, 9), "RGBA"),
-    ]
-
-
-@pytest.fixture(scope="module")
-def export_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`<base>/1/`: Input (32, 32, 1) -> Flatten -> Dense(3, softmax), exported for serving."""
-    base = tmp_path_factory.mktemp("export")
-    export_dense_model(base, 32, 1, CLASS_NAMES)
-    return base
-
-
-@pytest.fixture(scope="module")
-def served_model(export_base: Path) -> models.ServedModel:
-    return models.ServedModel.latest(MODEL_NAME, export_base)
 
 
 def serving_config(**overrides) -> schema.ServingConfig:

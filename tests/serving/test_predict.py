@@ -16,8 +16,7 @@ from configs import schema
 from core import saved_models
 from registry import store
 from serving import client, predict
-from tests.conftest import export_dense_model
-from tests.serving.conftest import CLASS_NAMES, MODEL_NAME, encode_png
+from tests.conftest import CLASS_NAMES, MODEL_NAME, encode_png, export_dense_model
 from tests.transforms.sources import conftest as source_fixtures
 from tfx_pipeline import cli
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from artifacts import models
 from serving import client
-from serving.server import models
-from tests.serving.conftest import CLASS_NAMES, MODEL_NAME
+from tests.conftest import CLASS_NAMES, MODEL_NAME
 
 pytestmark = pytest.mark.serving
 

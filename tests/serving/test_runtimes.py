@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from artifacts import convert, export, formats, models, parity, runtimes
 from core import signatures
-from serving import client, convert, export, formats, parity
-from serving.server import models, runtimes
-from tests.serving.test_convert import CLASS_NAMES, IMAGE_SIZE, tiny_cnn
-from tests.serving.test_export_kinds import KINDS
+from serving import client
+from tests.artifacts.test_convert import CLASS_NAMES, IMAGE_SIZE, tiny_cnn
+from tests.artifacts.test_export_kinds import KINDS
 
 pytestmark = pytest.mark.serving
 

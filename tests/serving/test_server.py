@@ -26,11 +26,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from artifacts import warmup
 from registry import store
-from serving import warmup
 from serving.server import batching, manager, metrics
-from tests.conftest import export_dense_model
-from tests.serving.conftest import CLASS_NAMES, MODEL_NAME
+from tests.conftest import CLASS_NAMES, MODEL_NAME, export_dense_model
 
 pytestmark = pytest.mark.serving
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from artifacts import warmup
 from configs import schema
-from serving import warmup
 from serving.server import server
 from tests.conftest import export_dense_model
 from tfx_pipeline.components import infra

@@ -7,9 +7,9 @@ import pytest
 
 from configs import loader, schema
 from core import errors, run_layout, saved_models
-from tracking import mlflow_backend, records
+from tracking import hparams, mlflow_backend, records
 from tracking import recorder as run_recorder
-from trainer import summaries, task
+from trainer import task
 
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
 
@@ -93,7 +93,7 @@ def test_a_completed_run_is_logged_with_params_metrics_artefacts_and_model(tmp_p
     assert run.data.tags["imgclf.run_id"] == run_dir.name
     assert run.data.tags["mlflow.source.git.commit"] == "c" * 40
     assert run.data.tags["imgclf.dataset_version"] == "v1"
-    expected = summaries.flatten_hparams(config_with_many_keys)
+    expected = hparams.flatten_hparams(config_with_many_keys)
     assert len(expected) > mlflow_backend.MAX_PARAMS_PER_BATCH  # several batches
     assert run.data.params == {key: str(value) for key, value in expected.items()}
     assert run.data.params["optimizer.learning_rate"] == "0.02"

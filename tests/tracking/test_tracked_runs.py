@@ -13,7 +13,7 @@ import yaml
 from configs import loader
 from core import run_layout
 from tests.conftest import DIGITS_CONFIG
-from tfx_pipeline import cli
+from tfx_pipeline import cli, flow
 from tracking import environment, records
 from trainer import task
 
@@ -50,7 +50,7 @@ def two_runs(tmp_path_factory, ingested_digits, digits_dir):
             ]
             if number == 0:
                 overrides += [f"tracking.mlflow.uri={uri}", "tracking.mlflow.experiment=digits"]
-            results.append(task.run(loader.load(DIGITS_CONFIG, overrides)))
+            results.append(flow.run(loader.load(DIGITS_CONFIG, overrides)))
         yield TwoRuns(root / "runs", results[0].run_dir, results[1].run_dir, uri)
 
 

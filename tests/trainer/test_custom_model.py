@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from artifacts import formats
 from configs import loader
 from core import run_layout, signatures
-from serving import formats
 from serving.server import server
 from tests.serving.conftest import serving_config
-from tfx_pipeline import cli
-from trainer import models, task, user_code
+from tfx_pipeline import cli, flow
+from trainer import models, user_code
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_CONFIG = REPO / "configs" / "digits.yaml"
@@ -149,8 +149,8 @@ def custom_run(tmp_path_factory, user_module, digits_dir, ingested_digits):
         f"train.runs_dir={root}",
         "train.run_id=custom",
     ]
-    first = task.run(loader.load(DIGITS_CONFIG, [*settings, "train.epochs=2"]))
-    resumed = task.run(loader.load(DIGITS_CONFIG, [*settings, "train.epochs=3"]))
+    first = flow.train_and_export(loader.load(DIGITS_CONFIG, [*settings, "train.epochs=2"]))
+    resumed = flow.train_and_export(loader.load(DIGITS_CONFIG, [*settings, "train.epochs=3"]))
     return first, resumed
 
 

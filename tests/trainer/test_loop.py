@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from configs import loader
 from core import run_layout
+from tfx_pipeline import flow
 from trainer import loop, optim, task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -422,7 +423,7 @@ def test_plateau_schedule_with_warmup_is_a_config_error_naming_warmup_epochs(cap
         loader.load(None, ["optimizer.schedule=plateau", "optimizer.warmup_epochs=1"])
     # From the command line: one line, exit status 2, before any data is read.
     arguments = ["--set", "optimizer.schedule=plateau", "--set", "optimizer.warmup_epochs=1"]
-    assert task.main(arguments) == 2
+    assert task.main(flow.run, arguments) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("error: invalid config: ") and "warmup_epochs" in line
 

@@ -12,6 +12,7 @@ import yaml
 
 from configs import loader, schema
 from core import run_layout, signatures
+from tfx_pipeline import flow
 from tracking import records
 from trainer import losses, task, user_code
 
@@ -237,7 +238,7 @@ def test_a_custom_loss_and_metrics_train_the_digits_and_the_export_serves_withou
             "train.class_weights={scheme: effective_number, beta: 0.99}",
         ],
     )
-    result = task.run(cfg)
+    result = flow.train_and_export(cfg)
     header = (result.run_dir / run_layout.HISTORY).read_text().splitlines()[0].split(",")
     assert header[:3] == ["epoch", "loss", "accuracy"]  # the usual columns first, then the extra
     assert header[-2:] == ["val_top_probability", "val_brier"]

@@ -15,7 +15,7 @@ from tests.conftest import DIGITS_CONFIG
 from tests.trainer import test_resume
 from tests.transforms.sources import conftest as source_fixtures
 from tests.transforms.sources import test_gcs
-from tfx_pipeline import training
+from tfx_pipeline import flow
 from trainer import mirror
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
@@ -80,7 +80,7 @@ def test_run_in_s3_survives_a_kill_and_resumes_from_the_bucket(
     assert not any(key.startswith(f"{prefix}export/") for key in after_kill)
 
     # As `imgclf train` runs it: the evaluator's report then reaches the bucket too.
-    result = training.train_and_evaluate(loader.load(DIGITS_CONFIG, overrides))
+    result = flow.run(loader.load(DIGITS_CONFIG, overrides))
 
     assert result.metrics["resumed_from"].endswith(f"ckpt-{steps}")
     assert result.metrics["epochs_run"] == EPOCHS

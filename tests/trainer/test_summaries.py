@@ -1,14 +1,12 @@
 """HParams and image-grid summaries, read back with TensorBoard's own event reader."""
 
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
-from configs import loader
+from tracking import hparams
 from trainer import summaries
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -65,42 +63,8 @@ def random_pixels(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
 
 
-def test_flatten_hparams_gives_dotted_keys_and_plugin_values():
-    assert summaries.flatten_hparams(CONFIG) == {
-        "name": "digits",
-        "model.backbone": "cnn",
-        "model.weights": "null",
-        "model.head.dropout": 0.2,
-        "optimizer.learning_rate": 0.001,
-        "optimizer.nesterov": False,
-        "data.image_size": "[32, 32]",
-        "data.storage_options": "{}",
-        "train.epochs": 3,
-    }
-
-
-def test_flatten_hparams_caps_long_layer_lists_and_keeps_them_apart():
-    layers = [{"conv": {"filters": 32, "kernel_size": 3}}] * 20
-    short = summaries.flatten_hparams({"model": {"cnn": layers[:2]}})["model.cnn"]
-    assert json.loads(short) == layers[:2]
-    assert " " not in short  # compact: more of the list fits in a table cell
-    long = summaries.flatten_hparams({"model": {"cnn": layers}})["model.cnn"]
-    other = summaries.flatten_hparams({"model": {"cnn": [*layers[:-1], {"max_pool": {}}]}})
-    assert len(long) == summaries.MAX_VALUE_CHARS
-    assert long.startswith(short[:-1])
-    assert other["model.cnn"] != long  # differ only past the cut, still told apart
-
-
-def test_flatten_hparams_covers_the_whole_default_config():
-    flat = summaries.flatten_hparams(loader.to_dict(loader.load(None)))
-    assert flat["optimizer.learning_rate"] == 0.001 and flat["model.backbone"] == "cnn"
-    for key, value in flat.items():
-        assert isinstance(value, bool | int | float | str), key
-        assert not isinstance(value, str) or len(value) <= summaries.MAX_VALUE_CHARS, key
-
-
 def test_write_hparams_records_the_session_values(tmp_path):
-    summaries.write_hparams(tmp_path, summaries.flatten_hparams(CONFIG), summaries.METRIC_TAGS)
+    summaries.write_hparams(tmp_path, hparams.flatten_hparams(CONFIG), summaries.METRIC_TAGS)
     values = hparams_data(tmp_path, metadata.SESSION_START_INFO_TAG).session_start_info.hparams
     assert values["optimizer.learning_rate"].number_value == 0.001
     assert values["model.backbone"].string_value == "cnn"
@@ -108,12 +72,12 @@ def test_write_hparams_records_the_session_values(tmp_path):
     assert values["optimizer.nesterov"].WhichOneof("kind") == "bool_value"
     assert values["train.epochs"].number_value == 3
     assert values["data.image_size"].string_value == "[32, 32]"
-    assert len(values) == len(summaries.flatten_hparams(CONFIG))
+    assert len(values) == len(hparams.flatten_hparams(CONFIG))
 
 
 def test_write_hparams_lists_metrics_per_split_folder(tmp_path):
-    hparams = summaries.flatten_hparams(CONFIG)
-    summaries.write_hparams(tmp_path, hparams, ["epoch_loss", "epoch_accuracy"])
+    flat = hparams.flatten_hparams(CONFIG)
+    summaries.write_hparams(tmp_path, flat, ["epoch_loss", "epoch_accuracy"])
     experiment = hparams_data(tmp_path, metadata.EXPERIMENT_TAG).experiment
     assert {(m.name.group, m.name.tag): m.display_name for m in experiment.metric_infos} == {
         ("train", "epoch_loss"): "train loss",
@@ -121,7 +85,7 @@ def test_write_hparams_lists_metrics_per_split_folder(tmp_path):
         ("validation", "epoch_loss"): "validation loss",
         ("validation", "epoch_accuracy"): "validation accuracy",
     }
-    assert sorted(info.name for info in experiment.hparam_infos) == sorted(hparams)
+    assert sorted(info.name for info in experiment.hparam_infos) == sorted(flat)
 
 
 def test_write_hparams_rejects_values_the_plugin_cannot_store(tmp_path):

@@ -379,7 +379,7 @@ def test_a_trial_killed_three_times_is_recorded_failed_instead_of_run_again(tmp_
     raw = trials.trial_config(found, values, found.run_id_of("0"))
     run_dir = tmp_path / found.run_id_of("0")
 
-    def killed_run(cfg, export_model):
+    def killed_run(cfg):
         run_dir.mkdir(exist_ok=True)
         records.start(run_dir, raw, "0123456789abcdef", None, {})
         raise Killed

@@ -1,5 +1,5 @@
 """transforms.preprocess: how data.resize (crop, stretch) and data.crop_fraction fit an image to
-image_size. Train/serve parity of these modes: tests/serving/test_export_resize.py."""
+image_size. Train/serve parity of these modes: tests/artifacts/test_export_resize.py."""
 
 import numpy as np
 import pytest

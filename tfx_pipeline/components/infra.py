@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from artifacts import models, warmup
 from configs import schema
 from core import saved_models, signatures
-from serving import warmup
-from serving.server import models, server
+from serving.server import server
 
 logger = logging.getLogger(__name__)
 

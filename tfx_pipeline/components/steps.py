@@ -268,12 +268,12 @@ def tuned_config(cfg: schema.Config, hyperparameters: metadata.Artifact) -> sche
 
 
 def run_trainer(ctx: Context) -> dict:
-    from trainer import task
+    from tfx_pipeline import flow
 
     examples = ctx.inputs["examples"]
     hyperparameters = ctx.inputs.get("hyperparameters")
     cfg = ctx.cfg if hyperparameters is None else tuned_config(ctx.cfg, hyperparameters)
-    result = task.run(pinned_config(cfg, examples))
+    result = flow.train_and_export(pinned_config(cfg, examples))
     if result is None or result.export_dir is None:
         raise ComponentError("the Trainer produced no export (not the chief worker?)")
     return {
@@ -324,8 +324,7 @@ def resolve_baseline(cfg: schema.Config, store, inputs) -> dict:
 
 
 def run_evaluator(ctx: Context) -> dict:
-    from evaluator import run
-    from tracking import records
+    from tfx_pipeline import flow
 
     model, examples = ctx.inputs["model"], ctx.inputs["examples"]
     baseline = ctx.inputs.get("baseline")
@@ -335,9 +334,7 @@ def run_evaluator(ctx: Context) -> dict:
         # nothing labelled, and the first model is then judged on its absolute checks alone.
         spec = None
     run_dir = Path(model.properties["run_dir"])
-    result = run.evaluate(ctx.cfg, str(run_dir), examples.uri, "test", run_dir, spec)
-    print(result.line())
-    records.refresh(run_dir)
+    result = flow.evaluate_and_record(ctx.cfg, run_dir, examples.uri, spec)
     blessing = result.blessing
     return {
         "evaluation": artifact(

@@ -222,7 +222,7 @@ class ConfigTuner(base_tuner.BaseTuner):
             keras.backend.clear_session()  # trials in one process must not share Keras state
             try:
                 # No SavedModel per trial: best.yaml trains and exports the chosen config.
-                task.run(cfg, export_model=False)
+                task.run(cfg)
             except Exception as error:  # NaN, out of memory, a bad combination: the trial fails
                 raise self.fail(run_dir, raw, error, tag) from error
         epochs = records.read_epochs(run_dir)

@@ -148,7 +148,7 @@ def check_saved_model(kind: str, saved_model_dir: str | Path) -> Path:
         found = ", ".join(sorted(name for name in names if not name.startswith("__"))) or "none"
         raise ConversionError(
             f"{kind}: {saved_model_dir} has no '{signatures.PREDICT_IMAGES}' signature (found: "
-            f"{found}); export it with serving.export.export_saved_model"
+            f"{found}); export it with artifacts.export.export_saved_model"
         )
     return saved_model_dir
 

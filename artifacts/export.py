@@ -7,8 +7,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from core import signatures
-from serving import warmup
+from artifacts import warmup
+from configs import loader, schema
+from core import run_layout, signatures
 from transforms import preprocess
 
 
@@ -76,7 +77,7 @@ def export_saved_model(
 
     The version folder appears atomically (written beside it, then renamed), so a server
     watching `export_base` never loads a half-written model. It carries TF Serving warm-up
-    requests (serving/warmup.py); `model_name` only labels them, since TF Serving replays them
+    requests (artifacts/warmup.py); `model_name` only labels them, since TF Serving replays them
     against the version it is loading whatever name they carry.
     """
     export_base = Path(export_base)
@@ -106,3 +107,25 @@ def export_saved_model(
 def read_metadata(version_dir: str | Path) -> dict:
     path = Path(version_dir) / signatures.METADATA_DIR / signatures.METADATA_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def export_run(cfg: schema.Config, model: keras.Model, run_dir: Path, metrics: dict) -> Path:
+    """A trained run's model as its next SavedModel version, `<run>/export/<n>/`, with the
+    resolved config, the dataset version and the test metrics in its metadata."""
+    return export_saved_model(
+        model,
+        run_dir / run_layout.EXPORT,
+        version=run_layout.next_export_version(run_dir),
+        image_size=tuple(cfg.data.image_size),
+        channels=cfg.data.channels,
+        class_names=metrics["class_names"],
+        background=tuple(cfg.data.background),
+        resize=cfg.data.resize,
+        crop_fraction=cfg.data.crop_fraction,
+        metadata={
+            "run_id": run_dir.name,
+            "dataset_version": metrics["dataset_version"],
+            "config": loader.to_dict(cfg),
+            "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "num_examples")},
+        },
+    )

@@ -9,8 +9,8 @@ import onnxruntime
 import pytest
 import tensorflow as tf
 
+from artifacts import convert, export, parity
 from core import errors, signatures
-from serving import convert, export, parity
 
 IMAGE_SIZE = (16, 16)
 CLASS_NAMES = ["cat", "dog", "fox"]

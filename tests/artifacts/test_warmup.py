@@ -9,8 +9,8 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
+from artifacts import warmup
 from core import signatures
-from serving import warmup
 from tests.conftest import export_dense_model
 from transforms import preprocess
 
@@ -26,7 +26,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def raw_logs(path: Path) -> list[prediction_log_pb2.PredictionLog]:
-    """The file read without serving.warmup, as TF Serving's reader sees it."""
+    """The file read without artifacts.warmup, as TF Serving's reader sees it."""
     return [
         prediction_log_pb2.PredictionLog.FromString(record)
         for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()

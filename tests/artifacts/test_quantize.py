@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 
+from artifacts import convert, export, formats, parity
 from configs import loader
 from core import errors, signatures
-from serving import convert, export, formats, parity
 from tfx_pipeline import cli
 from transforms import dataset, digits
 from transforms.beam import ingest

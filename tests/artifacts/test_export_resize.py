@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from artifacts import export
 from core import signatures
-from serving import export
 from tests.conftest import encode
 from tests.transforms import photos, shards
 from transforms import dataset, features, preprocess

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from artifacts import convert, export, parity, runtimes
 from configs import loader, schema
 from core import errors, run_layout, saved_models, signatures
-from serving import convert, export, parity
-from serving.server import runtimes
 from transforms import dataset, dataset_info
 
 FORMATS = ("savedmodel", "keras", "onnx", "tflite")

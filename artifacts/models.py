@@ -11,9 +11,8 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from artifacts import runtimes, warmup
 from core import errors, locations, saved_models, signatures
-from serving import warmup
-from serving.server import runtimes
 from transforms import preprocess
 
 logger = logging.getLogger(__name__)

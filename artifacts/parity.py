@@ -10,8 +10,8 @@ import onnxruntime
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
+from artifacts import convert
 from core import signatures
-from serving import convert
 
 # Models run on chunks of this many images, so thousands of test images never share one tensor.
 EVAL_BATCH = 32

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from artifacts import export
 from configs import loader
 from core import signatures
-from serving import export
 from transforms import dataset, features
 from transforms.beam import ingest
 

@@ -5,11 +5,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from artifacts import export
 from configs import loader
 from core import signatures
-from serving import export
+from tests.artifacts.test_export import CLASSES, peaky_model
 from tests.conftest import encode, noise_image
-from tests.serving.test_export import CLASSES, peaky_model
 from tests.transforms import shards
 from tests.transforms.test_images import animated_gif, exif_orientation_block
 from transforms import dataset, features, preprocess
