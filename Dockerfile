@@ -47,6 +47,7 @@ COPY serving ./serving
 COPY registry ./registry
 COPY monitoring ./monitoring
 COPY tfx_pipeline ./tfx_pipeline
+COPY cli ./cli
 RUN pip install "$TF_PACKAGE" . \
     && useradd --create-home --uid 1000 imgclf \
     && mkdir -p /work /runs /data \

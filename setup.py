@@ -10,8 +10,9 @@ setup(
     packages=find_packages(
         include=[
             "core",
+            "cli",
             "artifacts*",
-            "configs",
+            "configs*",
             "transforms*",
             "trainer*",
             "evaluator*",
@@ -71,5 +72,5 @@ setup(
             "scikit-image>=0.26",
         ],
     },
-    entry_points={"console_scripts": ["imgclf=tfx_pipeline.cli:main"]},
+    entry_points={"console_scripts": ["imgclf=cli:main"]},
 )

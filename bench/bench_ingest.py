@@ -73,7 +73,7 @@ def tree_rss(root: psutil.Process) -> dict[int, tuple[int, str]]:
 def short_name(cmdline: list[str]) -> str:
     for marker, name in (
         ("sdk_worker_main", "beam-worker"),
-        ("tfx_pipeline.cli", "driver"),
+        ("cli", "driver"),
         ("--pil-loop", "pil-loop"),
     ):
         if any(marker in part for part in cmdline):
@@ -163,7 +163,7 @@ def run_ingest(
     command = [
         sys.executable,
         "-m",
-        "tfx_pipeline.cli",
+        "cli",
         "ingest",
         "--set",
         f"data.source={source}",

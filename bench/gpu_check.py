@@ -102,7 +102,7 @@ def imgclf(*args: str, env: dict) -> list[str]:
     """Runs `imgclf <args>` (the CLI module, so no console script is needed), echoing its
     output; returns its lines."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfx_pipeline.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

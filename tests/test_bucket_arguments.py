@@ -3,7 +3,7 @@ what to do, instead of treating `s3://b/x` as the local path `s3:/b/x`."""
 
 import pytest
 
-from tfx_pipeline import cli
+import cli
 
 MODEL_URL = "s3://bucket/store/digits"
 

@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+import cli
 from artifacts import export
 from configs import loader, schema
 from core import run_layout, signatures
-from tfx_pipeline import cli, demo
+from tests.conftest import DIGITS_CONFIG
+from tfx_pipeline import demo
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.slow
 def demo_result(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     cfg = loader.load(
-        cli.DIGITS_CONFIG,
+        DIGITS_CONFIG,
         [
             f"data.source={root / 'digits'}",
             f"data.output_dir={root / 'tfrecords'}",
@@ -109,7 +111,7 @@ def test_run_saves_its_backbone_for_reuse_as_model_weights(demo_result, tmp_path
     from trainer import models
 
     path = demo_result.run.run_dir / run_layout.BACKBONE_WEIGHTS
-    cfg = loader.load(cli.DIGITS_CONFIG, [f"model.weights={path}"])
+    cfg = loader.load(DIGITS_CONFIG, [f"model.weights={path}"])
     reused = models.build_model(cfg.model, (32, 32, 1), 3).get_layer(models.BACKBONE)
     trained = keras.saving.load_model(demo_result.run.run_dir / run_layout.KERAS_MODEL)
     for a, b in zip(

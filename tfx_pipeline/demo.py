@@ -14,7 +14,7 @@ import tensorflow as tf
 from configs import schema
 from core import errors, run_layout
 from serving import client
-from tfx_pipeline import pipeline_cli
+from tfx_pipeline import pipeline
 from trainer import task
 from transforms import dataset, digits, features
 
@@ -35,7 +35,7 @@ def run(cfg: schema.Config) -> DemoResult:
     if not any(source.glob("*/*.png")):
         count = digits.write_digits(source)
         print(f"data: wrote {count} digit PNGs to {source}")
-    summary = pipeline_cli.run_pipeline(cfg)
+    summary = pipeline.run_pipeline(cfg)
     examples = summary.outputs["ExampleGen.examples"]
     model = summary.outputs["Trainer.model"]
     pushed = summary.outputs["Pusher.pushed_model"]
@@ -59,7 +59,7 @@ def run(cfg: schema.Config) -> DemoResult:
         [
             sys.executable,
             "-m",
-            "tfx_pipeline.cli",
+            "cli",
             "serve",
             "--model-config-file",
             str(Path(cfg.registry.store) / "models.config"),

@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
+import cli
 from artifacts import convert, export, formats, parity
 from configs import loader
 from core import errors, signatures
-from tfx_pipeline import cli
 from transforms import dataset, digits
 from transforms.beam import ingest
 

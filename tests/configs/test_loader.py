@@ -30,7 +30,7 @@ def write_yaml(tmp_path: Path, text: str) -> Path:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tfx_pipeline.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

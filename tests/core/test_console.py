@@ -161,7 +161,7 @@ def run(command: list[str], **env: str) -> subprocess.CompletedProcess:
     return done
 
 
-IMGCLF = [sys.executable, "-m", "tfx_pipeline.cli"]
+IMGCLF = [sys.executable, "-m", "cli"]
 TASK_HELP = [sys.executable, "-m", "trainer.task", "--help"]
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import cli
 from configs import schema
 from tests.deploy import dockerfile
-from tfx_pipeline import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING = REPO / "Dockerfile"

@@ -10,11 +10,11 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+import cli
 from core import signatures
 from registry import store
 from tests.conftest import export_dense_model
 from tests.deploy import dockerfile, serving_protos
-from tfx_pipeline import cli
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_DIR = REPO / "deploy" / "serving"

@@ -15,10 +15,10 @@ import pydantic
 import pytest
 import yaml
 
+import cli
 from configs import schema
 from registry import store as registry_store
 from tests.conftest import DIGITS_CONFIG, digits_subset
-from tfx_pipeline import cli
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

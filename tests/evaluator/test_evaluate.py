@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import cli
 from tests.conftest import export_dense_model
-from tfx_pipeline import cli
 from tracking import records
 
 pytestmark = pytest.mark.slow

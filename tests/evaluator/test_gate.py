@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cli
 from configs import loader, schema
 from evaluator import gate, run
 from registry import store
 from tests.conftest import export_dense_model
 from tests.evaluator import tiny_models
-from tfx_pipeline import cli
 from trainer import evaluate
 
 CLASSES = ["cat", "dog", "owl"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import cli
 from tests.evaluator import tiny_models
-from tfx_pipeline import cli
 
 pytestmark = pytest.mark.slow  # exports and loads real SavedModels
 

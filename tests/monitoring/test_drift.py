@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+import cli
 from core import errors, image_stats
 from monitoring import drift, recorder, reference, stats
-from tfx_pipeline import cli
 from transforms import dataset_info
 
 

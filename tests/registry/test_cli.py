@@ -1,4 +1,4 @@
-"""`imgclf registry`: every action through tfx_pipeline.cli.main, checked against the store."""
+"""`imgclf registry`: every action through cli.main, checked against the store."""
 
 import json
 import shutil
@@ -8,10 +8,10 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+import cli
 from core import signatures
 from registry import models_config
 from tests.conftest import export_dense_model
-from tfx_pipeline import cli
 
 MODEL = "digits"
 

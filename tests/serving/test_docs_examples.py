@@ -53,7 +53,7 @@ def examples_workdir(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path)
         [
             sys.executable,
             "-m",
-            "tfx_pipeline.cli",
+            "cli",
             "serve",
             "--model-config-file",
             "model_store/models.config",

@@ -14,12 +14,12 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+import cli
+from cli import monitor as monitoring_cli
 from core import image_stats
-from monitoring import cli as monitoring_cli
 from monitoring import timespan, windows
 from tests.monitoring import digits_traffic
 from tests.transforms import shards
-from tfx_pipeline import cli
 
 pytestmark = [pytest.mark.serving, pytest.mark.slow]
 

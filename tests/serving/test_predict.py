@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 from configs import schema
 from core import saved_models
 from registry import store
 from serving import client, predict
 from tests.conftest import CLASS_NAMES, MODEL_NAME, encode_png, export_dense_model
 from tests.transforms.sources import conftest as source_fixtures
-from tfx_pipeline import cli
 
 pytestmark = pytest.mark.serving
 

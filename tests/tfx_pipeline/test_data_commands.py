@@ -10,8 +10,8 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, StandardOptions
 from PIL import Image
 
+import cli
 from tests.transforms import shards
-from tfx_pipeline import cli
 from transforms import dataset_info
 from transforms.beam import ingest
 
@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def imgclf(*args: str) -> subprocess.CompletedProcess:
-    """`python -m tfx_pipeline.cli ARGS` in a fresh interpreter."""
+    """`python -m cli ARGS` in a fresh interpreter."""
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [sys.executable, "-m", "tfx_pipeline.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

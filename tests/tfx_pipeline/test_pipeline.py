@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cli
 from configs import loader
 from registry import store as registry_store
 from tests.conftest import encode, tiny_class_tree, tiny_run_overrides
-from tfx_pipeline import cli, component, metadata, pipeline_cli, runner
+from tfx_pipeline import component, metadata, pipeline, runner
 from tfx_pipeline.components import steps
 
 ALL = ["ExampleGen", "StatisticsGen", "ExampleValidator", "Trainer", "Evaluator"]
@@ -65,7 +66,7 @@ def pipeline_overrides(root) -> list[str]:
 
 
 def run(overrides: list[str], no_cache: bool = False) -> runner.Summary:
-    return pipeline_cli.run_pipeline(loader.load(None, overrides), no_cache=no_cache)
+    return pipeline.run_pipeline(loader.load(None, overrides), no_cache=no_cache)
 
 
 def statuses(summary: runner.Summary) -> dict[str, str]:

@@ -7,8 +7,8 @@ import re
 import pytest
 from PIL import Image
 
+import cli
 from tests.tracking.runs_data import write_run
-from tfx_pipeline import cli
 from tracking import compare, compare_html, listing, records
 
 

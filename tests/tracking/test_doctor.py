@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
+import cli
 from tests.conftest import DIGITS_CONFIG
-from tfx_pipeline import cli
 from tracking import doctor
 
 AVX512_HOST = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+import cli
 from configs import loader
 from core import run_layout
 from tests.conftest import tiny_class_tree, tiny_run_overrides
-from tfx_pipeline import cli
 from tracking import records
 from trainer import loop, task
 from transforms.beam import ingest

@@ -2,8 +2,8 @@
 
 import pytest
 
+import cli
 from tests.tracking.runs_data import write_run
-from tfx_pipeline import cli
 from tracking import listing, records
 
 

@@ -10,10 +10,11 @@ import pytest
 import tensorflow as tf
 import yaml
 
+import cli
 from configs import loader
 from core import run_layout
 from tests.conftest import DIGITS_CONFIG
-from tfx_pipeline import cli, flow
+from tfx_pipeline import flow
 from tracking import environment, records
 from trainer import task
 

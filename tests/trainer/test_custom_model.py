@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 from artifacts import formats
 from configs import loader
 from core import run_layout, signatures
 from serving.server import server
 from tests.serving.conftest import serving_config
-from tfx_pipeline import cli, flow
+from tfx_pipeline import flow
 from trainer import models, user_code
 
 REPO = Path(__file__).resolve().parents[2]

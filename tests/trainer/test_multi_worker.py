@@ -228,7 +228,7 @@ def test_each_worker_reads_a_disjoint_share_of_the_train_split(digits):
 def test_the_pipeline_exports_and_pushes_the_finished_multi_worker_run(digits, digits_dir, trained):
     """Train with the workers, then run the pipeline with the same train.run_id: its Trainer
     restores the finished run in one process, trains nothing more, and the model is pushed."""
-    from tfx_pipeline import pipeline_cli
+    from tfx_pipeline import pipeline
 
     root, version_dir = digits
     run_dir = root / "runs" / "mw"
@@ -250,7 +250,7 @@ def test_the_pipeline_exports_and_pushes_the_finished_multi_worker_run(digits, d
         ],
     )
     history_before = (run_dir / run_layout.HISTORY).read_text()
-    summary = pipeline_cli.run_pipeline(cfg)
+    summary = pipeline.run_pipeline(cfg)
 
     assert {e.component: e.status for e in summary.executions}["Pusher"] == "completed"
     model = summary.outputs["Trainer.model"]

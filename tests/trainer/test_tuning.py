@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 import yaml
 
+import cli
 from configs import loader, schema
 from core import run_layout
-from tfx_pipeline import cli
 from tracking import records
 from trainer import loop, task
 from trainer.tuning import oracles, results, search, space, trials
@@ -204,7 +204,7 @@ def test_training_best_yaml_with_imgclf_train_reproduces_the_best_trials_metrics
     best = results_json(root, "rs")["trials"][0]
     trial_run = record(root, best["runs"][0])
     best_path = root / "runs" / "tuning" / "rs" / results.BEST_CONFIG
-    command = [sys.executable, "-m", "tfx_pipeline.cli", "train", "--config", str(best_path)]
+    command = [sys.executable, "-m", "cli", "train", "--config", str(best_path)]
     retrain = subprocess.run(
         # Elsewhere: the search's runs_dir holds only its trials (see `imgclf runs list`).
         [*command, "--set", f"train.runs_dir={tmp_path}", "--set", "train.run_id=again"],
@@ -420,7 +420,7 @@ def test_a_killed_search_resumes_without_running_completed_trials_again(
         },
         train={"epochs": 2},
     )
-    command = [sys.executable, "-u", "-m", "tfx_pipeline.cli", "tune", "--config", str(config)]
+    command = [sys.executable, "-u", "-m", "cli", "tune", "--config", str(config)]
     runs_dir = tmp_path / "runs"
     tuning_dir = runs_dir / "tuning" / "rsm"
     log = (tmp_path / "first.log").open("w")
@@ -502,7 +502,7 @@ def test_imgclf_tune_with_an_invalid_space_exits_2_naming_the_key_and_writes_not
         )
     )
     tuned = subprocess.run(
-        [sys.executable, "-m", "tfx_pipeline.cli", "tune", "--config", str(config)],
+        [sys.executable, "-m", "cli", "tune", "--config", str(config)],
         cwd=REPO,
         capture_output=True,
         text=True,

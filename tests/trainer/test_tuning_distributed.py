@@ -74,7 +74,7 @@ def distributed_search(tmp_path_factory, ingested_digits, digits_dir) -> Search:
             "space": {"optimizer.learning_rate": {"log_uniform": [1e-3, 1e-1]}},
         },
     )
-    command = [sys.executable, "-u", "-m", "tfx_pipeline.cli", "tune", "--config", str(config)]
+    command = [sys.executable, "-u", "-m", "cli", "tune", "--config", str(config)]
     shared = {
         "KERASTUNER_ORACLE_IP": "127.0.0.1",
         "KERASTUNER_ORACLE_PORT": str(free_port()),

@@ -19,8 +19,8 @@ from keras.src import applications as keras_applications
 from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
+import cli
 from configs import loader, schema
-from tfx_pipeline import cli
 from trainer import models, weights
 
 CLOSED_PORT = "http://127.0.0.1:1"  # nothing listens on port 1: the connection is refused

@@ -42,7 +42,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
             f"weights fetch: unknown backbone {args.backbone!r}; accepted: "
             f"{', '.join(schema.BACKBONE_NAMES)}"
         )
-    smallest = schema.BACKBONE_MIN_SIDE[args.backbone]
+    smallest = schema.BACKBONES[args.backbone].min_side
     if args.image_size < smallest:
         raise errors.UserError(
             f"weights fetch: {args.backbone} needs --image-size {smallest} or more "

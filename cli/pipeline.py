@@ -4,8 +4,9 @@ import argparse
 import time
 from pathlib import Path
 
-from configs import loader, schema
+from configs import loader
 from tfx_pipeline import metadata
+from tfx_pipeline.pipeline import run_pipeline
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -50,14 +51,6 @@ def open_store(args: argparse.Namespace) -> metadata.Store:
             f"no metadata store at {path}: run `imgclf pipeline run` first, or pass --metadata"
         )
     return metadata.Store(path)
-
-
-def run_pipeline(cfg: schema.Config, no_cache: bool = False):
-    """The pipeline as `imgclf pipeline run` runs it; returns the runner's Summary."""
-    from tfx_pipeline import runner
-    from tfx_pipeline.components import steps
-
-    return runner.run(cfg, steps.build_components(cfg.pipeline.tune), no_cache=no_cache)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
