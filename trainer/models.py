@@ -1,8 +1,6 @@
 """Model construction: keras.applications backbones or a YAML CNN plus a classification head,
 or the user's own model; BatchNorm momentum for all of them."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -12,13 +10,6 @@ from configs import loader, schema
 from trainer import cnn, custom_model
 from trainer import weights as imagenet
 
-# What each backbone's ImageNet weights expect, from our [0, 1] RGB images (keras.applications'
-# preprocess_input modes; a test compares every backbone with its own preprocess_input).
-#   tf:    scaled to [-1, 1]
-#   torch: ImageNet mean and std normalised, RGB
-#   caffe: 0-255, RGB flipped to BGR, ImageNet BGR mean subtracted
-#   raw:   0-255; the model normalises inside its own graph
-PREPROCESSING_MODES = ("tf", "torch", "caffe", "raw")
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -26,11 +17,12 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 @keras.saving.register_keras_serializable(package="imgclf")
 class BackboneInput(keras.layers.Layer):
-    """Maps float RGB images in [0, 1] to the input a backbone's weights were trained on."""
+    """Maps float RGB images in [0, 1] to the input a backbone's weights were trained on (the
+    modes: configs/schema/backbones.py)."""
 
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
+        if mode not in schema.PREPROCESSING_MODES:
             raise ValueError(f"unknown preprocessing mode {mode!r}")
         self.mode = mode
 
@@ -49,46 +41,6 @@ class BackboneInput(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
 
-
-@dataclass(frozen=True)
-class Backbone:
-    """A keras.applications constructor and its input preprocessing (its ImageNet weights file:
-    trainer.weights)."""
-
-    build: Callable[..., keras.Model]
-    preprocessing: str  # one of PREPROCESSING_MODES
-    extra_kwargs: tuple[tuple[str, object], ...] = ()
-
-
-APPS = keras.applications
-WITH_PREPROCESSING = (("include_preprocessing", True),)
-
-# Keyed like configs.schema.BACKBONE_NAMES; a test builds every entry.
-BACKBONES = {
-    "mobilenet_v2": Backbone(APPS.MobileNetV2, "tf"),
-    "mobilenet_v3_small": Backbone(APPS.MobileNetV3Small, "raw", WITH_PREPROCESSING),
-    "mobilenet_v3_large": Backbone(APPS.MobileNetV3Large, "raw", WITH_PREPROCESSING),
-    **{f"efficientnet_b{n}": Backbone(getattr(APPS, f"EfficientNetB{n}"), "raw") for n in range(8)},
-    **{
-        f"efficientnet_v2_{size}": Backbone(
-            getattr(APPS, f"EfficientNetV2{size.upper()}"), "raw", WITH_PREPROCESSING
-        )
-        for size in ("b0", "b1", "b2", "b3", "s")
-    },
-    **{
-        f"resnet{depth}": Backbone(getattr(APPS, f"ResNet{depth}"), "caffe")
-        for depth in (50, 101, 152)
-    },
-    **{
-        f"resnet{depth}_v2": Backbone(getattr(APPS, f"ResNet{depth}V2"), "tf")
-        for depth in (50, 101, 152)
-    },
-    "vgg16": Backbone(APPS.VGG16, "caffe"),
-    "vgg19": Backbone(APPS.VGG19, "caffe"),
-    "densenet121": Backbone(APPS.DenseNet121, "torch"),
-    "xception": Backbone(APPS.Xception, "tf"),
-    "convnext_tiny": Backbone(APPS.ConvNeXtTiny, "raw", WITH_PREPROCESSING),
-}
 
 POOLING = {
     "avg": keras.layers.GlobalAveragePooling2D,
@@ -179,16 +131,15 @@ def build_feature_extractor(
         features = cnn.apply_layers(cfg.cnn, inputs, batch_norm_momentum)
         extractor = keras.Model(inputs, features, name=BACKBONE)
     else:
-        backbone = BACKBONES[cfg.backbone]
-        x = BackboneInput(backbone.preprocessing, name="to_backbone_input")(inputs)
+        x = BackboneInput(schema.BACKBONES[cfg.backbone].preprocessing, name="to_backbone_input")(
+            inputs
+        )
         # input_tensor makes the application's layers part of one flat graph from our input,
         # so "the top N layers" of the backbone means the application's own layers.
         # ImageNet weights load from the file trainer.weights fetched, as keras.applications
         # loads them: weights="imagenet" would look in the cache folder Keras read at import
         # and download from Keras' own URL whatever that folder lacks.
-        base = backbone.build(
-            include_top=False, weights=None, input_tensor=x, **dict(backbone.extra_kwargs)
-        )
+        base = build_application(cfg.backbone, input_tensor=x)
         if cfg.weights == "imagenet":
             imagenet.load(base, cfg.backbone, weights)
         extractor = keras.Model(inputs, base.output, name=BACKBONE)
@@ -196,6 +147,15 @@ def build_feature_extractor(
     if weights is not None and cfg.weights != "imagenet":
         load_backbone_weights(extractor, weights)
     return extractor
+
+
+def build_application(name: str, weights: str | None = None, **inputs) -> keras.Model:
+    """The keras.applications backbone `name` (configs' BACKBONES table) without its top;
+    `inputs` is input_tensor or input_shape."""
+    backbone = schema.BACKBONES[name]
+    build = getattr(keras.applications, backbone.application)
+    options = {"include_preprocessing": True} if backbone.include_preprocessing else {}
+    return build(include_top=False, weights=weights, **options, **inputs)
 
 
 def load_backbone_weights(extractor: keras.Model, path: str) -> None:
@@ -222,15 +182,9 @@ def resolve_weights(
                 "model.weights: imagenet needs a keras.applications model.backbone; a custom cnn "
                 "takes null or a weights file"
             )
-        backbone = BACKBONES[backbone_name]
 
         def build_bare_backbone() -> keras.Model:
-            return backbone.build(
-                include_top=False,
-                weights=None,
-                input_shape=(*image_size, 3),
-                **dict(backbone.extra_kwargs),
-            )
+            return build_application(backbone_name, input_shape=(*image_size, 3))
 
         return str(imagenet.fetch(backbone_name, image_size, build_bare_backbone, mirror))
     if not Path(weights).is_file():

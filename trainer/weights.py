@@ -96,7 +96,7 @@ def resnet_file(weights_name: str) -> WeightsFile:
     )
 
 
-# Keyed like configs.schema.BACKBONE_NAMES; mobilenet_v2's file depends on the image size
+# Keyed like configs.schema.BACKBONES; mobilenet_v2's file depends on the image size
 # (mobilenet_v2_file). The hashes written out here are inline literals in Keras' functions.
 FILES = {
     "mobilenet_v3_small": mobilenet_v3_file("small"),

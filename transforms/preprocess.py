@@ -11,7 +11,7 @@ import tensorflow as tf
 from transforms import exif
 
 DEFAULT_BACKGROUND = (255, 255, 255)
-# data.resize and data.crop_fraction (configs/schema.py), for callers without a config.
+# data.resize and data.crop_fraction (configs/schema/data.py), for callers without a config.
 RESIZE_MODES = ("crop", "stretch")
 DEFAULT_RESIZE = "crop"
 DEFAULT_CROP_FRACTION = 1.0

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from configs import loader, schema
-from trainer import cnn, models
+from trainer import cnn
 from transforms import augment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -349,10 +349,6 @@ def test_augment_layers_take_any_keras_kwarg_and_keras_defaults():
 
 
 # --- registries stay in step ---
-
-
-def test_backbone_names_match_trainer_registry():
-    assert set(schema.BACKBONE_NAMES) == set(models.BACKBONES)
 
 
 def test_augment_layer_classes_match_augment_registry():

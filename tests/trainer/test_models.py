@@ -98,10 +98,10 @@ def predict(model: keras.Model, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def side_for(name: str) -> int:
-    return schema.BACKBONE_MIN_SIDE[name]
+    return schema.BACKBONES[name].min_side
 
 
-@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+@pytest.mark.parametrize("name", sorted(schema.BACKBONES))
 def test_backbone_builds_and_feeds_its_weights_their_own_preprocessing(name):
     side = side_for(name)
     model = models.build_model(
@@ -119,7 +119,7 @@ def test_backbone_builds_and_feeds_its_weights_their_own_preprocessing(name):
     expected = module.preprocess_input(images * 255.0)
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
     in_graph = module.__name__.rsplit(".", 1)[-1] in NORMALISE_IN_GRAPH
-    assert (models.BACKBONES[name].preprocessing == "raw") == in_graph
+    assert (schema.BACKBONES[name].preprocessing == "raw") == in_graph
 
 
 def test_caffe_mode_flips_rgb_to_bgr():
@@ -135,7 +135,7 @@ def test_image_smaller_than_the_backbone_accepts_is_a_config_error():
 
 
 def test_every_backbone_has_a_keras_file_name():
-    assert set(KERAS_IMAGENET_FILES) == set(models.BACKBONES)
+    assert set(KERAS_IMAGENET_FILES) == set(schema.BACKBONES)
 
 
 def test_every_backbone_file_name_is_the_one_trainer_weights_fetches():
@@ -151,7 +151,7 @@ def offline(tmp_path, monkeypatch) -> Path:
     return tmp_path / "models"
 
 
-@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+@pytest.mark.parametrize("name", sorted(schema.BACKBONES))
 def test_imagenet_not_cached_and_unreachable_is_one_line_config_error(name, offline):
     cfg = model_config(f"model.backbone={name}", "model.weights=imagenet")
     started = time.monotonic()
@@ -164,7 +164,7 @@ def test_imagenet_not_cached_and_unreachable_is_one_line_config_error(name, offl
     assert "model.weights: null" in message
 
 
-@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+@pytest.mark.parametrize("name", sorted(schema.BACKBONES))
 def test_imagenet_found_under_keras_file_name_is_not_downloaded(name, offline):
     offline.mkdir()
     cached = offline / KERAS_IMAGENET_FILES[name]
@@ -197,12 +197,8 @@ def test_missing_weights_file_is_config_error(missing, tmp_path):
 def test_a_bare_keras_applications_weights_file_loads_into_the_backbone(suffix, tmp_path):
     """Keras' own no-top files (legacy .h5) and files saved from the bare application load."""
     name = "mobilenet_v3_small"
-    backbone = models.BACKBONES[name]
-    kwargs = dict(
-        include_top=False, weights=None, input_shape=(32, 32, 3), **dict(backbone.extra_kwargs)
-    )
     keras.utils.set_random_seed(1)
-    saved = backbone.build(**kwargs)
+    saved = models.build_application(name, input_shape=(32, 32, 3))
     path = tmp_path / f"backbone{suffix}"
     if suffix == ".h5":
         from keras.src.legacy.saving import legacy_h5_format
@@ -216,7 +212,8 @@ def test_a_bare_keras_applications_weights_file_loads_into_the_backbone(suffix, 
         model_config(f"model.backbone={name}", f"model.weights={path}"), (32, 32, 3), 3
     )
     loaded = model.get_layer(models.BACKBONE).get_weights()
-    fresh = backbone.build(**kwargs).get_weights()  # what seed 2 alone would have given
+    # What seed 2 alone would have given.
+    fresh = models.build_application(name, input_shape=(32, 32, 3)).get_weights()
     expected = saved.get_weights()
     assert len(loaded) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True))

@@ -72,16 +72,6 @@ def mirror(tmp_path):
     server.server_close()
 
 
-def bare_backbone(backbone: str, image_size: tuple[int, int]) -> keras.Model:
-    spec = models.BACKBONES[backbone]
-    return spec.build(
-        include_top=False,
-        weights=None,
-        input_shape=(*image_size, 3),
-        **dict(spec.extra_kwargs),
-    )
-
-
 def write_h5(path: Path, model: keras.Model) -> None:
     """A legacy no-top .h5 as Keras' own files are."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +88,7 @@ def keras_files(tmp_path_factory):
     @functools.cache
     def make(backbone: str, seed: int) -> tuple[bytes, list[np.ndarray]]:
         keras.utils.set_random_seed(seed)
-        model = bare_backbone(backbone, SMALL)
+        model = models.build_application(backbone, input_shape=(*SMALL, 3))
         write_h5(folder / f"{backbone}-{seed}.h5", model)
         return (folder / f"{backbone}-{seed}.h5").read_bytes(), model.get_weights()
 
@@ -133,7 +123,7 @@ def cache_listing(cache: Path) -> list[str]:
 
 
 def test_every_backbone_has_a_keras_weights_file():
-    assert {*weights.FILES, "mobilenet_v2"} == set(models.BACKBONES) == set(schema.BACKBONE_NAMES)
+    assert {*weights.FILES, "mobilenet_v2"} == set(schema.BACKBONES)
 
 
 def keras_module(backbone: str):
@@ -151,7 +141,7 @@ def keras_module(backbone: str):
     return getattr(keras_applications, backbone)
 
 
-@pytest.mark.parametrize("backbone", sorted(models.BACKBONES))
+@pytest.mark.parametrize("backbone", sorted(schema.BACKBONES))
 def test_origin_and_hash_are_keras_constants(backbone):
     file = weights.keras_file(backbone, (224, 224))
     module = keras_module(backbone)
@@ -204,14 +194,8 @@ def test_keras_own_imagenet_build_asks_for_our_file(backbone, image_size, monkey
         raise RequestSeen
 
     monkeypatch.setattr(file_utils, "get_file", record)
-    spec = models.BACKBONES[backbone]
     with pytest.raises(RequestSeen):
-        spec.build(
-            include_top=False,
-            weights="imagenet",
-            input_shape=(*image_size, 3),
-            **dict(spec.extra_kwargs),
-        )
+        models.build_application(backbone, weights="imagenet", input_shape=(*image_size, 3))
     file = weights.keras_file(backbone, image_size)
     assert requested == [(file.name, file.origin, file.file_hash)]
 
@@ -330,7 +314,7 @@ def test_efficientnet_with_imagenet_weights_computes_what_keras_own_build_comput
     file = weights.FILES["efficientnet_b0"]
     keras_cache.mkdir(parents=True)
     keras.utils.set_random_seed(1)
-    saved = bare_backbone("efficientnet_b0", (32, 32))
+    saved = models.build_application("efficientnet_b0", input_shape=(32, 32, 3))
     [normalization] = [x for x in saved.layers if isinstance(x, keras.layers.Normalization)]
     normalization.set_weights(
         [np.array([0.485, 0.456, 0.406]), np.array([0.05, 0.05, 0.05]), np.array(0)]
@@ -350,7 +334,7 @@ def test_efficientnet_with_imagenet_weights_computes_what_keras_own_build_comput
     expected = np.asarray(keras_model(images * 255.0))
     scale = np.abs(expected).max()  # random deep weights give tiny features
     np.testing.assert_allclose(np.asarray(ours(images)), expected, atol=1e-3 * scale)
-    unfolded = bare_backbone("efficientnet_b0", (32, 32))
+    unfolded = models.build_application("efficientnet_b0", input_shape=(32, 32, 3))
     unfolded.load_weights(keras_cache / file.name)
     assert np.abs(np.asarray(unfolded(images * 255.0)) - expected).max() > 0.1 * scale
 
