@@ -256,8 +256,11 @@ class ServedModel:
         return checked
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs one signature on checked inputs; blocking (call it off any event loop)."""
-        checked = self.check_inputs(signature_name, inputs)
+        """Checks the inputs and runs one signature; blocking (call it off any event loop)."""
+        return self.run_checked(signature_name, self.check_inputs(signature_name, inputs))
+
+    def run_checked(self, signature_name: str, checked: dict[str, np.ndarray]) -> dict:
+        """Runs one signature on inputs `check_inputs` returned (or batches of them); blocking."""
         if self.onnx is not None and signature_name in ONNX_SIGNATURES:
             return self.run_onnx(signature_name, checked)
         return self.run_signature(signature_name, checked)

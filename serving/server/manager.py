@@ -268,7 +268,7 @@ class ModelManager:
             return
         size_histogram = self.metrics.batch_size.labels(version.name, str(version.version))
         self._batchers[(version.name, version.version)] = batching.Batcher(
-            version.run,
+            version.run_checked,  # PredictService.submit checked each request
             max_batch_size=config.max_batch_size,
             timeout_s=config.batch_timeout_ms / 1000,
             max_enqueued_batches=config.max_enqueued_batches,

@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import threading
+import time
 
 import numpy as np
 
@@ -55,7 +56,8 @@ class PredictService:
         self, model: models.ServedModel, signature_name: str, inputs: Inputs
     ) -> concurrent.futures.Future:
         """Starts a request without waiting for it; raises InvalidInputError or Overloaded."""
-        model.check_inputs(signature_name, inputs)  # a bad request never takes a slot
+        # Checked here, once: a bad request never takes a slot, and the model runs what passed.
+        checked = model.check_inputs(signature_name, inputs)
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
                 f"the server is at its limit of {self.max_concurrent} requests in progress; "
@@ -71,9 +73,9 @@ class PredictService:
         try:
             batcher = self.manager.batcher(model)
             if batcher is not None:
-                future = batcher.submit(signature_name, inputs)
+                future = batcher.submit(signature_name, checked)
             else:
-                future = self._executor.submit(model.run, signature_name, inputs)
+                future = self._executor.submit(model.run_checked, signature_name, checked)
         except batching.QueueFull as error:
             release(None)
             raise Overloaded(str(error)) from None
@@ -82,7 +84,7 @@ class PredictService:
             raise
         future.add_done_callback(release)
         if self.monitor is not None and signature_name in MONITORED:
-            future.add_done_callback(lambda done: self.record(model, inputs, done))
+            future.add_done_callback(lambda done: self.record(model, checked, done))
         return future
 
     def record(
@@ -114,15 +116,26 @@ class PredictService:
         except concurrent.futures.TimeoutError:
             raise self.deadline_exceeded(model) from None
 
+    def deadline(self) -> float:
+        """A request's deadline (on time.monotonic()) if it starts now, for its calls to share."""
+        return time.monotonic() + self.timeout_s
+
     async def predict_async(
-        self, model: models.ServedModel, signature_name: str, inputs: Inputs
+        self,
+        model: models.ServedModel,
+        signature_name: str,
+        inputs: Inputs,
+        deadline: float | None = None,
     ) -> Inputs:
-        """`predict` for an event loop: awaits the worker instead of blocking a thread on it."""
+        """`predict` for an event loop: awaits the worker instead of blocking a thread on it.
+        A request making several calls passes its `deadline()` to each; a lone call has the
+        whole timeout."""
+        timeout_s = self.timeout_s if deadline is None else deadline - time.monotonic()
+        if timeout_s <= 0:
+            raise self.deadline_exceeded(model)
         future = self.submit(model, signature_name, inputs)
         try:
             # shield: a timed-out model call cannot be interrupted; it finishes and frees its slot.
-            return await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(future)), self.timeout_s
-            )
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_s)
         except TimeoutError:
             raise self.deadline_exceeded(model) from None

@@ -7,10 +7,12 @@ import shutil
 import socket
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from artifacts import models
 from serving import client
@@ -128,6 +130,34 @@ def test_predict_a_named_version(server_url: str, png_images: list[bytes]):
 
     assert response.status_code == 200
     assert len(response.json()["predictions"]) == 1
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_each_request_is_checked_once(
+    model_server, png_images: list[bytes], monkeypatch: pytest.MonkeyPatch, api: str
+):
+    model = model_server.manager.resolve(MODEL_NAME)
+    checks = []
+    check_inputs = model.check_inputs
+
+    def counted(signature_name, inputs):
+        checks.append(signature_name)
+        return check_inputs(signature_name, inputs)
+
+    monkeypatch.setattr(model, "check_inputs", counted)
+    if api == "rest":
+        response = httpx.post(
+            predict_url(model_server.rest_url), json={"inputs": [b64(png_images[0])]}
+        )
+        assert response.status_code == 200, response.text
+    else:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL_NAME
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(png_images[:1]))
+        with grpc.insecure_channel(model_server.grpc_target) as channel:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+
+    assert checks == ["serving_default"]
 
 
 @pytest.mark.parametrize(

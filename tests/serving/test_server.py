@@ -582,6 +582,27 @@ def test_overload_is_429_and_slow_requests_are_504(slow_server, png_images):
     assert httpx.post(url, json=full_batch, timeout=30).status_code == 200
 
 
+def test_classify_images_finds_bad_files_within_the_slot_and_the_deadline(slow_server, png_images):
+    url = f"{slow_server.rest_url}/v1/models/{MODEL_NAME}"
+    files = [
+        ("files", ("good.png", png_images[0], "image/png")),
+        ("files", ("notes.txt", b"hello", "text/plain")),
+    ]
+
+    # The two files fill a batch, which fails at once. Then each file is tried alone, as a
+    # request of its own: good.png takes the only slot and waits 3 s for a batch partner,
+    # past the 1 s the whole upload has.
+    failed = httpx.post(f"{url}:classify-images", files=files, timeout=30)
+    # Answered, but its call still holds the slot until its batch runs.
+    refused = httpx.post(f"{url}:predict", json={"instances": [b64(png_images[0])]}, timeout=30)
+    wait_for(lambda: in_flight(slow_server) == 0, "the timed-out call to finish")
+
+    assert failed.status_code == 504, failed.text
+    assert "did not answer within 1s" in failed.json()["error"]
+    assert refused.status_code == 429
+    assert "serving.max_concurrent_requests" in refused.json()["error"]
+
+
 def test_grpc_slow_requests_are_deadline_exceeded_and_overload_resource_exhausted(
     slow_server, png_images
 ):
