@@ -4,13 +4,15 @@ Keras 3 `fit` is broken under MultiWorkerMirroredStrategy and its optimizer-side
 accumulation crashes under any strategy, so the loop is ours: micro-batches are summed inside one
 replica step (no cross-step accumulator state), then clipped and applied once. The same code runs
 with the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy.
+
+The loop owns the step and the epochs; what an epoch's row decides (the learning rate on a
+plateau, the best epoch, early stopping) is in trainer/epoch_policies.py, and its record
+(history.csv, TensorBoard epoch scalars) in trainer/history.py.
 """
 
 import contextlib
-import csv
 import hashlib
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -24,10 +26,8 @@ import tensorflow as tf
 
 from configs import schema
 from core import errors, run_layout
-from trainer import checkpoints, losses, optim, telemetry
+from trainer import checkpoints, epoch_policies, history, losses, optim, telemetry
 
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
-BEST_WEIGHTS = "best.weights.h5"
 SECONDS_PER_CALL = 0.5  # the time one call of the train step aims at (see TrainingLoop._pace)
 MAX_STEPS_PER_CALL = 64
 
@@ -102,10 +102,6 @@ class TrainingLoop:
             strategy,
             cfg,
         )
-        self.plateau = plateau
-        # Whether early stopping and best-epoch restore run: the task decides `auto` from the
-        # schedule (schema.EarlyStoppingConfig.active); None = only when enabled is true.
-        self.stop_early = cfg.early_stopping.enabled is True if stop_early is None else stop_early
         # Called with (epoch, steps done in the epoch) after each run of steps: benchmarks time it.
         self.on_steps_done = on_steps_done
         # Called with the epoch after its checkpoint and history are written: run folders in a
@@ -133,10 +129,19 @@ class TrainingLoop:
         # Loop bookkeeping, outside the strategy: plain host variables every worker keeps alike.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best")
-        self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
-        self.plateau_best = tf.Variable(math.nan, dtype=tf.float64, trainable=False)
-        self.plateau_wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+        checkpoint_dir = self.run_dir / run_layout.CHECKPOINTS
+        if not chief:
+            # Every worker must take part in a save; only the chief's copy is kept.
+            checkpoint_dir = Path(tempfile.mkdtemp(prefix="imgclf-worker-ckpt-"))
+        # The end-of-epoch policies. Whether early stopping and best-epoch restore run: the task
+        # decides `auto` from the schedule (schema.EarlyStoppingConfig.active); None = only when
+        # enabled is true.
+        stop_early = cfg.early_stopping.enabled is True if stop_early is None else stop_early
+        self.best_epoch = epoch_policies.BestEpoch(
+            cfg.early_stopping, stop_early, model, checkpoint_dir
+        )
+        self.plateau = epoch_policies.ReduceOnPlateau(plateau)
+        self.history = history.History(self.run_dir, chief)
         later_optimizers = {f"optimizer_{i}": p.optimizer for i, p in enumerate(phases) if i}
         self.checkpoint = tf.train.Checkpoint(
             model=model,
@@ -144,15 +149,9 @@ class TrainingLoop:
             **later_optimizers,
             epoch=self.epoch,
             step=self.step_in_epoch,
-            best=self.best,
-            best_epoch=self.best_epoch,
-            plateau_best=self.plateau_best,
-            plateau_wait=self.plateau_wait,
+            **self.best_epoch.checkpointed(),
+            **self.plateau.checkpointed(),
         )
-        checkpoint_dir = self.run_dir / run_layout.CHECKPOINTS
-        if not chief:
-            # Every worker must take part in a save; only the chief's copy is kept.
-            checkpoint_dir = Path(tempfile.mkdtemp(prefix="imgclf-worker-ckpt-"))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(checkpoint_dir), max_to_keep=cfg.keep_checkpoints
         )
@@ -270,21 +269,9 @@ class TrainingLoop:
                 f"train: resuming from {latest} (epoch {int(self.epoch) + 1}, "
                 f"step {int(self.step_in_epoch)})"
             )
-        result.history = self._read_history()
-        monitor = self.cfg.early_stopping.monitor
-        minimize = self.cfg.early_stopping.minimizes()
-        patience = self.cfg.early_stopping.patience
-        if val_data is None and monitor.startswith("val_"):
-            print(
-                f"train: the validation split is empty, so {monitor} is never measured: early "
-                "stopping and best-epoch weights are off (raise data.split.val to use them)"
-            )
-        elif not self.stop_early and self.cfg.early_stopping.enabled == "auto":
-            print(
-                f"train: early stopping is off: the learning-rate schedule decays over all "
-                f"{self.cfg.epochs} epochs, so the last epoch's weights are kept "
-                "(train.early_stopping.enabled: auto; set true to stop on the monitor anyway)"
-            )
+        self.history.resume(int(self.epoch))
+        result.history = self.history.columns
+        self.best_epoch.announce(val_data is not None, self.cfg.epochs)
         while int(self.epoch) < self.cfg.epochs:
             epoch = int(self.epoch)
             self._enter_phase(epoch)
@@ -313,34 +300,32 @@ class TrainingLoop:
                 if val_data is not None:
                     row["val_loss"], row["val_accuracy"] = self.evaluate(val_data)
                     row.update({f"val_{k}": float(m.result()) for k, m in self.metrics.items()})
-                stop = self._track_best(row, monitor, minimize, patience)
+                stop = self.best_epoch.end_epoch(row, self._last_phase_start())
             print(" - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"))
             for line in self.telemetry.end_epoch(epoch):
                 print(line)
-            self._track_plateau(row)
+            self.plateau.end_epoch(row, self.optimizer)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
             checkpoints.save(self.manager, (epoch + 1) * steps_per_epoch)
-            self._record(result, row)
+            self.history.record(row)
             if self.on_epoch_done is not None:
                 self.on_epoch_done(epoch)
             if stop:
-                print(f"early stopping: no {monitor} improvement in {patience} epochs")
+                print(f"early stopping: {stop}")
                 break
         self.telemetry.close()
         result.epochs_run = len(result.history.get("loss", []))
         if self._ema() is not None:
             self._swap_averaged_weights()  # and not back: the run ends with the EMA weights
             print("train: the model keeps the exponential moving average of its weights")
-        if int(self.best_epoch) >= 0:
-            result.best_epoch = int(self.best_epoch)
-            if self._restores_best() and self._best_path().exists():
-                self.model.load_weights(self._best_path())
-                print(f"train: restored the weights of the best epoch ({result.best_epoch + 1})")
+        result.best_epoch = self.best_epoch.finish()
         return result
 
-    def _restores_best(self) -> bool:
-        return self.stop_early and self.cfg.early_stopping.restore_best_weights
+    def _last_phase_start(self) -> int | None:
+        """The first epoch of the last phase while it trains (it alone may stop early)."""
+        last = self.phases[-1]
+        return last.first_epoch if self.active_phase is last else None
 
     # --- weight averaging (train.ema) ---
 
@@ -462,8 +447,7 @@ class TrainingLoop:
             return
         if epoch == phase.first_epoch and phase is not self.phases[0]:
             # A new phase's rate starts fresh; a run resumed inside the phase keeps its state.
-            self.plateau_best.assign(math.nan)
-            self.plateau_wait.assign(0)
+            self.plateau.restart()
         print(
             f"train: phase {phase.name} from epoch {epoch + 1}: "
             f"{count_trainable(self.model):,} trainable "
@@ -473,120 +457,21 @@ class TrainingLoop:
     def _learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def _track_plateau(self, row: dict) -> None:
-        """Reduce-on-plateau: lowers the learning rate after `patience` epochs without progress."""
-        if self.plateau is None or self.plateau.monitor not in row:
-            return
-        value, best = row[self.plateau.monitor], float(self.plateau_best)
-        minimize = self.plateau.minimize
-        if math.isnan(best) or (value < best if minimize else value > best):
-            self.plateau_best.assign(value)
-            self.plateau_wait.assign(0)
-            return
-        self.plateau_wait.assign_add(1)
-        if int(self.plateau_wait) >= self.plateau.patience:
-            rate = self._learning_rate()
-            lowered = max(rate * self.plateau.factor, self.plateau.min_learning_rate)
-            if lowered < rate:
-                self.optimizer.learning_rate = lowered
-                print(
-                    f"train: {self.plateau.monitor} stalled; "
-                    f"learning rate {rate:.3g} -> {lowered:.3g}"
-                )
-            self.plateau_wait.assign(0)
-
-    # --- bookkeeping ---
-
-    def _track_best(self, row: dict, monitor: str, minimize: bool, patience: int) -> bool:
-        """Updates the best epoch (saving its weights); True when early stopping should stop."""
-        if monitor not in row:
-            return False
-        value, best = row[monitor], float(self.best)
-        improved = math.isnan(best) or (value < best if minimize else value > best)
-        if improved:
-            self.best.assign(value)
-            self.best_epoch.assign(row["epoch"])
-            if self._restores_best():
-                # Every worker keeps its own copy: they restore it at the end, while the chief
-                # may be writing its file (h5 locks make that a crash).
-                self.model.save_weights(self._best_path())
-            return False
-        # Only the last phase stops early, counting from its start: a head phase that levels off
-        # is what fine-tuning is for.
-        if self.active_phase is not self.phases[-1]:
-            return False
-        since = max(int(self.best_epoch), self.active_phase.first_epoch - 1)
-        return self.stop_early and row["epoch"] - since >= patience
-
     def _restore(self) -> str | None:
         """Restores the newest checkpoint of the run, if any, and returns its path.
 
         Non-chief workers save into a scratch folder but resume from the chief's checkpoints, so
-        every worker restarts at the same step (a worker that started over would hang the others).
+        every worker restarts at the same step (a worker that started over would hang the others),
+        and from the chief's best-epoch weights.
         """
         checkpoint_dir = self.run_dir / run_layout.CHECKPOINTS
         latest = tf.train.latest_checkpoint(str(checkpoint_dir))
         if latest:
             # Partial: an earlier phase's optimizer state stays unused after its phase ended.
             self.checkpoint.restore(latest).expect_partial()
-        # A resumed worker needs the chief's best weights in its scratch folder to restore them
-        # at the end exactly as the chief does.
-        if latest and not self.chief and (checkpoint_dir / BEST_WEIGHTS).exists():
-            shutil.copyfile(checkpoint_dir / BEST_WEIGHTS, self._best_path())
+        if latest and not self.chief:
+            self.best_epoch.adopt(checkpoint_dir)
         return latest
-
-    def _best_path(self) -> Path:
-        return Path(self.manager.directory) / BEST_WEIGHTS
-
-    def _read_history(self) -> dict[str, list[float]]:
-        """Rows already written by an interrupted run, up to the restored epoch."""
-        history: dict[str, list[float]] = {}
-        path = self.run_dir / run_layout.HISTORY
-        if not path.exists():
-            return history
-        with open(path) as file:
-            for row in csv.DictReader(file):
-                if int(row["epoch"]) >= int(self.epoch):
-                    break
-                for key, value in row.items():
-                    if key != "epoch" and value != "":
-                        history.setdefault(key, []).append(float(value))
-        return history
-
-    def _record(self, result: FitResult, row: dict) -> None:
-        for key, value in row.items():
-            if key != "epoch":
-                result.history.setdefault(key, []).append(value)
-        if not self.chief:
-            return
-        self._write_history(result.history)
-        for split, prefix in (("train", ""), ("validation", "val_")):
-            if f"{prefix}loss" not in row:
-                continue
-            writer = tf.summary.create_file_writer(
-                str(self.run_dir / run_layout.TENSORBOARD / split)
-            )
-            with writer.as_default(step=row["epoch"]):
-                tf.summary.scalar("epoch_loss", row[f"{prefix}loss"])
-                tf.summary.scalar("epoch_accuracy", row[f"{prefix}accuracy"])
-                if split == "train":
-                    tf.summary.scalar("epoch_learning_rate", row["learning_rate"])
-            writer.close()
-
-    def _write_history(self, history: dict[str, list[float]]) -> None:
-        """Rewrites history.csv atomically, so a crash never leaves half a row."""
-        path = self.run_dir / run_layout.HISTORY
-        temporary = path.with_suffix(".tmp")
-        fields = [f for f in HISTORY_FIELDS if f == "epoch" or f in history]
-        fields += [f for f in history if f not in HISTORY_FIELDS]  # val_<train.metrics>
-        with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fields)
-            writer.writeheader()
-            for epoch in range(len(history["loss"])):
-                writer.writerow(
-                    {"epoch": epoch, **{k: history[k][epoch] for k in fields if k != "epoch"}}
-                )
-        os.replace(temporary, path)
 
     def _verbosity(self) -> int:
         # A live bar on a terminal; nothing per step in logs and CI (the epoch line is printed).
