@@ -13,7 +13,6 @@ from configs import loader
 from registry import store as registry_store
 from tests.conftest import encode, tiny_class_tree, tiny_run_overrides
 from tfx_pipeline import component, metadata, pipeline, runner
-from tfx_pipeline.components import steps
 
 ALL = ["ExampleGen", "StatisticsGen", "ExampleValidator", "Trainer", "Evaluator"]
 ALL += ["InfraValidator", "Pusher"]
@@ -245,25 +244,3 @@ def test_the_runner_rejects_cycles_and_unknown_inputs():
         )
     with pytest.raises(ValueError, match="no component produces"):
         runner.topological_order([counting_component("A", calls, {"x": "Z.out"})])
-
-
-def test_training_keys_do_not_change_example_gen_config_but_change_the_trainer():
-    by_name = {c.name: c for c in steps.build_components()}
-    base = loader.load(None, [])
-    changed = loader.load(None, ["train.epochs=3", "data.batch_size=8", "data.image_size=[9, 9]"])
-    example_gen, trainer = by_name["ExampleGen"], by_name["Trainer"]
-    assert example_gen.config_subset(base) == example_gen.config_subset(changed)
-    assert trainer.config_subset(base) != trainer.config_subset(changed)
-    assert "source" not in trainer.config_subset(base)["data"]
-    assert by_name["ExampleGen"].config_subset(loader.load(None, ["data.source=x"])) != (
-        example_gen.config_subset(base)
-    )
-
-
-@pytest.mark.parametrize("override", ["data.resize=stretch", "data.crop_fraction=0.875"])
-def test_resize_settings_retrain_without_reingesting(override):
-    """They change the pixels training and the export see, not what ingest stores."""
-    by_name = {c.name: c for c in steps.build_components()}
-    base, changed = loader.load(None, []), loader.load(None, [override])
-    assert by_name["ExampleGen"].config_subset(base) == by_name["ExampleGen"].config_subset(changed)
-    assert by_name["Trainer"].config_subset(base) != by_name["Trainer"].config_subset(changed)

@@ -1,10 +1,11 @@
-"""ExampleGen's cache key for a source: what the source holds, local or in a real S3 server."""
+"""An outside source's fingerprint (ExampleGen's and BulkInferrer's cache key): what the source
+holds, local or in a real S3 server."""
 
 import os
 
 from configs import loader
 from tests.transforms.sources import conftest as source_fixtures
-from tfx_pipeline.components import steps
+from tfx_pipeline import external_sources
 
 s3_endpoint = source_fixtures.s3_endpoint  # a real moto S3 server on 127.0.0.1
 
@@ -13,14 +14,14 @@ def test_a_local_tree_changes_its_fingerprint_with_its_files(tmp_path):
     data = loader.load(None, []).data
     (tmp_path / "cat").mkdir()
     (tmp_path / "cat" / "a.png").write_bytes(b"one")
-    first = steps.source_fingerprint(str(tmp_path), data)
-    assert steps.source_fingerprint(str(tmp_path), data) == first
+    first = external_sources.source_fingerprint(str(tmp_path), data)
+    assert external_sources.source_fingerprint(str(tmp_path), data) == first
 
     (tmp_path / "cat" / "a.png").write_bytes(b"two")  # same size, new mtime
     os.utime(tmp_path / "cat" / "a.png", ns=(1, 10**18))
-    rewritten = steps.source_fingerprint(str(tmp_path), data)
+    rewritten = external_sources.source_fingerprint(str(tmp_path), data)
     (tmp_path / "cat" / "b.png").write_bytes(b"new")
-    added = steps.source_fingerprint(str(tmp_path), data)
+    added = external_sources.source_fingerprint(str(tmp_path), data)
     assert len({first, rewritten, added}) == 3
 
 
@@ -33,27 +34,26 @@ def test_a_bucket_is_fingerprinted_by_its_listing(s3_endpoint, tmp_path):
     data = loader.load(None, [f"data.storage_options.endpoint_url={s3_endpoint}"]).data
     source = "s3://fingerprints/set"
 
-    first = steps.source_fingerprint(source, data)
-    assert steps.source_fingerprint(source, data) == first
+    first = external_sources.source_fingerprint(source, data)
+    assert external_sources.source_fingerprint(source, data) == first
     s3.put_object(Bucket="fingerprints", Key="set/cat/a.png", Body=b"two")  # same size, new ETag
-    rewritten = steps.source_fingerprint(source, data)
+    rewritten = external_sources.source_fingerprint(source, data)
     s3.put_object(Bucket="fingerprints", Key="set/dog/b.png", Body=b"new")
-    added = steps.source_fingerprint(source, data)
+    added = external_sources.source_fingerprint(source, data)
     assert len({first, rewritten, added}) == 3
     # Another bucket's objects don't count.
     s3.put_object(Bucket="fingerprints", Key="elsewhere/c.png", Body=b"x")
-    assert steps.source_fingerprint(source, data) == added
+    assert external_sources.source_fingerprint(source, data) == added
 
     s3.put_object(Bucket="fingerprints", Key="set.csv", Body=b"path,label\n")
-    manifest = steps.source_fingerprint("s3://fingerprints/set.csv", data)
+    manifest = external_sources.source_fingerprint("s3://fingerprints/set.csv", data)
     s3.put_object(Bucket="fingerprints", Key="set.csv", Body=b"path,label\na.png,cat\n")
-    assert steps.source_fingerprint("s3://fingerprints/set.csv", data) != manifest
+    assert external_sources.source_fingerprint("s3://fingerprints/set.csv", data) != manifest
 
 
 def test_an_unlistable_source_is_known_by_its_uri(tmp_path):
     data = loader.load(None, []).data
     missing = str(tmp_path / "nowhere")
-    assert steps.source_fingerprint(missing, data) == steps.source_fingerprint(missing, data)
-    assert steps.source_fingerprint("tfds:mnist", data) != steps.source_fingerprint(
-        "tfds:fashion_mnist", data
-    )
+    fingerprint = external_sources.source_fingerprint
+    assert fingerprint(missing, data) == fingerprint(missing, data)
+    assert fingerprint("tfds:mnist", data) != fingerprint("tfds:fashion_mnist", data)

@@ -9,8 +9,8 @@ import pytest
 from configs import loader
 from registry import store as registry_store
 from tests.evaluator import tiny_models
-from tfx_pipeline import component, metadata
-from tfx_pipeline.components import steps
+from tfx_pipeline import artifact_types, component, metadata
+from tfx_pipeline.components import evaluator, pusher
 from tracking import records
 
 pytestmark = pytest.mark.slow  # exports and loads real SavedModels
@@ -47,21 +47,21 @@ def test_only_a_model_that_beats_the_majority_class_is_pushed(tmp_path, threshol
     )
     run_dir = make_run(tmp_path, threshold)
     model = metadata.Artifact(
-        steps.MODEL,
+        artifact_types.MODEL,
         str(run_dir / "export" / "1"),
         {"run_id": run_dir.name, "run_dir": str(run_dir), "dataset_version": "v-greys"},
     )
     greys = tiny_models.write_greys(tmp_path / "greys")
-    examples = metadata.Artifact(steps.EXAMPLES, str(greys))
+    examples = metadata.Artifact(artifact_types.EXAMPLES, str(greys))
     inputs = {"model": model, "examples": examples}
-    baseline = steps.resolve_baseline(cfg, None, inputs)
+    baseline = evaluator.resolve_baseline(cfg, None, inputs)
     assert baseline == {"baseline": None}  # auto, and nothing in production yet
 
-    evaluated = steps.run_evaluator(context(cfg, {**inputs, **baseline}, tmp_path))
+    evaluated = evaluator.run(context(cfg, {**inputs, **baseline}, tmp_path))
     blessing = evaluated["blessing"]
     assert blessing.properties["blessed"] is pushed
     assert json.loads((run_dir / "blessing.json").read_text())["blessed"] is pushed
-    outcome = steps.run_pusher(
+    outcome = pusher.run(
         context(cfg, {"model": model, "blessing": blessing, "infra_blessing": None}, tmp_path)
     )["pushed_model"]
 

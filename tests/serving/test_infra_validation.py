@@ -9,9 +9,9 @@ import pytest
 
 from artifacts import warmup
 from configs import schema
+from serving import infra_validation
 from serving.server import server
 from tests.conftest import export_dense_model
-from tfx_pipeline.components import infra
 
 pytestmark = pytest.mark.serving
 
@@ -31,7 +31,7 @@ def copied_export(good_export: Path, tmp_path: Path) -> Path:
 
 
 def validate(saved_model_dir: Path, **overrides) -> dict:
-    return infra.infra_validate(
+    return infra_validation.infra_validate(
         saved_model_dir, schema.InfraValidationConfig(**overrides), MODEL_NAME
     )
 
@@ -87,9 +87,8 @@ def test_missing_saved_model_fails_without_raising(tmp_path):
 
 def test_export_without_warmup_records_sends_a_generated_png(copied_export):
     warmup.warmup_path(copied_export).unlink()
-    assert infra.replay_requests(copied_export, MODEL_NAME)[0].model_spec.signature_name == (
-        "serving_default"
-    )
+    first = infra_validation.replay_requests(copied_export, MODEL_NAME)[0]
+    assert first.model_spec.signature_name == "serving_default"
     result = validate(copied_export, requests=4)
     assert result["passed"], result["reason"]
     assert result["requests"] == 4

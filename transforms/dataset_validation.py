@@ -1,4 +1,5 @@
-"""ExampleValidator: a dataset version's dataset.json checked alone and against the previous one.
+"""A dataset version's dataset.json checked alone and against the previous one (the pipeline's
+ExampleValidator runs these checks).
 
 Schema checks need only the current version (a split that should hold images but holds none, a
 class of the label map with no training images) and are always errors: training cannot use such a

@@ -1,12 +1,12 @@
-"""ExampleValidator checks on hand-made dataset.json dicts and on the ingested digits."""
+"""Dataset validation (the ExampleValidator's checks) on hand-made dataset.json dicts and on
+the ingested digits."""
 
 import copy
 
 import pytest
 
 from configs import schema
-from tfx_pipeline.components import validation
-from transforms import dataset_info
+from transforms import dataset_info, dataset_validation
 
 
 def make_dataset(
@@ -52,7 +52,7 @@ def kinds(result: dict) -> list[tuple[str, str]]:
 
 
 def test_identical_versions_pass():
-    result = validation.validate_examples(
+    result = dataset_validation.validate_examples(
         make_dataset(version="v2"), make_dataset(), schema.ValidationConfig()
     )
     assert result == {
@@ -64,13 +64,13 @@ def test_identical_versions_pass():
 
 
 def test_first_version_passes_without_previous():
-    result = validation.validate_examples(make_dataset(), None, schema.ValidationConfig())
+    result = dataset_validation.validate_examples(make_dataset(), None, schema.ValidationConfig())
     assert result["passed"] and result["previous_version"] is None
 
 
 def test_empty_split_is_an_error_without_previous():
     dataset = make_dataset({"train": {"cat": 8, "dog": 8}, "val": {"cat": 1, "dog": 1}})
-    result = validation.validate_examples(dataset, None, schema.ValidationConfig())
+    result = dataset_validation.validate_examples(dataset, None, schema.ValidationConfig())
     assert not result["passed"]
     assert kinds(result) == [("empty_split", "error")]
     assert "'test'" in result["anomalies"][0]["message"]
@@ -82,14 +82,14 @@ def test_split_empty_by_configuration_is_fine():
         {"train": {"cat": 8, "dog": 8}, "val": {"cat": 1, "dog": 1}},
         split_fractions={"train": 0.9, "val": 0.1, "test": 0.0},
     )
-    assert validation.validate_examples(dataset, None, schema.ValidationConfig())["passed"]
+    assert dataset_validation.validate_examples(dataset, None, schema.ValidationConfig())["passed"]
 
 
 def test_class_without_training_images_is_an_error():
     dataset = make_dataset(
         {"train": {"cat": 8, "dog": 0}, "val": {"cat": 1, "dog": 2}, "test": {"cat": 1, "dog": 1}}
     )
-    result = validation.validate_examples(dataset, None, schema.ValidationConfig())
+    result = dataset_validation.validate_examples(dataset, None, schema.ValidationConfig())
     assert kinds(result) == [("no_training_images", "error")]
     assert "'dog'" in result["anomalies"][0]["message"]
     assert not result["passed"]
@@ -110,7 +110,7 @@ def test_new_class(severity, expected, passed):
     )
     # Only presence: a new class moves the others' shares too, which is not what this tests.
     cfg = schema.ValidationConfig(new_classes=severity, class_share_severity="ignore")
-    result = validation.validate_examples(current, make_dataset(), cfg)
+    result = dataset_validation.validate_examples(current, make_dataset(), cfg)
     assert kinds(result) == expected
     assert result["passed"] is passed
     if expected:
@@ -130,7 +130,7 @@ def test_missing_class(severity):
         }
     )
     cfg = schema.ValidationConfig(missing_classes=severity, class_share_severity="ignore")
-    result = validation.validate_examples(make_dataset(), previous, cfg)
+    result = dataset_validation.validate_examples(make_dataset(), previous, cfg)
     assert kinds(result) == ([] if severity == "ignore" else [("missing_class", severity)])
     assert result["passed"] is (severity != "error")
     if severity != "ignore":
@@ -145,7 +145,7 @@ def test_class_share_shift(severity):
         {"train": {"cat": 64, "dog": 16}, "val": {"cat": 8, "dog": 2}, "test": {"cat": 8, "dog": 2}}
     )
     cfg = schema.ValidationConfig(class_share_shift=0.2, class_share_severity=severity)
-    result = validation.validate_examples(current, make_dataset(), cfg)
+    result = dataset_validation.validate_examples(current, make_dataset(), cfg)
     if severity == "ignore":
         assert result["anomalies"] == []
         return
@@ -161,7 +161,7 @@ def test_small_class_share_change_passes():
     current = make_dataset(
         {"train": {"cat": 44, "dog": 36}, "val": {"cat": 5, "dog": 5}, "test": {"cat": 5, "dog": 5}}
     )
-    assert validation.validate_examples(current, make_dataset(), schema.ValidationConfig())[
+    assert dataset_validation.validate_examples(current, make_dataset(), schema.ValidationConfig())[
         "passed"
     ]
 
@@ -177,7 +177,7 @@ def test_small_class_share_change_passes():
     ],
 )
 def test_histogram_median(histogram, median):
-    assert validation.histogram_median(histogram) == median
+    assert dataset_validation.histogram_median(histogram) == median
 
 
 @pytest.mark.parametrize("severity", ["error", "warn", "ignore"])
@@ -185,7 +185,7 @@ def test_image_size_shift(severity):
     # Heights move from the 64-128 bin (median ~96) to 256-512 (median ~384); widths stay.
     current = make_dataset(height={"256-512": 200})
     cfg = schema.ValidationConfig(image_size_severity=severity)
-    result = validation.validate_examples(current, make_dataset(), cfg)
+    result = dataset_validation.validate_examples(current, make_dataset(), cfg)
     if severity == "ignore":
         assert result["anomalies"] == []
         return
@@ -201,7 +201,7 @@ def test_image_size_shift(severity):
 def test_channel_mean_shift(severity):
     current = make_dataset(channel_mean=(0.5, 0.75, 0.45))
     cfg = schema.ValidationConfig(channel_mean_severity=severity)
-    result = validation.validate_examples(current, make_dataset(), cfg)
+    result = dataset_validation.validate_examples(current, make_dataset(), cfg)
     if severity == "ignore":
         assert result["anomalies"] == []
         return
@@ -218,8 +218,8 @@ def test_channel_mean_shift(severity):
 def test_ingested_digits_against_a_modified_copy(ingested_digits):
     previous = dataset_info.load(str(ingested_digits.path))
     cfg = schema.ValidationConfig()
-    assert validation.validate_examples(previous, previous, cfg)["passed"]
-    assert validation.validate_examples(previous, None, cfg)["anomalies"] == []
+    assert dataset_validation.validate_examples(previous, previous, cfg)["passed"]
+    assert dataset_validation.validate_examples(previous, None, cfg)["anomalies"] == []
 
     # The same version without class "3" and with every channel 0.2 brighter.
     current = copy.deepcopy(previous)
@@ -230,7 +230,7 @@ def test_ingested_digits_against_a_modified_copy(ingested_digits):
     current["class_counts"]["3"] = 0
     current["stats"]["channel_mean"] = [m + 0.2 for m in current["stats"]["channel_mean"]]
 
-    result = validation.validate_examples(current, previous, cfg)
+    result = dataset_validation.validate_examples(current, previous, cfg)
     assert not result["passed"]
     assert result["current_version"] == "modified"
     assert result["previous_version"] == previous["version"]

@@ -1,5 +1,5 @@
-"""BulkInferrer: the Beam job's rows against the signature, error rows, both formats, the
-component in a pipeline run and its cache."""
+"""Bulk inference as a Beam job: the rows against the signature, error rows, both formats,
+unlabelled manifests."""
 
 import json
 
@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 
 from configs import loader
-from registry import store as registry_store
+from serving import bulk_inference
 from tests.conftest import export_dense_model
-from tests.tfx_pipeline.test_pipeline import chance_overrides, run, statuses, tiny_overrides
-from tfx_pipeline import metadata
-from tfx_pipeline.components import bulk_inference
 
 CLASSES = ["cat", "dog", "owl"]
 
@@ -135,56 +132,3 @@ def test_a_manifest_without_labels_is_classified_row_by_row(tmp_path, images):
     rows = read_jsonl(output)
     assert sorted(row["path"] for row in rows) == [str(images / "1.png"), str(images / "2.png")]
     assert all(row["label"] in CLASSES for row in rows)
-
-
-@pytest.mark.slow
-@pytest.mark.beam
-@pytest.mark.serving
-def test_the_bulk_inferrer_classifies_after_a_push_and_is_cached_on_a_rerun(
-    tmp_path, make_image, make_tree, images
-):
-    overrides = [
-        *tiny_overrides(tmp_path, make_tree),
-        "pipeline.infra_validation.enabled=false",
-        f"pipeline.bulk_inference.source={images}",
-        f"pipeline.bulk_inference.output={tmp_path / 'predictions'}",
-    ]
-    first = run(overrides)
-    assert statuses(first)["BulkInferrer"] == metadata.COMPLETED
-    predictions = first.outputs["BulkInferrer.predictions"]
-    assert predictions.properties["images"] == 7 and predictions.properties["errors"] == 1
-    [pushed] = registry_store.list_versions(tmp_path / "store", "tiny")
-    assert predictions.properties["version"] == pushed.version
-    rows = read_jsonl(tmp_path / "predictions")
-    assert len(rows) == 7 and {r["label"] for r in rows if not r.get("error")} <= {"cat", "dog"}
-
-    again = run(overrides)
-    assert statuses(again)["BulkInferrer"] == metadata.CACHED
-
-    (images / "6.png").write_bytes(make_image(6, size=(8, 8)))
-    changed = run(overrides)
-    assert statuses(changed)["Pusher"] == metadata.CACHED
-    assert statuses(changed)["BulkInferrer"] == metadata.COMPLETED
-    assert len(read_jsonl(tmp_path / "predictions")) == 8
-
-
-@pytest.mark.slow
-@pytest.mark.beam
-def test_the_bulk_inferrer_skips_when_nothing_was_pushed(tmp_path, make_image, make_tree, images):
-    overrides = [
-        *chance_overrides(tmp_path, make_image, make_tree),
-        "pipeline.infra_validation.enabled=false",
-        f"pipeline.bulk_inference.source={images}",
-    ]
-    summary = run(overrides)
-    assert statuses(summary)["BulkInferrer"] == metadata.COMPLETED
-    predictions = summary.outputs["BulkInferrer.predictions"]
-    assert predictions.uri is None and "nothing was pushed" in predictions.properties["note"]
-
-
-def test_the_bulk_inferrer_is_off_without_a_source(tmp_path):
-    from tfx_pipeline.components import steps
-
-    [component] = [c for c in steps.build_components() if c.name == "BulkInferrer"]
-    assert not component.enabled(loader.load(None, []))
-    assert component.enabled(loader.load(None, [f"pipeline.bulk_inference.source={tmp_path}"]))

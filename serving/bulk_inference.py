@@ -1,4 +1,5 @@
-"""BulkInferrer's Beam job: every image of a source classified by a SavedModel with RunInference."""
+"""Bulk inference as a Beam job (the pipeline's BulkInferrer): every image of a source classified
+by a SavedModel with RunInference."""
 
 import json
 import logging

@@ -1,5 +1,6 @@
-"""InfraValidator: an exported version served by our model server on free local ports, its
-warm-up requests replayed over gRPC, and the p99 latency held against a budget."""
+"""Infra validation (the pipeline's InfraValidator): an exported version served by our model
+server on free local ports, its warm-up requests replayed over gRPC, and the p99 latency held
+against a budget."""
 
 import json
 import logging
