@@ -1,11 +1,12 @@
 """Inference speed of every export format on this CPU: the SavedModel beside ONNX and TFLite
 (float, dynamic range, float16, int8).
 
-The model is bench_serving's: MobileNetV2 at 224x224x3 with random weights and a 10-class head,
-exported with artifacts.export and converted by artifacts.convert as `imgclf export --format
-onnx,tflite --quantize none,dynamic_range,float16,int8` does. Random weights have no training
-data, so int8 calibrates on --calibration-images seeded noise images, and parity (recorded, not
-required) is measured on noise, where an untrained model's near ties flip under quantisation.
+The model is the serving benchmark's (serving_model.py): MobileNetV2 at 224x224x3 with random
+weights and a 10-class head, exported with artifacts.export and converted by artifacts.convert as
+`imgclf export --format onnx,tflite --quantize none,dynamic_range,float16,int8` does. Random
+weights have no training data, so int8 calibrates on --calibration-images seeded noise images,
+and parity (recorded, not required) is measured on noise, where an untrained model's near ties
+flip under quantisation.
 
 Every format runs in this process on float pixels through `predict_images`: one image per call
 (p50 and p99 over --repeats calls) and batches of 32 (images/s, median of --batches). Formats take
@@ -21,21 +22,20 @@ Writes bench/results/formats.json.
 MobileNetV2 takes 10-15 s per format on 2 cores, so all six would not fit a smoke run.
 """
 
-import argparse
-import os
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import bench_serving  # beside this script: the model every serving benchmark measures
 import numpy as np
 import onnxruntime
-import report
+import report  # beside this script, which Python puts first on sys.path
+import serving_model
 import tensorflow as tf
+from harness import arguments, comparison, machine, timing
 
-from artifacts import convert, export, parity
+from artifacts import convert, parity
 from core import signatures
 
 BASELINE = "savedmodel"
@@ -52,7 +52,7 @@ def convert_all(
 ) -> dict[str, dict]:
     """{format: {"path", "convert_s"}} for each of `names` but the SavedModel itself."""
     rng = np.random.default_rng(1)
-    representative = rng.random((calibration_images, *bench_serving.IMAGE_SHAPE), np.float32)
+    representative = rng.random((calibration_images, *serving_model.IMAGE_SHAPE), np.float32)
     converted = {}
     for name in names:
         if name == BASELINE:
@@ -89,45 +89,50 @@ def build_runner(name: str, version_dir: Path, path: Path | None, threads: int):
 
 
 def measure(runners: dict, repeats: int, batches: int) -> dict[str, dict]:
-    """Latency samples of one image and of one batch per format, taken in turns."""
+    """Latency of one image and of one batch per format, its samples taken in turns."""
     rng = np.random.default_rng(0)
-    one = rng.random((1, *bench_serving.IMAGE_SHAPE), np.float32)
-    batch = rng.random((BATCH, *bench_serving.IMAGE_SHAPE), np.float32)
-    samples = {name: {"one": [], "batch": []} for name in runners}
+    one = rng.random((1, *serving_model.IMAGE_SHAPE), np.float32)
+    batch = rng.random((BATCH, *serving_model.IMAGE_SHAPE), np.float32)
     for single, batched in runners.values():  # warm-up: tracing, allocation, delegates
         single(one)
         batched(batch)
-    for round_index in range(ROUNDS):
-        for name, (single, batched) in runners.items():
-            for _ in range(-(-repeats // ROUNDS)):
-                started = time.perf_counter()
-                single(one)
-                samples[name]["one"].append((time.perf_counter() - started) * 1000)
-            for _ in range(-(-batches // ROUNDS)):
-                started = time.perf_counter()
-                batched(batch)
-                samples[name]["batch"].append((time.perf_counter() - started) * 1000)
-        print(f"bench: round {round_index + 1}/{ROUNDS} done", flush=True)
-    return {
-        name: {
-            "p50_ms": round(float(np.percentile(taken["one"], 50)), 2),
-            "p99_ms": round(float(np.percentile(taken["one"], 99)), 2),
-            "batch_ms": round(statistics.median(taken["batch"]), 1),
-            "images_per_s": round(BATCH * 1000 / statistics.median(taken["batch"]), 1),
-            "samples": len(taken["one"]),
+    ones, batches_per_round = -(-repeats // ROUNDS), -(-batches // ROUNDS)
+
+    def side(single, batched):
+        def take() -> tuple[list[float], list[float]]:
+            return (
+                [timing.elapsed_ms(lambda: single(one)) for _ in range(ones)],
+                [timing.elapsed_ms(lambda: batched(batch)) for _ in range(batches_per_round)],
+            )
+
+        return take
+
+    rounds = timing.take_turns(
+        {name: side(*pair) for name, pair in runners.items()},
+        ROUNDS,
+        after_round=lambda number, _: print(f"bench: round {number}/{ROUNDS} done", flush=True),
+    )
+    figures = {}
+    for name, taken in rounds.items():
+        one_ms = [ms for single, _ in taken for ms in single]
+        batch_ms = statistics.median(ms for _, batched in taken for ms in batched)
+        figures[name] = {
+            **timing.latency(one_ms),
+            "batch_ms": round(batch_ms, 1),
+            "images_per_s": round(BATCH * 1000 / batch_ms, 1),
+            "samples": len(one_ms),
         }
-        for name, taken in samples.items()
-    }
+    return figures
 
 
-def comparisons(figures: dict[str, dict]) -> list[report.Comparison]:
+def comparisons(figures: dict[str, dict]) -> list[comparison.Comparison]:
     base = figures[BASELINE]
     found = []
     for name in list(figures)[1:]:
         ours = figures[name]
         for stat, what in (("p50_ms", "1 image, p50"), ("p99_ms", "1 image, p99")):
             found.append(
-                report.Comparison(
+                comparison.Comparison(
                     key=f"formats.{name}.{stat}.b1",
                     what=f"{name}: {what}",
                     unit="ms",
@@ -138,7 +143,7 @@ def comparisons(figures: dict[str, dict]) -> list[report.Comparison]:
                 )
             )
         found.append(
-            report.Comparison(
+            comparison.Comparison(
                 key=f"formats.{name}.images_per_s.b{BATCH}",
                 what=f"{name}: batches of {BATCH}",
                 unit="images/s",
@@ -167,50 +172,31 @@ def print_table(figures: dict[str, dict], files: dict[str, dict]) -> None:
         )
 
 
+def parse_args():
+    options = arguments.Options(__doc__, f"a smoke run: few calls, {','.join(QUICK_FORMATS)}")
+    options.add_sized("--repeats", 200, 20, "1-image calls per format", type=int)
+    options.add_sized("--batches", 20, 5, "batch-32 calls per format", type=int)
+    options.add_sized("--calibration-images", 100, 8, "noise images int8 calibrates on", type=int)
+    options.add_sized(
+        "--formats", ",".join(FORMATS), ",".join(QUICK_FORMATS), "comma-separated formats"
+    )
+    args = options.parse()
+    chosen = arguments.subset(options.parser, args.formats, FORMATS, "format")
+    if BASELINE not in chosen:
+        options.parser.error(f"--formats must include {BASELINE}, the baseline")
+    args.formats = [name for name in FORMATS if name in chosen]
+    return args
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=200, help="1-image calls per format")
-    parser.add_argument("--batches", type=int, default=20, help="batch-32 calls per format")
-    parser.add_argument(
-        "--calibration-images", type=int, default=100, help="noise images int8 calibrates on"
-    )
-    parser.add_argument(
-        "--formats", default=",".join(FORMATS), help=f"comma-separated subset of {FORMATS}"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"a smoke run: few calls, {','.join(QUICK_FORMATS)}"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.repeats, args.batches, args.calibration_images = 20, 5, 8
-        args.formats = ",".join(QUICK_FORMATS)
-    names = [name for name in FORMATS if name in args.formats.split(",")]
-    unknown = sorted(set(args.formats.split(",")) - set(FORMATS))
-    if unknown or BASELINE not in names:
-        parser.error(f"--formats: unknown {unknown} or no {BASELINE}; choose from {FORMATS}")
-    threads = len(os.sched_getaffinity(0))
-    print(
-        f"bench: {threads} CPUs; load average {os.getloadavg()[0]:.2f} before the run (other "
-        "work on this machine skews figures)",
-        flush=True,
-    )
+    args = parse_args()
+    names = args.formats
+    threads = machine.usable_cpus()
+    machine.announce()
 
     work = Path(tempfile.mkdtemp(prefix="imgclf-bench-formats-"))
-    model = bench_serving.build_model()
-    version_dir = export.export_saved_model(
-        model,
-        work / "export",
-        1,
-        bench_serving.IMAGE_SHAPE[:2],
-        bench_serving.IMAGE_SHAPE[2],
-        bench_serving.CLASS_NAMES,
-        {},
-    )
-    print(f"bench: exported MobileNetV2 ({model.count_params():,} parameters)", flush=True)
+    version_dir = serving_model.export_model(serving_model.build_model(), work)
     converted = convert_all(names, version_dir, work, args.calibration_images)
-
     parity_images = parity.build_parity_images(version_dir, PARITY_IMAGES)
     expected = parity.saved_model_outputs(version_dir, parity_images)
     files = {BASELINE: {"size_bytes": parity.saved_model_size(version_dir)}}
@@ -248,7 +234,7 @@ def main() -> None:
             "calibration_data": "seeded uniform noise",
             "quick": args.quick,
         },
-        "load_average_after": os.getloadavg()[0],
+        "load_average_after": machine.load_average()[0],
         "figures": figures,
         "files": files,
         "parity_images": f"{PARITY_IMAGES} seeded noise images",

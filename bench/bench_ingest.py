@@ -12,12 +12,12 @@ Writes bench/results/ingest.json through bench/report.py.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
@@ -27,31 +27,13 @@ from pathlib import Path
 import psutil
 import report  # beside this script, which Python puts first on sys.path
 import synthetic_images
+from harness import arguments, comparison, machine, timing
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 MIB = 1024 * 1024
 RSS_TARGET = 1.2  # peak RSS at the largest size / at the smallest
 PIL_LOOP = "pil_loop"  # the baseline's mode name in the rows
 PROGRESS = re.compile(r"ingest: worker (\d+): \d+ units, (\d+) images read")
-
-
-def ensure_images(work: Path, count: int, classes: int, seed: int) -> Path:
-    """The cached synthetic tree for `count` images, generated when missing or different."""
-    source = work / f"images-{count}"
-    wanted = {"count": count, "classes": classes, "seed": seed, "size": [320, 240]}
-    if synthetic_images.read_marker(source) == wanted:
-        found = sum(1 for _ in source.glob("class_*/*.jpg"))
-        if found == count:
-            print(f"bench: reusing {count} synthetic images in {source}")
-            return source
-    shutil.rmtree(source, ignore_errors=True)
-    print(f"bench: generating {count} synthetic images in {source}", flush=True)
-    started = time.perf_counter()
-    synthetic_images.write_synthetic(source, count, classes=classes, seed=seed)
-    seconds = time.perf_counter() - started
-    print(f"bench: generated {count} images in {seconds:.1f}s ({count / seconds:.0f}/s)")
-    return source
 
 
 def tree_rss(root: psutil.Process) -> dict[int, tuple[int, str]]:
@@ -248,32 +230,32 @@ def summarize(runs: list[dict]) -> dict:
         return {**runs[0], "repeats": len(runs)}
     figures = dict(ok[0])
     for key in ("seconds", "peak_rss_mib", "images_per_s", "startup_seconds"):
-        values = [r[key] for r in ok if r.get(key) is not None]
-        if values:
-            figures[key] = round(statistics.median(values), 2)
+        median = timing.median_of(ok, key)
+        if median is not None:
+            figures[key] = median
     figures["repeats"] = len(ok)
     return figures
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--work", default="/tmp/imgclf-bench-ingest", help="image cache, logs")
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
-    parser.add_argument("--interval", type=float, default=0.2, help="RSS sampling period (s)")
-    parser.add_argument(
+def parse_args():
+    options = arguments.Options(__doc__, "500 and 2,000 images")
+    options.add_sized("--sizes", [10_000, 100_000], [500, 2000], "images", type=int, nargs="+")
+    options.add("--work", default="/tmp/imgclf-bench-ingest", help="image cache, logs")
+    options.add("--classes", type=int, default=10)
+    options.add("--seed", type=int, default=0)
+    options.add("--repeats", type=int, default=1, help="runs per figure (median)")
+    options.add("--interval", type=float, default=0.2, help="RSS sampling period (s)")
+    options.add(
         "--loop-sizes", type=int, nargs="*", help="sizes for the PIL loop (default: --sizes)"
     )
-    parser.add_argument(
+    options.add(
         "--baseline-size", type=int, help="in_memory run size (default: 10000 if in --sizes)"
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the in_memory run")
-    parser.add_argument("--max-seconds", type=float, default=2400, help="stop one run after")
+    options.add("--no-baseline", action="store_true", help="skip the in_memory run")
+    options.add("--max-seconds", type=float, default=2400, help="stop one run after")
     # Internal: the baseline runs as this script in its own process, so its RSS is its own.
-    parser.add_argument("--pil-loop", nargs=2, metavar=("SOURCE", "OUT"), help=argparse.SUPPRESS)
-    return parser.parse_args()
+    options.add("--pil-loop", nargs=2, metavar=("SOURCE", "OUT"), help=argparse.SUPPRESS)
+    return options.parse()
 
 
 def measure_all(args: argparse.Namespace, sizes: list[int], work: Path) -> list[dict]:
@@ -299,11 +281,10 @@ def measure_all(args: argparse.Namespace, sizes: list[int], work: Path) -> list[
         runs.setdefault((size, mode), []).append(result)
 
     for size in sizes:
-        source = ensure_images(work, size, args.classes, args.seed)
+        source = synthetic_images.ensure(work / f"images-{size}", size, args.classes, args.seed)
         sides = ["multi_processing", *([PIL_LOOP] if size in loop_sizes else [])]
-        for repeat in range(args.repeats):
-            for mode in sides if repeat % 2 == 0 else sides[::-1]:
-                run_once(size, source, mode, repeat)
+        for repeat, mode in timing.turns(sides, args.repeats, reverse_odd_rounds=True):
+            run_once(size, source, mode, repeat)
         if size == baseline_size and not args.no_baseline:
             for repeat in range(args.repeats):
                 run_once(size, source, "in_memory", repeat)
@@ -319,35 +300,34 @@ def rss_ratio(rows: list[dict], mode: str, sizes: list[int]) -> float | None:
     return round(largest["peak_rss_mib"] / smallest["peak_rss_mib"], 3)
 
 
-def build_comparisons(rows: list[dict], sizes: list[int]) -> list[report.Comparison]:
+def build_comparisons(rows: list[dict], sizes: list[int]) -> list[comparison.Comparison]:
     """imgclf (multi_processing) beside the PIL loop: images/s and peak RSS per size, and how
     flat peak RSS stays from the smallest size to the largest."""
     parallel = {r["size"]: r for r in rows if r["mode"] == "multi_processing"}
     loop = {r["size"]: r for r in rows if r["mode"] == PIL_LOOP}
+    versus_loop = functools.partial(comparison.Comparison, baseline_name="PIL loop, 1 process")
     comparisons = []
     for size in sizes:
         mine, theirs = parallel.get(size, {}), loop.get(size, {})
         if mine.get("images_per_s") and theirs.get("images_per_s"):
             comparisons.append(
-                report.Comparison(
+                versus_loop(
                     key=f"ingest.images_per_s.{size}",
                     what=f"ingest {size} JPEGs, images/s",
                     unit="images/s",
                     imgclf=mine["images_per_s"],
                     baseline=theirs["images_per_s"],
-                    baseline_name="PIL loop, 1 process",
                     target="faster than the loop",
                     target_met=mine["images_per_s"] > theirs["images_per_s"],
                 )
             )
             comparisons.append(
-                report.Comparison(
+                versus_loop(
                     key=f"ingest.peak_rss_mib.{size}",
                     what=f"ingest {size} JPEGs, peak RSS",
                     unit="MiB",
                     imgclf=mine["peak_rss_mib"],
                     baseline=theirs["peak_rss_mib"],
-                    baseline_name="PIL loop, 1 process",
                     higher_is_better=False,
                 )
             )
@@ -355,13 +335,12 @@ def build_comparisons(rows: list[dict], sizes: list[int]) -> list[report.Compari
     loop_ratio = rss_ratio(rows, PIL_LOOP, sizes)
     if mine_ratio is not None and loop_ratio is not None:
         comparisons.append(
-            report.Comparison(
+            versus_loop(
                 key="ingest.rss_flatness",
                 what=f"peak RSS {sizes[-1]} / {sizes[0]} images",
                 unit="x",
                 imgclf=mine_ratio,
                 baseline=loop_ratio,
-                baseline_name="PIL loop, 1 process",
                 higher_is_better=False,
                 target=f"<= {RSS_TARGET}x",
                 target_met=mine_ratio <= RSS_TARGET,
@@ -387,7 +366,7 @@ def build_details(rows: list[dict], sizes: list[int]) -> dict:
         "rss_within_target": None if ratio is None else ratio <= RSS_TARGET,
         "pil_loop_rss_ratio_largest_to_smallest": rss_ratio(rows, PIL_LOOP, sizes),
         "multi_processing_speedup_vs_in_memory": speedup,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine.summary(),
         "total_memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "python": platform.python_version(),
     }
@@ -414,6 +393,7 @@ def main() -> None:
         pil_loop(Path(args.pil_loop[0]), Path(args.pil_loop[1]))
         return
     sizes = sorted(set(args.sizes))
+    machine.announce()
     work = Path(args.work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     rows = measure_all(args, sizes, work)

@@ -18,15 +18,12 @@ which stores these JPEGs' own bytes):
   antialiased only past a 2x downscale), or by its random-resized crop decode.
   Nothing is read from disk, parsed, shuffled or augmented there.
 Each sample builds a fresh pipeline, pulls --warmup batches untimed, then times at least --batches
-batches. All eight sides run once per repeat, in pairs; figures are medians. The CPU time per image
+batches. All eight sides run once per repeat, in turns; figures are medians. The CPU time per image
 of each side (less sensitive to other processes than wall time) gives the cost of each stage.
 --deterministic turns on op determinism first, as `train.deterministic` does.
 Writes bench/results/input.json.
 """
 
-import argparse
-import shutil
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,9 +32,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import report
-import synthetic_images  # beside this script, which Python puts first on sys.path
+import report  # beside this script, which Python puts first on sys.path
+import synthetic_images
 import tensorflow as tf
+from harness import arguments, comparison, machine, timing
 
 from configs import loader, schema
 from transforms import augment, dataset, dataset_info, features, preprocess, random_crop
@@ -54,20 +52,6 @@ AUGMENT_LAYERS = [
 # A photo model's training input: random-resized crop at decode, then a flip.
 CROP = schema.RandomResizedCropConfig()
 CROP_AUGMENT_LAYERS = [{"random_flip": {"mode": "horizontal"}}]
-
-
-def ensure_images(work: Path, count: int, classes: int, seed: int, size: tuple[int, int]) -> Path:
-    """The cached synthetic tree for `count` images, generated when missing or different."""
-    source = work / f"images-{count}-{size[0]}x{size[1]}"
-    wanted = {"count": count, "classes": classes, "seed": seed, "size": list(size)}
-    if synthetic_images.read_marker(source) == wanted:
-        if sum(1 for _ in source.glob("class_*/*.jpg")) == count:
-            print(f"bench: reusing {count} synthetic images in {source}")
-            return source
-    shutil.rmtree(source, ignore_errors=True)
-    print(f"bench: generating {count} synthetic JPEGs in {source}", flush=True)
-    synthetic_images.write_synthetic(source, count, classes=classes, seed=seed, size=size)
-    return source
 
 
 def build_config(source: Path, out_dir: Path, image_size: int, batch_size: int) -> schema.Config:
@@ -122,7 +106,9 @@ def describe_stored(version_dir: Path, source: Path) -> dict:
 
 
 @dataclass(frozen=True)
-class Timing:
+class Sampling:
+    """How much of a pipeline each sample pulls."""
+
     warmup: int  # untimed batches per sample
     batches: int  # timed batches per sample, at least
     min_seconds: float  # and at least this long, so the fast raw-decode sides time enough work
@@ -136,21 +122,21 @@ class Side:
     says where the time goes even when other processes share the cores.
     """
 
-    def __init__(self, build: Callable[[], tf.data.Dataset], timing: Timing):
-        self.build, self.timing, self.cpu_ms_per_image = build, timing, []
+    def __init__(self, build: Callable[[], tf.data.Dataset], sampling: Sampling):
+        self.build, self.sampling, self.cpu_ms_per_image = build, sampling, []
 
     def __call__(self) -> float:
         iterator = iter(self.build())
-        for _ in range(self.timing.warmup):  # tracing, thread start, shuffle-buffer fill
+        for _ in range(self.sampling.warmup):  # tracing, thread start, shuffle-buffer fill
             next(iterator)
         started, cpu_started, batches = time.perf_counter(), time.process_time(), 0
-        while batches < self.timing.batches or (
-            time.perf_counter() - started < self.timing.min_seconds
+        while batches < self.sampling.batches or (
+            time.perf_counter() - started < self.sampling.min_seconds
         ):
             next(iterator)
             batches += 1
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        images = batches * self.timing.batch_size
+        images = batches * self.sampling.batch_size
         self.cpu_ms_per_image.append(1000 * cpu / images)
         return images / seconds
 
@@ -212,17 +198,13 @@ def build_raw_decode(encoded: list[bytes], decode, batch_size: int) -> tf.data.D
 
 
 def measure(sides: dict[str, Side], repeats: int) -> dict[str, list[float]]:
-    """Every side once per repeat, in pairs through report.alternate so drifts hit all sides."""
-    names = list(sides)
-    samples = {name: [] for name in names}
-    for repeat in range(repeats):
-        for first, second in zip(names[::2], names[1::2], strict=True):
-            _, _, a, b = report.alternate(sides[first], sides[second], 1)
-            samples[first] += a
-            samples[second] += b
-        line = ", ".join(f"{name} {samples[name][-1]:.0f}" for name in names)
-        print(f"bench: repeat {repeat + 1}/{repeats}: images/s {line}", flush=True)
-    return samples
+    """Every side once per repeat, in turns, so that drifts of the machine hit all sides."""
+
+    def show(number: int, samples: dict[str, list[float]]) -> None:
+        line = ", ".join(f"{name} {values[-1]:.0f}" for name, values in samples.items())
+        print(f"bench: repeat {number}/{repeats}: images/s {line}", flush=True)
+
+    return timing.take_turns(sides, repeats, after_round=show)
 
 
 def stage_costs(cpu_ms: dict[str, float]) -> dict[str, float]:
@@ -240,7 +222,7 @@ def stage_costs(cpu_ms: dict[str, float]) -> dict[str, float]:
 
 
 def build_sides(
-    version_dir: Path, source: Path, encoded: list[bytes], cfg: schema.Config, timing: Timing
+    version_dir: Path, source: Path, encoded: list[bytes], cfg: schema.Config, sampling: Sampling
 ) -> dict[str, Side]:
     """Pairs measured alternately: the full pipelines, the same without augmentation, raw decode,
     the random-resized-crop pipeline and its decode alone.
@@ -265,113 +247,111 @@ def build_sides(
         return random_crop.decode_random_crop(data, seed, image_size, 3, **crop_settings)
 
     return {
-        "imgclf": Side(lambda: build_imgclf(version_dir, cfg, augmenter(), None), timing),
-        "keras": Side(lambda: build_keras_baseline(source, cfg, augmenter()), timing),
-        "imgclf_noaug": Side(lambda: build_imgclf(version_dir, cfg, None, None), timing),
-        "keras_noaug": Side(lambda: build_keras_baseline(source, cfg, None), timing),
-        "decode": Side(lambda: build_raw_decode(encoded, decode_only, timing.batch_size), timing),
-        "decode_resize": Side(
-            lambda: build_raw_decode(encoded, decode_and_resize, timing.batch_size), timing
+        "imgclf": Side(lambda: build_imgclf(version_dir, cfg, augmenter(), None), sampling),
+        "keras": Side(lambda: build_keras_baseline(source, cfg, augmenter()), sampling),
+        "imgclf_noaug": Side(lambda: build_imgclf(version_dir, cfg, None, None), sampling),
+        "keras_noaug": Side(lambda: build_keras_baseline(source, cfg, None), sampling),
+        "decode": Side(
+            lambda: build_raw_decode(encoded, decode_only, sampling.batch_size), sampling
         ),
-        "imgclf_crop": Side(lambda: build_imgclf(version_dir, cfg, flip(), CROP), timing),
+        "decode_resize": Side(
+            lambda: build_raw_decode(encoded, decode_and_resize, sampling.batch_size), sampling
+        ),
+        "imgclf_crop": Side(lambda: build_imgclf(version_dir, cfg, flip(), CROP), sampling),
         "decode_crop": Side(
-            lambda: build_raw_decode(encoded, decode_random_crop, timing.batch_size), timing
+            lambda: build_raw_decode(encoded, decode_random_crop, sampling.batch_size), sampling
         ),
     }
 
 
-def build_comparisons(medians: dict[str, float]) -> list[report.Comparison]:
-    def raw(key, what, imgclf, baseline, baseline_name, target):
-        return report.Comparison(
+def build_comparisons(medians: dict[str, float]) -> list[comparison.Comparison]:
+    def versus(key, what, imgclf, baseline, baseline_name, **target):
+        return comparison.Comparison(
             key=key,
             what=what,
             unit="images/s",
             imgclf=medians[imgclf],
             baseline=medians[baseline],
             baseline_name=baseline_name,
-            target=target,
-            target_met=medians[imgclf] >= RAW_TARGET * medians[baseline] if target else None,
+            **target,
         )
 
     keras_name = "keras.utils.image_dataset_from_directory"
+    raw_target = {"target": f">= {RAW_TARGET}x raw decode", "min_ratio": RAW_TARGET}
     return [
-        report.Comparison(
-            key="input.images_per_s_vs_keras",
-            what="training input (augmented) images/s",
-            unit="images/s",
-            imgclf=medians["imgclf"],
-            baseline=medians["keras"],
-            baseline_name=f"{keras_name} + same augment map",
+        versus(
+            "input.images_per_s_vs_keras",
+            "training input (augmented) images/s",
+            "imgclf",
+            "keras",
+            f"{keras_name} + same augment map",
             target="ratio > 1.0",
             target_met=medians["imgclf"] > medians["keras"],
         ),
-        raw(
+        versus(
             "input.images_per_s_vs_raw_decode",
             "training input (augmented) vs raw decode",
             "imgclf",
             "decode",
             "tf.io.decode_jpeg, all cores, bytes in memory",
-            f">= {RAW_TARGET}x raw decode",
+            **raw_target,
         ),
-        report.Comparison(
-            key="input.noaug_images_per_s_vs_keras",
-            what="input without augmentation images/s",
-            unit="images/s",
-            imgclf=medians["imgclf_noaug"],
-            baseline=medians["keras_noaug"],
-            baseline_name=keras_name,
+        versus(
+            "input.noaug_images_per_s_vs_keras",
+            "input without augmentation images/s",
+            "imgclf_noaug",
+            "keras_noaug",
+            keras_name,
         ),
-        raw(
+        versus(
             "input.noaug_images_per_s_vs_raw_decode_resize",
             "input without augmentation vs raw decode+resize",
             "imgclf_noaug",
             "decode_resize",
             "preprocess.decode_and_resize (decode, float, stretch), all cores, in memory",
-            "",
         ),
-        raw(
+        versus(
             "input.crop_images_per_s_vs_raw_decode",
             "training input (random-resized crop + flip) vs raw decode",
             "imgclf_crop",
             "decode",
             "tf.io.decode_jpeg of the whole file, all cores, bytes in memory",
-            f">= {RAW_TARGET}x raw decode",
+            **raw_target,
         ),
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
-    parser.add_argument("--images", type=int, help="synthetic JPEGs (default 3000, quick 600)")
-    parser.add_argument("--batches", type=int, help="timed batches per sample (40, quick 8)")
-    parser.add_argument("--warmup", type=int, default=4, help="untimed batches per sample")
-    parser.add_argument("--repeats", type=int, help="samples per side (default 3, quick 2)")
-    parser.add_argument("--image-size", type=int, default=224, help="square model input side")
-    parser.add_argument(
-        "--source-size", default="320x240", help="synthetic JPEGs' nominal WIDTHxHEIGHT"
-    )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--work", default="/tmp/imgclf-bench-input", help="image/shard cache")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+def parse_args():
+    options = arguments.Options(__doc__, "small counts, about a minute")
+    options.add_sized("--images", 3000, 600, "synthetic JPEGs", type=int)
+    options.add_sized("--batches", 40, 8, "timed batches per sample, at least", type=int)
+    options.add_sized("--min-seconds", 2.0, 1.0, "timed seconds per sample, at least", type=float)
+    options.add_sized("--repeats", 3, 2, "samples per side", type=int)
+    options.add("--warmup", type=int, default=4, help="untimed batches per sample")
+    options.add("--image-size", type=int, default=224, help="square model input side")
+    options.add("--source-size", default="320x240", help="synthetic JPEGs' nominal WIDTHxHEIGHT")
+    options.add("--batch-size", type=int, default=32)
+    options.add("--work", default="/tmp/imgclf-bench-input", help="image/shard cache")
+    options.add("--seed", type=int, default=0)
+    options.add(
         "--deterministic", action="store_true", help="op determinism, as train.deterministic"
     )
-    args = parser.parse_args()
+    return options.parse()
+
+
+def main() -> None:
+    args = parse_args()
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
-    count = args.images or (600 if args.quick else 3000)
-    timing = Timing(
-        warmup=args.warmup,
-        batches=args.batches or (8 if args.quick else 40),
-        min_seconds=1.0 if args.quick else 2.0,
-        batch_size=args.batch_size,
-    )
-    repeats = args.repeats or (2 if args.quick else 3)
+    count, repeats = args.images, args.repeats
+    sampling = Sampling(args.warmup, args.batches, args.min_seconds, args.batch_size)
+    machine.announce()
 
     work = Path(args.work)
     size = tuple(int(side) for side in args.source_size.split("x"))
-    source = ensure_images(work, count, classes=10, seed=args.seed, size=size)
+    source = synthetic_images.ensure(
+        work / f"images-{count}-{size[0]}x{size[1]}", count, seed=args.seed, size=size
+    )
     cfg = build_config(source, work / f"tfrecords-{source.name}", args.image_size, args.batch_size)
     version_dir = ensure_ingested(cfg.data, count)
     stored = describe_stored(version_dir, source)
@@ -380,16 +360,16 @@ def main() -> None:
         f"{stored['stored_as_source_bytes']} of them the source JPEG's own bytes"
     )
     encoded = [path.read_bytes() for path in sorted(source.glob("class_*/*.jpg"))]
-    sides = build_sides(version_dir, source, encoded, cfg, timing)
+    sides = build_sides(version_dir, source, encoded, cfg, sampling)
     print(
         f"bench: {count} JPEGs ~{size[0]}x{size[1]} -> {args.image_size}x{args.image_size}x3, "
-        f"batch {args.batch_size}; per sample {timing.warmup} untimed + at least "
-        f"{timing.batches} timed batches; {repeats} repeats",
+        f"batch {args.batch_size}; per sample {sampling.warmup} untimed + at least "
+        f"{sampling.batches} timed batches; {repeats} repeats",
         flush=True,
     )
     samples = measure(sides, repeats)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    cpu_ms = {name: statistics.median(side.cpu_ms_per_image) for name, side in sides.items()}
+    medians = timing.medians(samples)
+    cpu_ms = timing.medians({name: side.cpu_ms_per_image for name, side in sides.items()})
     stages = stage_costs(cpu_ms)
     print(
         "bench: CPU ms per image by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
@@ -403,7 +383,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "augment": AUGMENT_LAYERS,
         "crop_side": {"random_resized_crop": CROP.model_dump(), "augment": CROP_AUGMENT_LAYERS},
-        "timing": asdict(timing),
+        "timing": asdict(sampling),
         "repeats": repeats,
         "op_determinism": args.deterministic,
         "ingest_stored": stored,

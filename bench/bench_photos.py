@@ -24,15 +24,12 @@ Accuracy is the mean over seeds, seconds the median; every sample is in the resu
     .venv/bin/python bench/bench_photos.py [--seeds 3] [--only imgclf_cnn,keras_cnn] [--quick]
 """
 
-import argparse
 import functools
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +38,8 @@ import photo_keras
 import photo_peer
 import photo_pretrain
 import photos
-import report
+import report  # beside this script, which Python puts first on sys.path
+from harness import arguments, comparison, machine, processes, timing
 
 from configs import loader
 
@@ -53,18 +51,12 @@ CONFIGS = {
     "mobilenet": REPO / "configs" / "examples" / "photos_mobilenet.yaml",
 }
 CONTENDERS = ("imgclf_cnn", "keras_cnn", "peer", "imgclf_mobilenet", "keras_mobilenet")
-PEER_EPOCHS, PEER_IMGSZ = 12, 96
-PRETRAIN_EPOCHS = 15
+PEER_IMGSZ = 96
 # --quick: a smoke run of every path, figures meaningless.
 QUICK_OVERRIDES = {
     "cnn": ["train.epochs=2"],
     "mobilenet": ["train.epochs=2", "train.fine_tune.head_epochs=1"],
 }
-QUICK_PEER_EPOCHS, QUICK_PRETRAIN_EPOCHS = 2, 1
-
-
-class ContenderFailed(Exception):
-    """A contender could not run to the end; the benchmark reports the others."""
 
 
 @dataclass
@@ -97,20 +89,6 @@ def imgclf_source(task: Path) -> Path:
 # --- contenders ---
 
 
-def run_command(command: list[str], env: dict, log: Path) -> float:
-    """Seconds `command` took; its output goes to `log`. A failure names its last lines."""
-    started = time.perf_counter()
-    with log.open("w") as output:
-        done = subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
-        raise ContenderFailed(
-            f"`{' '.join(command[:2])}` exited {done.returncode} ({log}): {' | '.join(tail)}"
-        )
-    return seconds
-
-
 def run_imgclf(kind: str, seed: int, task: Path, overrides: list[str], env_extra: dict) -> Sample:
     """ingest, train and evaluate with the `kind` example config, as separate commands."""
     run_id = f"photos-{kind}-seed{seed}"
@@ -126,16 +104,18 @@ def run_imgclf(kind: str, seed: int, task: Path, overrides: list[str], env_extra
     }
     config = ["--config", str(CONFIGS[kind])]
     sets = [arg for value in [f"seed={seed}", *overrides] for arg in ("--set", value)]
-    ingest_wall = run_command([str(IMGCLF), "ingest", *config, *sets], env, root / "ingest.log")
-    train_wall = run_command(
+    ingest_wall = processes.run_logged(
+        [str(IMGCLF), "ingest", *config, *sets], root / "ingest.log", env
+    )
+    train_wall = processes.run_logged(
         [str(IMGCLF), "train", *config, *sets, "--set", f"train.run_id={run_id}"],
-        env,
         root / "train.log",
+        env,
     )
     run_dir = root / "runs" / run_id
     trained = json.loads((run_dir / "metrics.json").read_text())
     evaluation = root / "evaluation"
-    evaluate_wall = run_command(
+    evaluate_wall = processes.run_logged(
         [
             str(IMGCLF),
             "evaluate",
@@ -145,8 +125,8 @@ def run_imgclf(kind: str, seed: int, task: Path, overrides: list[str], env_extra
             *config,
             *sets,
         ],
-        env,
         root / "evaluate.log",
+        env,
     )
     evaluated = json.loads((evaluation / "metrics.json").read_text())
     return Sample(
@@ -206,7 +186,7 @@ def spread(summary_: dict) -> str:
 
 def compare(name: str, ours: dict, theirs: dict, baseline: str, what: str, seeds: int):
     """(accuracy, seconds) comparisons of imgclf contender `name` against one baseline."""
-    accuracy = report.Comparison(
+    accuracy = comparison.Comparison(
         key=f"photos.holdout_accuracy.{name}",
         what=f"{what}: holdout accuracy, mean of {seeds} seed(s) (imgclf {spread(ours)}, "
         f"baseline {spread(theirs)})",
@@ -215,9 +195,9 @@ def compare(name: str, ours: dict, theirs: dict, baseline: str, what: str, seeds
         baseline=theirs["holdout_accuracy_mean"],
         baseline_name=baseline,
         target="mean >= baseline's",
+        min_ratio=1.0,
     )
-    accuracy.target_met = accuracy.imgclf >= accuracy.baseline
-    seconds = report.Comparison(
+    seconds = comparison.Comparison(
         key=f"photos.seconds.{name}",
         what=f"{what}: seconds to the trained model, median",
         unit="s",
@@ -232,7 +212,7 @@ def compare(name: str, ours: dict, theirs: dict, baseline: str, what: str, seeds
 PEER_NAME = f"Ultralytics YOLOv8n-cls from scratch, {PEER_IMGSZ} px"
 
 
-def comparisons(summaries: dict, seeds: int) -> list[report.Comparison]:
+def comparisons(summaries: dict, seeds: int) -> list[comparison.Comparison]:
     found = []
     pairs = (
         ("cnn_vs_fit", "imgclf_cnn", "keras_cnn", "model.fit, same layers", "small CNN"),
@@ -259,40 +239,38 @@ def comparisons(summaries: dict, seeds: int) -> list[report.Comparison]:
     return found
 
 
+def parse_args():
+    options = arguments.Options(
+        __doc__, "1 seed, 2 epochs, 1 pretraining epoch; the peer only when its venv exists"
+    )
+    options.add_sized("--seeds", 3, 1, "runs per contender (seeds 0..N-1)", type=int)
+    options.add_sized("--peer-epochs", 12, 2, "Ultralytics' training epochs", type=int)
+    options.add_sized(
+        "--pretrain-epochs", 15, 1, "epochs of MobileNetV2's local pretraining", type=int
+    )
+    options.add("--only", help=f"comma-separated subset of {','.join(CONTENDERS)}")
+    options.add("--no-peer", action="store_true", help="skip Ultralytics")
+    args = options.parse()
+    args.only = arguments.subset(options.parser, args.only, CONTENDERS, "contender")
+    return args
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, default=3, help="runs per contender (seeds 0..N-1)")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(CONTENDERS)}")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="1 seed, 2 epochs, 1 pretraining epoch; the peer only when its venv exists",
-    )
-    parser.add_argument("--no-peer", action="store_true", help="skip Ultralytics")
-    args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(CONTENDERS)
-    unknown = sorted(set(names) - set(CONTENDERS))
-    if unknown:
-        parser.error(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(CONTENDERS)}")
-    skipped = {}
+    args = parse_args()
+    names, skipped = args.only, {}
     if "peer" in names and (args.no_peer or (args.quick and not photo_peer.venv_ready())):
         names.remove("peer")
         skipped["peer"] = "--no-peer" if args.no_peer else f"--quick without {photo_peer.VENV}"
-    seeds = 1 if args.quick else args.seeds
     overrides = QUICK_OVERRIDES if args.quick else {"cnn": [], "mobilenet": []}
-    peer_epochs = QUICK_PEER_EPOCHS if args.quick else PEER_EPOCHS
-    pretrain_epochs = QUICK_PRETRAIN_EPOCHS if args.quick else PRETRAIN_EPOCHS
 
     data = prepare_data()
     task = data / "task"
-    mirror = WORK / f"mirror-e{pretrain_epochs}"
+    mirror = WORK / f"mirror-e{args.pretrain_epochs}"
 
     @functools.cache
     def pretrained() -> Path:
         # When the first MobileNetV2 contender needs it, so the CNN figures come first.
-        return photo_pretrain.pretrain(data / "pretrain" / "train", mirror, pretrain_epochs)
+        return photo_pretrain.pretrain(data / "pretrain" / "train", mirror, args.pretrain_epochs)
 
     def mirror_env(seed: int, mirror_url: str) -> dict:
         """imgclf's weights mirror, and a Keras cache of its own so that the weights come
@@ -302,13 +280,13 @@ def main() -> None:
         shutil.rmtree(keras_home, ignore_errors=True)
         return {"IMGCLF_WEIGHTS_MIRROR": mirror_url, "KERAS_HOME": str(keras_home)}
 
-    load_before = os.getloadavg()
+    load_before = machine.announce()
     samples: dict[str, list[Sample]] = {name: [] for name in names}
     with photo_pretrain.serve(mirror) as mirror_url:
         runners = {
             "imgclf_cnn": lambda seed: run_imgclf("cnn", seed, task, overrides["cnn"], {}),
             "keras_cnn": lambda seed: run_keras("cnn", seed, task, overrides["cnn"], None),
-            "peer": lambda seed: run_peer(seed, task, peer_epochs),
+            "peer": lambda seed: run_peer(seed, task, args.peer_epochs),
             "imgclf_mobilenet": lambda seed: run_imgclf(
                 "mobilenet", seed, task, overrides["mobilenet"], mirror_env(seed, mirror_url)
             ),
@@ -316,38 +294,39 @@ def main() -> None:
                 "mobilenet", seed, task, overrides["mobilenet"], pretrained()
             ),
         }
-        for seed in range(seeds):
-            for name in [n for n in names if n not in skipped]:
-                print(f"bench: photos seed {seed}: {name}", flush=True)
-                try:
-                    sample = runners[name](seed)
-                except ContenderFailed as error:
-                    skipped[name] = str(error)
-                    print(f"bench: photos: {name} SKIPPED: {error}", flush=True)
-                    continue
-                samples[name].append(sample)
-                print(
-                    f"bench: photos seed {seed}: {name}: holdout accuracy "
-                    f"{sample.holdout_accuracy:.4f}, {sample.seconds:.1f}s",
-                    flush=True,
-                )
+        for seed, name in timing.turns(names, args.seeds):
+            if name in skipped:
+                continue
+            print(f"bench: photos seed {seed}: {name}", flush=True)
+            try:
+                sample = runners[name](seed)
+            except processes.CommandFailed as error:
+                skipped[name] = str(error)
+                print(f"bench: photos: {name} SKIPPED: {error}", flush=True)
+                continue
+            samples[name].append(sample)
+            print(
+                f"bench: photos seed {seed}: {name}: holdout accuracy "
+                f"{sample.holdout_accuracy:.4f}, {sample.seconds:.1f}s",
+                flush=True,
+            )
     summaries = {name: summary(runs) for name, runs in samples.items() if runs}
     details = {
-        "seeds": seeds,
+        "seeds": args.seeds,
         "quick": args.quick,
         "configs": {kind: str(path.relative_to(REPO)) for kind, path in CONFIGS.items()},
-        "peer": {"epochs": peer_epochs, "imgsz": PEER_IMGSZ, "model": photo_peer.MODEL},
+        "peer": {"epochs": args.peer_epochs, "imgsz": PEER_IMGSZ, "model": photo_peer.MODEL},
         "pretraining": json.loads((mirror / photo_pretrain.SIDECAR).read_text())
         if pretrained.cache_info().currsize
         else None,
         "data": {"digest": photos.digest(data / "task"), "folder": str(data)},
-        "load_average_before_after": [load_before, os.getloadavg()],
+        "load_average_before_after": [load_before, machine.load_average()],
         "contenders": summaries,
         "skipped": skipped,
     }
     for name, reason in skipped.items():
         print(f"bench: photos: {name} not measured: {reason}")
-    report.write_results("photos", comparisons(summaries, seeds), details)
+    report.write_results("photos", comparisons(summaries, seeds=args.seeds), details)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Two figures, each measured on both sides alternately (medians of --repeats):
     .venv/bin/python bench/bench_training.py [--quick]
 """
 
-import argparse
 import dataclasses
 import shutil
 import statistics
@@ -22,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import report
+import report  # beside this script, which Python puts first on sys.path
 import synthetic_images
 import tensorflow as tf
+from harness import arguments, comparison, machine, timing
 
 from configs import loader, schema
 from trainer import distribute, loop, models, optim, task
@@ -81,6 +81,7 @@ CASES = {
     ),
 }
 QUICK_CASES = ("digits_cnn", "mobilenet_v2_96")
+TIME_TO_ACCURACY = "time_to_accuracy"
 
 
 # --- data, cached under WORK ---
@@ -97,12 +98,7 @@ def prepare_digits() -> tuple[Path, Path]:
 
 def prepare_synthetic() -> tuple[Path, Path]:
     """Synthetic JPEGs (320x240, 10 classes) and their ingested dataset version."""
-    source = WORK / "synthetic"
-    marker = synthetic_images.read_marker(source) or {}
-    if marker.get("count") != SYNTHETIC_IMAGES:
-        synthetic_images.write_synthetic(
-            source, SYNTHETIC_IMAGES, classes=SYNTHETIC_CLASSES, seed=0
-        )
+    source = synthetic_images.ensure(WORK / "synthetic", SYNTHETIC_IMAGES, SYNTHETIC_CLASSES)
     cfg = loader.load(
         None,
         [
@@ -250,23 +246,26 @@ def fit_images_per_s(cfg: schema.Config, source: Path, warmup: int, timed: int) 
 def measure_throughput(case: Case, source: Path, version_dir: Path, repeats: int):
     cfg = case_config(case, source, version_dir)
     print(f"bench: {case.what}: {case.warmup_steps} warm-up + {case.timed_steps} timed steps")
-    ours, base, ours_samples, base_samples = report.alternate(
-        lambda: imgclf_images_per_s(cfg, case.warmup_steps, case.timed_steps),
-        lambda: fit_images_per_s(cfg, source, case.warmup_steps, case.timed_steps),
+    samples = timing.take_turns(
+        {
+            "imgclf": lambda: imgclf_images_per_s(cfg, case.warmup_steps, case.timed_steps),
+            "fit": lambda: fit_images_per_s(cfg, source, case.warmup_steps, case.timed_steps),
+        },
         repeats,
     )
-    comparison = report.Comparison(
+    medians = timing.medians(samples)
+    ours_samples, base_samples = samples["imgclf"], samples["fit"]
+    found = comparison.Comparison(
         key=f"training.images_per_s.{case.key}",
         what=f"training {case.what}, batch {BATCH}",
         unit="images/s",
-        imgclf=ours,
-        baseline=base,
+        imgclf=medians["imgclf"],
+        baseline=medians["fit"],
         baseline_name="model.fit on image_dataset_from_directory",
-        target="ratio >= 1.0",
+        min_ratio=1.0,
     )
-    comparison.target_met = comparison.ratio >= 1.0
     print(f"bench: {case.what}: imgclf {ours_samples}, fit {base_samples}")
-    return comparison, {"imgclf_samples": ours_samples, "fit_samples": base_samples}
+    return found, {"imgclf_samples": ours_samples, "fit_samples": base_samples}
 
 
 # --- time-to-accuracy on the digits ---
@@ -340,7 +339,7 @@ def measure_time_to_accuracy(source: Path, version_dir: Path, repeats: int):
         base.append(fit_time_to_accuracy(cfg, folders))
         print(f"bench: time to accuracy, seed {cfg.seed}: imgclf {ours[-1]}, fit {base[-1]}")
     reached = all(accuracy >= TARGET_ACCURACY for _, accuracy in ours)
-    comparison = report.Comparison(
+    found = comparison.Comparison(
         key="training.seconds_to_098.digits",
         what=f"digits to {TARGET_ACCURACY} test accuracy ({FAST_CONFIG.name})",
         unit="s",
@@ -352,8 +351,8 @@ def measure_time_to_accuracy(source: Path, version_dir: Path, repeats: int):
         baseline_name="model.fit on image_dataset_from_directory, stopped by a test-set oracle",
         higher_is_better=False,
         target=f"test accuracy >= {TARGET_ACCURACY}",
+        target_met=reached,
     )
-    comparison.target_met = reached
     details = {
         "config": str(FAST_CONFIG.relative_to(REPO)),
         "seeds": [42 + repeat for repeat in range(repeats)],
@@ -363,24 +362,22 @@ def measure_time_to_accuracy(source: Path, version_dir: Path, repeats: int):
         "fit_test_accuracy": [accuracy for _, accuracy, _ in base],
         "fit_epochs": [epochs for _, _, epochs in base],
     }
-    return comparison, details
+    return found, details
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help="digits and 96x96 only, half the steps, 1 repeat"
+    options = arguments.Options(__doc__, "digits and 96x96 only, half the steps, 1 repeat")
+    options.add_sized("--repeats", 3, 1, "samples per side (median)", type=int)
+    figures = [*CASES, TIME_TO_ACCURACY]
+    options.add_sized(
+        "--only", ",".join(figures), ",".join([*QUICK_CASES, TIME_TO_ACCURACY]), "figures"
     )
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--only", help=f"comma-separated subset of {','.join(CASES)},time_to_accuracy"
-    )
-    args = parser.parse_args()
-    repeats = 1 if args.quick else args.repeats
-    names = args.only.split(",") if args.only else QUICK_CASES if args.quick else list(CASES)
+    args = options.parse()
+    names = arguments.subset(options.parser, args.only, figures, "figure")
+    machine.announce()
     WORK.mkdir(parents=True, exist_ok=True)
     data = {}
-    comparisons, details = [], {"repeats": repeats, "batch_size": BATCH}
+    comparisons, details = [], {"repeats": args.repeats, "batch_size": BATCH}
     shutil.rmtree(WORK / "runs", ignore_errors=True)  # runs of earlier benchmarks
     for name in (name for name in names if name in CASES):
         case = CASES[name]
@@ -388,18 +385,18 @@ def main() -> None:
             data[case.data] = prepare_digits() if case.data == "digits" else prepare_synthetic()
         if args.quick:  # a smoke run: half the timed steps
             case = dataclasses.replace(case, timed_steps=max(2, case.timed_steps // 2))
-        comparison, samples = measure_throughput(case, *data[case.data], repeats)
-        comparisons.append(comparison)
+        found, samples = measure_throughput(case, *data[case.data], args.repeats)
+        comparisons.append(found)
         details[case.key] = {
             **samples,
             "warmup_steps": case.warmup_steps,
             "timed_steps": case.timed_steps,
         }
-    if not args.only or "time_to_accuracy" in names:
+    if TIME_TO_ACCURACY in names:
         if "digits" not in data:
             data["digits"] = prepare_digits()
-        comparison, details["time_to_accuracy"] = measure_time_to_accuracy(*data["digits"], repeats)
-        comparisons.append(comparison)
+        found, details[TIME_TO_ACCURACY] = measure_time_to_accuracy(*data["digits"], args.repeats)
+        comparisons.append(found)
     report.write_results("training", comparisons, details)
 
 

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import processes  # beside this script: the peer venv imports it too (stdlib only)
+
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".peer-venv"
 # torch and torchvision pinned to the pair pip takes from this machine's disk (PyPI's torchvision
@@ -73,7 +75,8 @@ def layout(task_dir: Path, work: Path) -> Path:
 
 
 def run(task_dir: Path, work: Path, seed: int, epochs: int, imgsz: int) -> dict:
-    """Trains and scores the peer in its venv; returns the worker's result (see `worker`)."""
+    """Trains and scores the peer in its venv; returns the worker's result (see `worker`).
+    processes.CommandFailed when it fails."""
     data = layout(task_dir, work)
     out = work / f"peer-result-{seed}.json"
     out.unlink(missing_ok=True)
@@ -96,11 +99,9 @@ def run(task_dir: Path, work: Path, seed: int, epochs: int, imgsz: int) -> dict:
         f"--out={out}",
     ]
     log = work / f"peer-{seed}.log"
-    with log.open("w") as output:
-        done = subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    if done.returncode or not out.is_file():
-        tail = log.read_text().strip().splitlines()[-5:]
-        raise RuntimeError(f"the peer failed (exit {done.returncode}; {log}): {' | '.join(tail)}")
+    processes.run_logged(command, log, env)
+    if not out.is_file():
+        raise processes.CommandFailed(f"the peer wrote no {out} ({log}): {processes.tail(log)}")
     return json.loads(out.read_text())
 
 

@@ -1,23 +1,19 @@
-"""What every benchmark shares: the machine description, side-by-side comparisons, result files,
-BENCHMARKS.md and the regression check.
+"""The benchmarks' results: one file per benchmark, BENCHMARKS.md and the regression check.
 
 A benchmark measures imgclf and a baseline alternately in one run and records each pair as a
-`Comparison`. Its ratio is always "how many times better imgclf is" (imgclf / baseline for a
-rate, baseline / imgclf for a time or a memory figure), so a ratio below 1 means the baseline won.
+`harness.comparison.Comparison`, whose ratio says how many times better imgclf is.
 `bench/recorded.json` (committed) holds the ratios of the last recorded run; `bench/run.py
 --check` fails when a ratio fell below its recorded value by more than the tolerance. Ratios, not
 absolute figures, are compared: they carry over between machines far better.
 """
 
 import json
-import os
-import platform
 import re
-import statistics
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
+
+from harness import comparison, machine
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -25,72 +21,9 @@ RECORDED = BENCH / "recorded.json"
 MARKDOWN = BENCH.parent / "BENCHMARKS.md"
 
 
-@dataclass
-class Comparison:
-    """One figure of imgclf beside the same figure of a baseline, measured in the same run."""
-
-    key: str  # stable identifier, e.g. "serving.rest_p50_ms.c1"
-    what: str  # what is measured, for people
-    unit: str
-    imgclf: float
-    baseline: float
-    baseline_name: str
-    higher_is_better: bool = True
-    target: str = ""  # the issue's target in words, e.g. "ratio >= 1.0" or "p50 <= 10 ms"
-    target_met: bool | None = None  # None when there is no target
-    ratio: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.higher_is_better:
-            self.ratio = self.imgclf / self.baseline if self.baseline else float("inf")
-        else:
-            self.ratio = self.baseline / self.imgclf if self.imgclf else float("inf")
-
-
-def machine() -> dict:
-    """Where the figures were measured."""
-    import tensorflow as tf
-
-    try:
-        import keras
-
-        keras_version = keras.__version__
-    except ImportError:  # pragma: no cover - keras is a dependency
-        keras_version = None
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu_model or platform.processor() or platform.machine(),
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras_version,
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-    }
-
-
-def alternate(
-    first: Callable[[], float], second: Callable[[], float], repeats: int
-) -> tuple[float, float, list[float], list[float]]:
-    """Runs `first` and `second` in turn `repeats` times: (median, median, samples, samples).
-
-    Alternating spreads slow drifts of the machine (thermal, other processes) over both sides.
-    """
-    a_samples, b_samples = [], []
-    for _ in range(repeats):
-        a_samples.append(first())
-        b_samples.append(second())
-    return statistics.median(a_samples), statistics.median(b_samples), a_samples, b_samples
-
-
-def write_results(name: str, comparisons: list[Comparison], details: dict | None = None) -> Path:
+def write_results(
+    name: str, comparisons: list[comparison.Comparison], details: dict | None = None
+) -> Path:
     """bench/results/<name>.json: the machine, every comparison and the benchmark's own details;
     prints the side-by-side table."""
     RESULTS.mkdir(exist_ok=True)
@@ -98,26 +31,14 @@ def write_results(name: str, comparisons: list[Comparison], details: dict | None
     payload = {
         "benchmark": name,
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
+        "machine": machine.describe(),
         "comparisons": [asdict(c) for c in comparisons],
         "details": details or {},
     }
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    print_table(comparisons)
+    comparison.print_table(comparisons)
     print(f"bench: wrote {path}")
     return path
-
-
-def print_table(comparisons: list[Comparison]) -> None:
-    width = max((len(c.what) for c in comparisons), default=10)
-    print(f"{'':{width}}  {'imgclf':>12}  {'baseline':>12}  {'ratio':>7}  target")
-    for c in comparisons:
-        met = {True: "met", False: "NOT met", None: ""}[c.target_met]
-        target = f"{c.target} {met}".strip()
-        print(
-            f"{c.what:{width}}  {c.imgclf:12.2f}  {c.baseline:12.2f}  {c.ratio:7.2f}  {target}"
-            f"  ({c.unit}; baseline: {c.baseline_name})"
-        )
 
 
 def load_results() -> dict[str, dict]:

@@ -15,20 +15,17 @@ import sys
 import time
 
 import report
+from harness import arguments
 
-# name -> (script, full arguments, --quick arguments)
+# name -> (script, arguments of a full run); a --quick run passes --quick alone.
 BENCHMARKS = {
-    "serving": (
-        "bench_serving.py",
-        ["--requests", "1000", "--duration", "8", "--concurrency", "1,8,32"],
-        ["--quick"],
-    ),
-    "input": ("bench_input.py", [], ["--quick"]),
-    "training": ("bench_training.py", ["--repeats", "2"], ["--quick"]),
-    "ingest": ("bench_ingest.py", ["--sizes", "10000", "100000"], ["--sizes", "500", "2000"]),
-    "formats": ("bench_formats.py", [], ["--quick"]),
+    "serving": ("bench_serving.py", ["--requests", "1000", "--duration", "8"]),
+    "input": ("bench_input.py", []),
+    "training": ("bench_training.py", ["--repeats", "2"]),
+    "ingest": ("bench_ingest.py", ["--sizes", "10000", "100000"]),
+    "formats": ("bench_formats.py", []),
     # Quick: 1 seed, 2 epochs; the Ultralytics peer only when bench/.peer-venv exists.
-    "photos": ("bench_photos.py", ["--seeds", "3"], ["--quick"]),
+    "photos": ("bench_photos.py", ["--seeds", "3"]),
 }
 
 
@@ -42,19 +39,20 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=0.25, help="allowed ratio drop (0.25)")
     parser.add_argument("--no-run", action="store_true", help="use the results already there")
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(BENCHMARKS)
-    unknown = sorted(set(names) - set(BENCHMARKS))
-    if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    names = arguments.subset(parser, args.only, list(BENCHMARKS), "benchmark")
 
     failed = []
     if not args.no_run:
         for index, name in enumerate(names, start=1):
-            script, full, quick = BENCHMARKS[name]
+            script, full = BENCHMARKS[name]
             print(f"bench: [{index}/{len(names)}] {name}", flush=True)
             started = time.monotonic()
             done = subprocess.run(
-                [sys.executable, str(report.BENCH / script), *(quick if args.quick else full)],
+                [
+                    sys.executable,
+                    str(report.BENCH / script),
+                    *(["--quick"] if args.quick else full),
+                ],
                 cwd=report.BENCH.parent,
             )
             minutes = (time.monotonic() - started) / 60

@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,24 @@ def read_marker(out_dir: str | os.PathLike) -> dict | None:
     """What `write_synthetic` last wrote to `out_dir` (None if it never finished there)."""
     path = Path(out_dir) / MARKER
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ensure(
+    out_dir: Path, count: int, classes: int = 10, seed: int = 0, size: tuple[int, int] = (320, 240)
+) -> Path:
+    """`out_dir` holding these `count` images, generated only when missing or different: the
+    benchmarks' cache of synthetic images."""
+    wanted = {"count": count, "classes": classes, "seed": seed, "size": list(size)}
+    if read_marker(out_dir) == wanted and sum(1 for _ in out_dir.glob("class_*/*.jpg")) == count:
+        print(f"bench: reusing {count} synthetic images in {out_dir}")
+        return out_dir
+    shutil.rmtree(out_dir, ignore_errors=True)
+    print(f"bench: generating {count} synthetic JPEGs in {out_dir}", flush=True)
+    started = time.perf_counter()
+    write_synthetic(out_dir, count, classes=classes, seed=seed, size=size)
+    seconds = time.perf_counter() - started
+    print(f"bench: generated {count} images in {seconds:.1f}s ({count / seconds:.0f}/s)")
+    return out_dir
 
 
 def main() -> None:

@@ -20,8 +20,9 @@ def bench():
         import photo_peer
         import photo_pretrain
         import report
+        from harness import comparison
 
-        yield bench_photos, photo_peer, photo_pretrain, report
+        yield bench_photos, photo_peer, photo_pretrain, report, comparison
     finally:
         sys.path.remove(str(BENCH))
 
@@ -47,7 +48,7 @@ def test_summary_has_mean_spread_and_median_seconds(bench):
 
 
 def test_comparisons_against_fit_and_the_peer(bench):
-    bench_photos, _, _, report = bench
+    bench_photos, _, _, report, comparison = bench
     found = bench_photos.comparisons(
         summaries(
             bench_photos,
@@ -84,7 +85,7 @@ def test_comparisons_against_fit_and_the_peer(bench):
     assert by_key["photos.seconds.mobilenet_vs_peer"].imgclf < 75.0
     assert by_key["photos.seconds.mobilenet_vs_peer"].target_met is False
 
-    report.print_table(found)  # renders without error
+    comparison.print_table(found)  # renders without error
     markdown = report.render_markdown(
         {
             "photos": {

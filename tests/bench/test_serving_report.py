@@ -1,23 +1,12 @@
-"""bench/bench_serving.py's report: every API at one client and the throughput at 32 clients,
-each beside the naive model.predict service measured in the same run."""
-
-import sys
-from pathlib import Path
+"""bench/serving_report.py: every API at one client and the throughput at 32 clients, each beside
+the naive model.predict service measured in the same run."""
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture(scope="module")
-def bench_serving():
-    sys.path.insert(0, str(BENCH))  # the benchmarks import their sibling `report` module
-    try:
-        import bench_serving
-
-        yield bench_serving
-    finally:
-        sys.path.remove(str(BENCH))
+def serving_report(bench_import):
+    return bench_import("serving_report")
 
 
 def cell(p50: float, p99: float, images_per_s: float) -> dict:
@@ -36,9 +25,9 @@ def rows() -> list[dict]:
     return found
 
 
-def test_every_api_is_compared_with_the_naive_service_at_one_client(bench_serving):
+def test_every_api_is_compared_with_the_naive_service_at_one_client(serving_report):
     in_process = {"onnx_jpeg_batch1_ms": 7.0, "signature_jpeg_batch1_ms": 16.0}
-    found = {c.key: c for c in bench_serving.comparisons(rows(), in_process)}
+    found = {c.key: c for c in serving_report.comparisons(rows(), in_process)}
 
     for key, p50, met in (("rest", 9.0, True), ("grpc", 12.0, False), ("upload", 30.0, False)):
         median, tail = found[f"serving.{key}_p50_ms.c1"], found[f"serving.{key}_p99_ms.c1"]
@@ -53,27 +42,3 @@ def test_every_api_is_compared_with_the_naive_service_at_one_client(bench_servin
     assert batching.target_met is True  # >= 150 images/s and >= 10x the naive service
     assert found["serving.rest_images_per_s.c32.batching_off"].target_met is None
     assert found["serving.model_jpeg_batch1_ms"].ratio == pytest.approx(16.0 / 7.0)
-
-
-def test_rounds_merge_into_medians_with_counts_that_add_up(bench_serving):
-    def measured(p50: float, requests: int, other: float) -> dict:
-        return {
-            "requests": requests,
-            "errors": 1 if p50 > 20 else 0,
-            "first_errors": [f"slow round {p50}"] if p50 > 20 else [],
-            "seconds": 2.0,
-            "p50_ms": p50,
-            "p99_ms": 2 * p50,
-            "images_per_s": requests / 2.0,
-            "other_cpu_fraction": other,
-        }
-
-    merged = bench_serving.merge_cells(
-        [measured(9.0, 200, 0.01), measured(30.0, 60, 0.4), measured(10.0, 190, 0.02)]
-    )
-
-    # One disturbed round moves neither median, and stays visible in the largest other share.
-    assert (merged["p50_ms"], merged["p99_ms"], merged["images_per_s"]) == (10.0, 20.0, 95.0)
-    assert merged["other_cpu_fraction"] == 0.4
-    assert (merged["requests"], merged["errors"], merged["seconds"]) == (450, 1, 6.0)
-    assert merged["first_errors"] == ["slow round 30.0"] and merged["rounds"] == 3
