@@ -9,7 +9,7 @@ from tensorboard.plugins.hparams import api as hp
 
 from tracking.hparams import HParamValue
 
-# The scalar tags and sub-folders of `tensorboard/` that the training loop writes each epoch.
+# The scalar tags and sub-folders of `tensorboard/` that trainer/history.py writes each epoch.
 METRIC_TAGS = ["epoch_loss", "epoch_accuracy"]
 METRIC_GROUPS = {"train": hp.Metric.TRAINING, "validation": hp.Metric.VALIDATION}
 
