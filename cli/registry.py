@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from configs import loader
-from core import run_layout
+from core import atomic_write, run_layout
 from registry import atomic, errors, models_config, sources, store
 
 METRIC_COLUMNS = (("accuracy", "accuracy"), ("macro_f1", "macro F1"))  # (key, heading)
@@ -179,7 +179,7 @@ def cmd_serving_config(args: argparse.Namespace) -> None:
                     f"{shown(store_dir / 'serving.config')}"
                 )
             # Atomic, so a server polling this file never reads half of it.
-            atomic.write_text(out, text)
+            atomic_write.write_text(out, text, durable=True)
     if not args.out:
         sys.stdout.write(text)
     entries = config.model_config_list.config

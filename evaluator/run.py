@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configs import loader, schema
-from core import errors, jsonio, run_layout
+from core import atomic_write, errors, run_layout
 from evaluator import data, gate, models, plots, predictions, report
 from tracking import environment
 from trainer import evaluate as metrics_lib
@@ -253,11 +253,11 @@ def write_artefacts(
     # figures, in the run folder and in any evaluation of the run elsewhere.
     trained = read_json((source.run_dir or out) / run_layout.METRICS)
     written = {**metrics, **{k: trained[k] for k in TRAINING_KEYS if k in trained}}
-    jsonio.write_json(out / run_layout.METRICS, written)
+    atomic_write.write_json(out / run_layout.METRICS, written)
     with open(out / run_layout.PREDICTIONS, "w", encoding="utf-8") as file:
         for row in result.rows():
             file.write(json.dumps(row) + "\n")
-    jsonio.write_json(out / run_layout.BLESSING, blessing)
+    atomic_write.write_json(out / run_layout.BLESSING, blessing)
     images = {}
     monitor = early_stopping_monitor(source)
     if source.history_csv is not None:

@@ -4,13 +4,11 @@ import contextlib
 import fcntl
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from core import errors
+from core import atomic_write, errors
 
-TEMP_SUFFIX = ".tmp"  # `.<name>.<random>.tmp`, written beside the file it replaces
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 
 
@@ -70,38 +68,10 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-def write_text(path: Path, text: str) -> None:
-    """Replaces `path` with `text`; a reader sees the whole old file or the whole new one.
-
-    Written beside it, fsynced, renamed over it (atomic within one filesystem), and the folder
-    fsynced, so neither a crash nor a power cut can leave a half-written file under `path`.
-    """
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
-    try:
-        with open(temp, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def remove_temp_files(folder: Path) -> None:
     """Deletes temp files a killed writer left in `folder`; call only under the exclusive lock."""
-    for temp in folder.glob(f".*{TEMP_SUFFIX}"):
+    for temp in folder.glob(f".*{atomic_write.TEMP_SUFFIX}"):
         temp.unlink(missing_ok=True)
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes renames and creations inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:
@@ -113,4 +83,4 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        fsync_dir(Path(folder))
+        atomic_write.fsync_dir(Path(folder))

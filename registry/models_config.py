@@ -7,7 +7,8 @@ from pathlib import Path, PurePosixPath
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from registry import atomic, errors
+from core import atomic_write
+from registry import errors
 
 PLATFORM = "tensorflow"
 
@@ -72,4 +73,4 @@ def read(path: str | Path) -> model_server_config_pb2.ModelServerConfig:
 
 def write(path: Path, models: Iterable[ServedModel]) -> None:
     """Regenerates `path` atomically, so a polling model server never reads half a config."""
-    atomic.write_text(path, to_text(build(models)))
+    atomic_write.write_text(path, to_text(build(models)), durable=True)

@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import jsonio, run_layout, saved_models, signatures
+from core import atomic_write, run_layout, saved_models, signatures
 from registry import atomic, errors, models_config, sources, staging
 
 logger = logging.getLogger(__name__)
@@ -141,9 +141,11 @@ def push(
                 "created": utc_now(),
                 "status": ACTIVE,
             }
-            jsonio.write_json(incoming.path / RECORD_FILE, record, sort_keys=True, durable=True)
+            atomic_write.write_json(
+                incoming.path / RECORD_FILE, record, sort_keys=True, durable=True
+            )
             os.rename(incoming.path, model_dir / str(number))
-            atomic.fsync_dir(model_dir)
+            atomic_write.fsync_dir(model_dir)
             entry["last_version"] = number
             pushed = load_version(store, name, number, state)
     finally:
@@ -267,7 +269,7 @@ def archive(
             )
         atomic.remove_temp_files(found.path)  # left by an archive killed midway
         record = read_json(found.path / RECORD_FILE) or {}
-        jsonio.write_json(
+        atomic_write.write_json(
             found.path / RECORD_FILE,
             {**record, "status": ARCHIVED, "archived": utc_now()},
             sort_keys=True,
@@ -278,8 +280,8 @@ def archive(
         archive_dir = store / name / ARCHIVE_DIR
         archive_dir.mkdir(exist_ok=True)
         os.rename(found.path, archive_dir / str(number))
-        atomic.fsync_dir(archive_dir)
-        atomic.fsync_dir(store / name)
+        atomic_write.fsync_dir(archive_dir)
+        atomic_write.fsync_dir(store / name)
         archived = load_version(store, name, number, state)
     logger.info("%s: archived version %d", name, number)
     return archived
@@ -296,7 +298,7 @@ def changing(store: Path, lock_timeout_s: float):
         state = read_state(store)
         yield state
         state["updated"] = utc_now()
-        jsonio.write_json(store / STATE_FILE, state, sort_keys=True, durable=True)
+        atomic_write.write_json(store / STATE_FILE, state, sort_keys=True, durable=True)
         write_models_config(store, state)
 
 

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from configs import loader, schema
-from core import errors, jsonio, locations, run_layout
+from core import atomic_write, errors, locations, run_layout
 from tracking import hparams
 from tracking import recorder as run_recorder
 from trainer import (
@@ -216,7 +216,7 @@ def train(
         resumed_from=fitted.resumed_from,
         train_seconds=round(train_seconds, 1),
     )
-    jsonio.write_json(run_dir / run_layout.METRICS, metrics)
+    atomic_write.write_json(run_dir / run_layout.METRICS, metrics)
     model.save(run_dir / run_layout.KERAS_MODEL)
     if any(layer.name == models.BACKBONE for layer in model.layers):
         # What `model.weights: <file>` takes to start another run from this one's backbone.

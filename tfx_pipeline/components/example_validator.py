@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from configs import schema
-from core import jsonio
+from core import atomic_write
 from tfx_pipeline import artifact_types, component, metadata
 
 
@@ -28,7 +28,7 @@ def run(ctx: component.Context) -> dict:
     if previous_stats is not None:
         previous = json.loads(Path(previous_stats.uri).read_text(encoding="utf-8"))
     report = dataset_validation.validate_examples(current, previous, ctx.cfg.pipeline.validation)
-    path = jsonio.write_json(
+    path = atomic_write.write_json(
         ctx.output_dir("ExampleValidator") / "anomalies.json", report, sort_keys=True
     )
     if not report["passed"]:

@@ -3,7 +3,7 @@ local ports and its p99 latency held against a budget (serving/infra_validation.
 
 from pathlib import Path
 
-from core import jsonio
+from core import atomic_write
 from tfx_pipeline import artifact_types, component
 from tfx_pipeline.components import pusher
 
@@ -17,7 +17,7 @@ def run(ctx: component.Context) -> dict:
     report = infra_validation.infra_validate(
         Path(model.uri), ctx.cfg.pipeline.infra_validation, pusher.push_model_name(ctx.cfg)
     )
-    path = jsonio.write_json(
+    path = atomic_write.write_json(
         ctx.output_dir("InfraValidator") / "infra_blessing.json", report, sort_keys=True
     )
     properties = {key: report.get(key) for key in REPORTED}
