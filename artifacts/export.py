@@ -109,7 +109,9 @@ def read_metadata(version_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def export_run(cfg: schema.Config, model: keras.Model, run_dir: Path, metrics: dict) -> Path:
+def export_trained_model(
+    cfg: schema.Config, model: keras.Model, run_dir: Path, metrics: dict
+) -> Path:
     """A trained run's model as its next SavedModel version, `<run>/export/<n>/`, with the
     resolved config, the dataset version and the test metrics in its metadata."""
     return export_saved_model(

@@ -42,7 +42,7 @@ def train_and_export(cfg: schema.Config, dry_run: bool = False) -> task.RunResul
         return result
     from tracking import records
 
-    export_dir = export.export_run(cfg, result.model, result.run_dir, result.metrics)
+    export_dir = export.export_trained_model(cfg, result.model, result.run_dir, result.metrics)
     records.refresh(result.run_dir)  # run.json lists the export among the run's artefacts
     print(f"export: SavedModel in {export_dir}")
     if result.run_mirror is not None:

@@ -86,9 +86,7 @@ def update(run_dir: Path, **fields) -> dict:
     """Adds or replaces top-level fields of the record (e.g. the MLflow run it was logged to)."""
     record = read(run_dir)
     if record is None:
-        raise FileNotFoundError(
-            f"{run_dir / run_layout.RECORD} does not exist; records.start writes it"
-        )
+        raise FileNotFoundError(missing_record(run_dir))
     record.update(fields)
     write(run_dir, record)
     return record
@@ -97,9 +95,7 @@ def update(run_dir: Path, **fields) -> dict:
 def _end(run_dir: Path, status: str, reason: str | None) -> dict:
     record = read(run_dir)
     if record is None:
-        raise FileNotFoundError(
-            f"{run_dir / run_layout.RECORD} does not exist; records.start writes it"
-        )
+        raise FileNotFoundError(missing_record(run_dir))
     ended = now()
     record.update(
         status=status,
@@ -119,9 +115,7 @@ def refresh(run_dir: Path) -> dict:
     steps after training that add to the folder (the evaluator's metrics.json, report.html)."""
     record = read(run_dir)
     if record is None:
-        raise FileNotFoundError(
-            f"{run_dir / run_layout.RECORD} does not exist; records.start writes it"
-        )
+        raise FileNotFoundError(missing_record(run_dir))
     record.update(
         metrics=read_json(Path(run_dir) / run_layout.METRICS) or record.get("metrics") or {},
         artefacts=scan_artefacts(run_dir),
