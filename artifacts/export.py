@@ -110,24 +110,28 @@ def read_metadata(version_dir: str | Path) -> dict:
 
 
 def export_trained_model(
-    cfg: schema.Config, model: keras.Model, run_dir: Path, metrics: dict
+    cfg: schema.Config,
+    model: keras.Model,
+    run_dir: Path,
+    class_names: list[str],
+    dataset_version: str,
 ) -> Path:
     """A trained run's model as its next SavedModel version, `<run>/export/<n>/`, with the
-    resolved config, the dataset version and the test metrics in its metadata."""
+    resolved config and the dataset version in its metadata. Its test metrics are the
+    evaluator's, in the run's metrics.json (written after the export, which is what it scores)."""
     return export_saved_model(
         model,
         run_dir / run_layout.EXPORT,
         version=run_layout.next_export_version(run_dir),
         image_size=tuple(cfg.data.image_size),
         channels=cfg.data.channels,
-        class_names=metrics["class_names"],
+        class_names=class_names,
         background=tuple(cfg.data.background),
         resize=cfg.data.resize,
         crop_fraction=cfg.data.crop_fraction,
         metadata={
             "run_id": run_dir.name,
-            "dataset_version": metrics["dataset_version"],
+            "dataset_version": dataset_version,
             "config": loader.to_dict(cfg),
-            "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "num_examples")},
         },
     )

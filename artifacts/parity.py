@@ -1,7 +1,6 @@
 """Checks a converted model (.keras, .onnx, .tflite) against the SavedModel it came from:
 probabilities, top-1 agreement, test accuracy, size and how a TFLite file was quantised."""
 
-import json
 import warnings
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from artifacts import convert
-from core import signatures
+from core import atomic_write, signatures
 
 # Models run on chunks of this many images, so thousands of test images never share one tensor.
 EVAL_BATCH = 32
@@ -193,8 +192,7 @@ def write_parity(result: dict, converted_path: str | Path) -> Path:
     """
     converted_path = Path(converted_path)
     path = converted_path.with_name(converted_path.name + signatures.PARITY_SUFFIX)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return path
+    return atomic_write.write_json(path, result)
 
 
 def _converted_kind(converted_path: Path) -> str:

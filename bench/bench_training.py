@@ -307,8 +307,8 @@ def fast_config(source: Path, version_dir: Path, seed: int) -> schema.Config:
 def imgclf_time_to_accuracy(cfg: schema.Config) -> tuple[float, float]:
     """(seconds, test accuracy) of `imgclf train`: its train_seconds, from reading the dataset's
     description to the trained model (validation every epoch included; test and export not)."""
-    metrics = task.run(cfg).metrics
-    return metrics["train_seconds"], metrics["accuracy"]
+    result = task.run(cfg, score_test=True)
+    return result.training["train_seconds"], result.metrics["accuracy"]
 
 
 def fit_time_to_accuracy(cfg: schema.Config, folders: dict[str, Path]) -> tuple[float, float, int]:

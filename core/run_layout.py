@@ -8,11 +8,14 @@ from pathlib import Path
 
 CONFIG = "config.yaml"  # the resolved config the run used
 HISTORY = "history.csv"  # one row per epoch
-METRICS = "metrics.json"  # the evaluation of the run's test split
+METRICS = "metrics.json"  # the evaluator's figures on the run's test split (its one writer)
 BLESSING = "blessing.json"  # {"blessed": bool, ...}: the gate's verdict, beside the metrics
 REPORT = "report.html"
 PREDICTIONS = "predictions.jsonl"  # one line per evaluated image
 RECORD = "run.json"  # the run's record: config digest, epochs, outcome, environment
+# What the trainer records about its training (run.json's "training"); the evaluator copies them
+# into every metrics.json of the run, beside the test figures.
+TRAINING_KEYS = ("epochs_run", "best_epoch", "resumed_from", "train_seconds", "diagnoses")
 EVALUATIONS = "evaluations"  # evaluations on other data: <run>/evaluations/<time>-<data>/
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"

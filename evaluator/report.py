@@ -205,11 +205,11 @@ def _blessing(blessing: dict | None) -> str:
 
 
 def _diagnoses(diagnoses: list[str] | None) -> str:
-    """What the trainer found wrong with its own run (metrics.json "diagnoses"), unmissable."""
+    """What training or this evaluation found wrong (metrics.json "diagnoses"), unmissable."""
     if not diagnoses:
         return ""
     items = "".join(f"<li>{_e(sentence)}</li>" for sentence in diagnoses)
-    return f'<div class="warning"><strong>⚠ Training diagnoses</strong><ul>{items}</ul></div>'
+    return f'<div class="warning"><strong>⚠ Diagnoses</strong><ul>{items}</ul></div>'
 
 
 def _curves(figures: dict[str, str], metrics: dict, monitor: str | None) -> str:

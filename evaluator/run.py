@@ -18,14 +18,12 @@ from pathlib import Path
 
 from configs import loader, schema
 from core import atomic_write, errors, run_layout
-from evaluator import data, gate, models, plots, predictions, report
-from tracking import environment
+from evaluator import data, diagnose, gate, models, plots, predictions, report
+from tracking import environment, records
 from trainer import evaluate as metrics_lib
 
 logger = logging.getLogger(__name__)
 
-# What the trainer records in a run's metrics.json about training; an evaluation keeps it.
-TRAINING_KEYS = ("epochs_run", "best_epoch", "resumed_from", "train_seconds", "diagnoses")
 # Longest name of the test data in an evaluation folder's name.
 DATA_NAME_CHARS = 40
 CHARTS = {
@@ -249,10 +247,14 @@ def write_artefacts(
 ) -> Path:
     """metrics.json, predictions.jsonl, blessing.json, the charts and report.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    # A run's model: keep what training recorded (epochs, timing, diagnoses) beside the new
+    # A run's model: what training recorded (epochs, timing, diagnoses) goes beside the new
     # figures, in the run folder and in any evaluation of the run elsewhere.
-    trained = read_json((source.run_dir or out) / run_layout.METRICS)
-    written = {**metrics, **{k: trained[k] for k in TRAINING_KEYS if k in trained}}
+    trained = training_facts(source.run_dir) if source.run_dir is not None else {}
+    found = diagnose.one_class_answers(metrics)
+    for note in [found] if found else []:
+        print(f"evaluate: warning: {note}", file=sys.stderr)
+    notes = [*trained.get("diagnoses", []), *([found] if found else [])]
+    written = {**metrics, **trained, "diagnoses": list(dict.fromkeys(notes))}
     atomic_write.write_json(out / run_layout.METRICS, written)
     with open(out / run_layout.PREDICTIONS, "w", encoding="utf-8") as file:
         for row in result.rows():
@@ -288,6 +290,14 @@ def write_artefacts(
         "monitor": monitor,
     }
     return report.write_report(out, written, images, context)
+
+
+def training_facts(run_dir: Path) -> dict:
+    """run_layout.TRAINING_KEYS as the trainer recorded them in run.json; for a run trained
+    before they were recorded there, as the trainer then wrote them into metrics.json."""
+    record = records.read(run_dir) or {}
+    recorded = record.get("training") or read_json(run_dir / run_layout.METRICS)
+    return {key: recorded[key] for key in run_layout.TRAINING_KEYS if key in recorded}
 
 
 def early_stopping_monitor(source: models.ModelSource) -> str | None:

@@ -21,12 +21,35 @@ def find_export(source: str | Path) -> Path:
         raise errors.ExportNotFound(str(error)) from None
 
 
-def read_blessing(export_dir: Path) -> tuple[dict | None, str | None]:
-    """The first blessing.json beside the SavedModel, its export folder or its run folder."""
-    candidates = [export_dir / run_layout.BLESSING, export_dir.parent / run_layout.BLESSING]
+# The figures of an evaluation that a registry version records.
+RECORDED_METRICS = ("accuracy", "macro_f1", "num_examples")
+
+
+def beside(export_dir: Path, name: str) -> list[Path]:
+    """Where an evaluation of the SavedModel in `export_dir` leaves file `name`, nearest first:
+    beside it, in its export folder, in its run folder."""
+    candidates = [export_dir / name, export_dir.parent / name]
     if export_dir.parent.name == run_layout.EXPORT:
-        candidates.append(export_dir.parent.parent / run_layout.BLESSING)
-    for path in candidates:
+        candidates.append(export_dir.parent.parent / name)
+    return candidates
+
+
+def read_metrics(export_dir: Path, metadata: dict) -> dict:
+    """RECORDED_METRICS of the first readable metrics.json beside the SavedModel (see `beside`);
+    for an export made before the evaluator became metrics' one writer, its `metadata`'s copy."""
+    for path in beside(export_dir, run_layout.METRICS):
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(metrics, dict):
+            return {key: metrics[key] for key in RECORDED_METRICS if key in metrics}
+    return metadata.get("metrics") or {}
+
+
+def read_blessing(export_dir: Path) -> tuple[dict | None, str | None]:
+    """The first blessing.json beside the SavedModel (see `beside`), and its path."""
+    for path in beside(export_dir, run_layout.BLESSING):
         if path.is_file():
             try:
                 blessing = json.loads(path.read_text(encoding="utf-8"))

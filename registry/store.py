@@ -134,7 +134,7 @@ def push(
                 "run_id": metadata.get("run_id") or sources.run_id_from_path(export_dir),
                 "source": str(export_dir),
                 "dataset_version": metadata.get("dataset_version"),
-                "metrics": metadata.get("metrics") or {},
+                "metrics": sources.read_metrics(export_dir, metadata),
                 "blessing": blessing,
                 "blessing_file": blessing_file,
                 "blessed": blessing is not None and blessing["blessed"],

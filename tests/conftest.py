@@ -147,7 +147,8 @@ def ingested_digits(tmp_path_factory, digits_dir):
 @pytest.fixture(scope="session")
 def trained_digits_run(tmp_path_factory, ingested_digits, digits_dir):
     """A real digits run (4 epochs of configs/digits.yaml, test accuracy about 0.9), trained
-    once per session: its run folder, SavedModel export, history and metrics. Read-only."""
+    once per session through the whole flow: its run folder, SavedModel export, history and
+    evaluation. Read-only."""
     from configs import loader
     from tfx_pipeline import flow
 
@@ -161,7 +162,7 @@ def trained_digits_run(tmp_path_factory, ingested_digits, digits_dir):
             "train.epochs=4",
         ],
     )
-    return flow.train_and_export(cfg)
+    return flow.run(cfg)
 
 
 # A tiny exported model and images of other sizes and modes than its input: the artifact and

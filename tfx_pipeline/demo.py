@@ -15,6 +15,7 @@ from configs import schema
 from core import errors, run_layout
 from serving import client
 from tfx_pipeline import pipeline
+from tracking import records
 from trainer import task
 from transforms import dataset, digits, features
 
@@ -48,6 +49,7 @@ def run(cfg: schema.Config) -> DemoResult:
     trained = task.RunResult(
         run_dir=run_dir,
         export_dir=Path(model.uri),
+        training=records.read(run_dir)["training"],
         metrics=json.loads((run_dir / run_layout.METRICS).read_text()),
     )
 

@@ -2,10 +2,11 @@
 and the pipeline's Trainer and Evaluator components all run these steps; a tuning trial runs
 the trainer alone (no SavedModel per trial: best.yaml is trained through this flow).
 
-1. train: the trainer's run folder, model.keras and the test split's metrics;
+1. train: the trainer's run folder, model.keras, and what training found in run.json;
 2. export: the SavedModel, `<run>/export/<n>/` (the chief only);
-3. evaluate: the evaluator scores the export on the dataset's test split and writes the run's
-   metrics.json, charts, report.html and blessing.json;
+3. evaluate: the evaluator scores the export on the dataset's test split, the one time the
+   test split is predicted, and writes the run's metrics.json (training's facts beside the test
+   figures), charts, report.html and blessing.json;
 4. record: run.json and the run's MLflow run take what the evaluation added, and a run folder
    in a bucket gets the new files.
 """
@@ -26,11 +27,10 @@ def run(cfg: schema.Config, dry_run: bool = False) -> task.RunResult | None:
     from transforms import dataset_info
 
     version_dir = dataset_info.resolve_version_dir(
-        cfg.data.output_dir, result.metrics["dataset_version"]
+        cfg.data.output_dir, result.training["dataset_version"]
     )
     evaluation = evaluate_and_record(cfg, result.run_dir, version_dir, run_mirror=result.run_mirror)
-    result.metrics.update(evaluation.metrics)
-    return result
+    return dataclasses.replace(result, metrics=evaluation.metrics)
 
 
 def train_and_export(cfg: schema.Config, dry_run: bool = False) -> task.RunResult | None:
@@ -42,7 +42,13 @@ def train_and_export(cfg: schema.Config, dry_run: bool = False) -> task.RunResul
         return result
     from tracking import records
 
-    export_dir = export.export_trained_model(cfg, result.model, result.run_dir, result.metrics)
+    export_dir = export.export_trained_model(
+        cfg,
+        result.model,
+        result.run_dir,
+        result.training["class_names"],
+        result.training["dataset_version"],
+    )
     records.refresh(result.run_dir)  # run.json lists the export among the run's artefacts
     print(f"export: SavedModel in {export_dir}")
     if result.run_mirror is not None:

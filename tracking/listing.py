@@ -69,14 +69,15 @@ def parse_filter(text: str) -> Filter:
 
 def lookup(record: dict, key: str):
     """A filter or sort key's value in a record: a record field (status, started, dataset),
-    a test metric (accuracy, precision.macro, per_class.cat.recall) or a config key
-    (model.backbone, optimizer.learning_rate); None when the record has none of these."""
+    a test metric (accuracy, precision.macro, per_class.cat.recall), a training fact
+    (epochs_run, train_seconds) or a config key (model.backbone, optimizer.learning_rate); None
+    when the record has none of these."""
     key = KEY_ALIASES.get(key, key)
     if key == "status":
         return records.display_status(record)
     if key in RECORD_KEYS or key == "dataset_version":
         return record.get(key)
-    for root in (record.get("metrics") or {}, record.get("config") or {}):
+    for root in (record.get("metrics"), record.get("training"), record.get("config")):
         value = dotted(root, key)
         if value is not None:
             return value

@@ -21,7 +21,8 @@ ARTEFACT_SUFFIXES = (".yaml", ".json", ".csv", ".html", ".png", ".txt", ".md")
 # Folders that are not logged: TensorBoard events and checkpoints are large and local-only, the
 # export goes under MODEL_ARTIFACT_PATH.
 SKIPPED_FOLDERS = (run_layout.TENSORBOARD, run_layout.CHECKPOINTS, run_layout.EXPORT)
-# metrics.json keys about the run rather than the test split: logged without the test_ prefix.
+# Figures about the run rather than the test split (run.json's "training", copied into
+# metrics.json by the evaluator): logged without the test_ prefix.
 RUN_METRICS = ("epochs_run", "best_epoch", "train_seconds")
 TEST_PREFIX = "test_"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limits on one log_batch call
@@ -207,10 +208,14 @@ def log_evaluation(cfg: schema.MlflowConfig, run_dir: Path) -> str | None:
 def final_metrics(record: dict) -> dict[str, float]:
     """The record's test metrics as MLflow metric names (test_accuracy, test_per_class.cat.f1),
     with the run's own figures (epochs_run, train_seconds, duration_s) unprefixed."""
-    final = {
-        key if key in RUN_METRICS else TEST_PREFIX + key: value
-        for key, value in records.flat_metrics(record.get("metrics") or {}).items()
-    }
+    training = record.get("training") or {}
+    final = {key: training[key] for key in RUN_METRICS if records.is_number(training.get(key))}
+    final.update(
+        {
+            key if key in RUN_METRICS else TEST_PREFIX + key: value
+            for key, value in records.flat_metrics(record.get("metrics") or {}).items()
+        }
+    )
     if record.get("duration_s") is not None:
         final["duration_s"] = record["duration_s"]
     return {metric_name(key): value for key, value in final.items()}

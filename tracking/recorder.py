@@ -36,11 +36,12 @@ class Recorder:
         self.run_dir = run_dir
         self.tracker = mlflow_backend.start(self.cfg.tracking.mlflow, run_dir)
 
-    def complete(self) -> None:
-        """Status completed with epochs, metrics, duration and artefacts; MLflow gets them all."""
+    def complete(self, training: dict, metrics: dict | None = None) -> None:
+        """Status completed with epochs, duration, artefacts, the trainer's `training` facts and
+        any test `metrics` it scored; MLflow gets them all."""
         if self.run_dir is None:
             return
-        records.complete(self.run_dir)
+        records.complete(self.run_dir, training, metrics)
         if self.tracker is not None:
             print(self.tracker.finish(self.run_dir))
 

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from core import run_layout, saved_models
+from core import atomic_write, run_layout, saved_models
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Shown for a "running" record whose process is gone (killed): no code path wrote its end.
@@ -63,6 +63,7 @@ def start(
         "git": git,
         "environment": environment,
         "epochs": read_epochs(run_dir),
+        "training": {},
         "metrics": {},
         "artefacts": scan_artefacts(run_dir),
     }
@@ -70,9 +71,12 @@ def start(
     return record
 
 
-def complete(run_dir: Path) -> dict:
-    """Marks the run completed, with its epochs, test metrics, duration and artefacts."""
-    return _end(run_dir, COMPLETED, None)
+def complete(run_dir: Path, training: dict | None = None, metrics: dict | None = None) -> dict:
+    """Marks the run completed, with its epochs, duration and artefacts, what the trainer found
+    (`training`: run_layout.TRAINING_KEYS) and test metrics: metrics.json's once the evaluator
+    wrote it, until then `metrics` (a trainer that scored the test split itself, as a tuning
+    trial does)."""
+    return _end(run_dir, COMPLETED, None, training, metrics)
 
 
 def fail(run_dir: Path, error: BaseException) -> dict:
@@ -92,7 +96,13 @@ def update(run_dir: Path, **fields) -> dict:
     return record
 
 
-def _end(run_dir: Path, status: str, reason: str | None) -> dict:
+def _end(
+    run_dir: Path,
+    status: str,
+    reason: str | None,
+    training: dict | None = None,
+    metrics: dict | None = None,
+) -> dict:
     record = read(run_dir)
     if record is None:
         raise FileNotFoundError(missing_record(run_dir))
@@ -103,7 +113,8 @@ def _end(run_dir: Path, status: str, reason: str | None) -> dict:
         ended=ended,
         duration_s=round(seconds_between(record["started"], ended), 1),
         epochs=read_epochs(run_dir),
-        metrics=read_json(run_dir / run_layout.METRICS) or {},
+        training=training or {},
+        metrics=read_json(run_dir / run_layout.METRICS) or metrics or {},
         artefacts=scan_artefacts(run_dir),
     )
     write(run_dir, record)
@@ -167,6 +178,8 @@ def _unrecorded(run_dir: Path) -> dict:
         "git": None,
         "environment": None,
         "epochs": read_epochs(run_dir),
+        # Runs of before run.json kept their training facts in metrics.json.
+        "training": {key: metrics[key] for key in run_layout.TRAINING_KEYS if key in metrics},
         "metrics": metrics,
         "artefacts": {},
     }
@@ -200,10 +213,7 @@ def read(run_dir: Path) -> dict | None:
 
 def write(run_dir: Path, record: dict) -> None:
     """Writes run.json atomically: a reader never sees half a file."""
-    path = Path(run_dir) / run_layout.RECORD
-    temporary = path.with_name(f".{run_layout.RECORD}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    atomic_write.write_json(Path(run_dir) / run_layout.RECORD, record)
 
 
 def read_json(path: Path) -> dict | None:

@@ -1,5 +1,6 @@
-"""Training outcomes explained in words: a model that learnt its training images but answers
-validation at chance, or a model that answers one class for everything."""
+"""A training outcome explained in words: a model that learnt its training images but answers
+validation at chance. (A model that answers one class for everything is the evaluator's
+diagnosis: evaluator/diagnose.py.)"""
 
 import math
 
@@ -44,22 +45,4 @@ def chance_validation(
     return (
         f"{sentence}. Check that validation images look like training ones (augmentation, "
         "data.resize), lower optimizer.learning_rate, or add regularisation"
-    )
-
-
-def one_class_answers(metrics: dict) -> str | None:
-    """A sentence when every evaluated image got the same predicted class."""
-    matrix = metrics.get("confusion_matrix")
-    names = metrics.get("class_names")
-    if not matrix or not names or len(names) < 2:
-        return None
-    predicted = [sum(row[column] for row in matrix) for column in range(len(names))]
-    total = sum(predicted)
-    answered = [column for column, count in enumerate(predicted) if count]
-    true_classes = sum(1 for row in matrix if sum(row))
-    if total < 2 or len(answered) != 1 or true_classes < 2:
-        return None
-    return (
-        f"every one of the {total} {metrics.get('split', 'test')} images was predicted as "
-        f"{names[answered[0]]!r}: the model ignores its input"
     )

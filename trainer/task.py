@@ -1,6 +1,7 @@
-"""The trainer: one run on an ingested dataset, from its folder to the trained model and the
-metrics of its test split. `python -m trainer.task --config X` runs the whole flow (train,
-export, evaluate, record: tfx_pipeline/flow.py), as `imgclf train` does."""
+"""The trainer: one run on an ingested dataset, from its folder to the trained model and what
+training found (epochs, best epoch, time, diagnoses). `python -m trainer.task --config X` runs
+the whole flow (train, export, evaluate, record: tfx_pipeline/flow.py), as `imgclf train` does;
+the evaluator scores the test split there, on the export."""
 
 import argparse
 import contextlib
@@ -21,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from configs import loader, schema
-from core import atomic_write, errors, locations, run_layout
+from core import errors, locations, run_layout
 from tracking import hparams
 from tracking import recorder as run_recorder
 from trainer import (
@@ -48,16 +49,22 @@ class TrainingError(errors.UserError):
 class RunResult:
     run_dir: Path
     export_dir: Path | None  # the SavedModel once exported; None on workers other than the chief
+    # What training found: dataset_version, class_names and run_layout.TRAINING_KEYS.
+    training: dict
+    # Test-split metrics: the trainer's with score_test, the evaluator's after the flow, else {}.
     metrics: dict
     # The bucket copy of a remote runs_dir: whoever adds to the run folder later pushes again.
     run_mirror: mirror.RunMirror | None = None
     model: keras.Model | None = None  # the trained model, on the chief
 
 
-def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
-    """Trains and scores the test split; everything lands in runs_dir/<run_id>/ (model.keras,
-    metrics.json, history, checkpoints), but no SavedModel: tfx_pipeline/flow.py exports it.
+def run(cfg: schema.Config, dry_run: bool = False, *, score_test: bool = False) -> RunResult | None:
+    """Trains; everything lands in runs_dir/<run_id>/ (model.keras, history, checkpoints,
+    TensorBoard), but no SavedModel and no metrics.json: tfx_pipeline/flow.py exports the model
+    and the evaluator scores the export.
 
+    `score_test` also predicts the test split with the model in memory, for callers that export
+    nothing (tuning trials, benches): its metrics are returned and recorded in run.json.
     A run whose folder already holds checkpoints (same train.run_id) resumes where it stopped.
     `dry_run` stops after validating the dataset and building the model, and prints both.
     From the moment its folder exists the run is recorded in its run.json (and in MLflow when
@@ -68,7 +75,7 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
         mirror.RunMirror(cfg.train.runs_dir) if locations.is_url(cfg.train.runs_dir) else None
     )
     try:
-        result = train(cfg, dry_run, recorder, run_mirror)
+        result = train(cfg, dry_run, recorder, run_mirror, score_test)
     except BaseException as error:
         recorder.fail(error)
         # Only the chief records, and pushes: the failed record and the last checkpoint.
@@ -80,7 +87,9 @@ def run(cfg: schema.Config, dry_run: bool = False) -> RunResult | None:
                     "could not sync %s: %s", run_mirror.url, push_error
                 )
         raise
-    recorder.complete()
+    if result is not None:
+        training = {key: result.training[key] for key in run_layout.TRAINING_KEYS}
+        recorder.complete(training, result.metrics)
     if run_mirror is not None and recorder.run_dir is not None:
         run_mirror.push()
         print(f"train: run synced to {run_mirror.url}")
@@ -94,6 +103,7 @@ def train(
     dry_run: bool,
     recorder: run_recorder.Recorder,
     run_mirror: mirror.RunMirror | None = None,
+    score_test: bool = False,
 ) -> RunResult | None:
     """The body of `run`: calls recorder.start once the run folder exists; with `run_mirror`
     the run folder is its staging copy, pushed after every epoch."""
@@ -194,39 +204,44 @@ def train(
     training.cleanup()
     train_seconds = time.time() - started
     fingerprint = loop.weights_fingerprint(model)
+    training_facts = {
+        "dataset_version": info["version"],
+        "class_names": class_names,
+        "epochs_run": fitted.epochs_run,
+        "best_epoch": fitted.best_epoch,
+        "resumed_from": fitted.resumed_from,
+        "train_seconds": round(train_seconds, 1),
+        "diagnoses": diagnoses(fitted.history, splits["val"]["per_class"], model, momentum),
+    }
     if not chief:
         print(
             f"train: worker done in {train_seconds:.0f}s (weights {fingerprint}); "
             "the chief writes the run"
         )
-        return RunResult(run_dir=run_dir, export_dir=None, metrics={})
+        return RunResult(run_dir=run_dir, export_dir=None, training=training_facts, metrics={})
 
-    with reading_shards(version_dir):
-        y_true, probabilities = evaluate.predict(model, eval_data("test"))
-    metrics = evaluate.classification_metrics(y_true, probabilities, class_names)
-    notes = diagnoses(fitted.history, splits["val"]["per_class"], model, momentum, metrics)
-    for note in notes:
+    for note in training_facts["diagnoses"]:
         print(f"train: warning: {note}")
-    metrics.update(
-        diagnoses=notes,
-        dataset_version=info["version"],
-        split="test",
-        epochs_run=fitted.epochs_run,
-        best_epoch=fitted.best_epoch,
-        resumed_from=fitted.resumed_from,
-        train_seconds=round(train_seconds, 1),
-    )
-    atomic_write.write_json(run_dir / run_layout.METRICS, metrics)
+    metrics = {}
+    scored = ""
+    if score_test:
+        with reading_shards(version_dir):
+            y_true, probabilities = evaluate.predict(model, eval_data("test"))
+        metrics = evaluate.classification_metrics(y_true, probabilities, class_names)
+        metrics.update(dataset_version=info["version"], split="test")
+        scored = f", test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
     model.save(run_dir / run_layout.KERAS_MODEL)
     if any(layer.name == models.BACKBONE for layer in model.layers):
         # What `model.weights: <file>` takes to start another run from this one's backbone.
         model.get_layer(models.BACKBONE).save_weights(run_dir / run_layout.BACKBONE_WEIGHTS)
 
     print(
-        f"train: done in {time.time() - started:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
-        f"macro F1 {metrics['macro_f1']:.4f} (weights {fingerprint}); run in {run_dir}"
+        f"train: done in {time.time() - started:.0f}s, {fitted.epochs_run} epoch(s){scored} "
+        f"(weights {fingerprint}); run in {run_dir}"
     )
-    return RunResult(run_dir=run_dir, export_dir=None, metrics=metrics, model=model)
+    return RunResult(
+        run_dir=run_dir, export_dir=None, training=training_facts, metrics=metrics, model=model
+    )
 
 
 def build_phases(
@@ -262,13 +277,11 @@ def batch_norm_note(model: keras.Model) -> str:
     return f", BatchNorm momentum {' and '.join(f'{m:.3g}' for m in momenta)}"
 
 
-def diagnoses(history, val_counts, model, momentum, metrics) -> list[str]:
-    """What went visibly wrong, in words, for the console, metrics.json, run.json and report."""
-    found = [
-        diagnose.chance_validation(history, val_counts, models.has_batch_norm(model), momentum),
-        diagnose.one_class_answers(metrics),
-    ]
-    return [note for note in found if note]
+def diagnoses(history, val_counts, model, momentum) -> list[str]:
+    """What went visibly wrong in training, in words, for the console and run.json (the
+    evaluator adds them to metrics.json and the report)."""
+    note = diagnose.chance_validation(history, val_counts, models.has_batch_norm(model), momentum)
+    return [note] if note else []
 
 
 def log_tensorboard_extras(cfg, run_dir, version_dir, class_names, augmenter):

@@ -2,6 +2,7 @@
 every configured threshold becomes a check in blessing.json; baselines (auto: the production
 version in the registry) are evaluated on the same images, from a folder or a registry label."""
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -265,7 +266,7 @@ def evaluate_greys(model: Path | str, greys: Path, out: Path, model_store: Path)
 
 @pytest.mark.slow
 def test_a_chance_level_savedmodel_is_refused_by_the_default_gate(
-    threshold_models, greys, tmp_path
+    threshold_models, greys, tmp_path, capsys
 ):
     blessing = evaluate_greys(threshold_models["always_dark"], greys, tmp_path, tmp_path / "none")
     assert blessing["blessed"] is False
@@ -273,7 +274,14 @@ def test_a_chance_level_savedmodel_is_refused_by_the_default_gate(
         "accuracy 0.5000 does not beat always answering 'dark' (0.5000 of the 20 images) by the "
         "required margin: needs >= 0.5500 and p < 0.01 (p = 0.59)"
     )
-    assert "✗ Not blessed" in (tmp_path / "report.html").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert "✗ Not blessed" in report
+    # The evaluation says why in words too: one answer, whatever the image.
+    one_class = "every one of the 20 images was predicted as 'dark': the model ignores its input"
+    assert json.loads((tmp_path / "metrics.json").read_text())["diagnoses"] == [one_class]
+    assert f"evaluate: warning: {one_class}" in capsys.readouterr().err
+    warning = report[report.index('<div class="warning">') :]
+    assert warning.index(html.escape(one_class)) < warning.index("</div>")
 
 
 @pytest.mark.slow

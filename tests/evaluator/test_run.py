@@ -33,8 +33,9 @@ def run_dir(tmp_path) -> Path:
         "epoch,loss,accuracy,val_loss,val_accuracy\n"
         "0,0.9,0.5,0.8,0.5\n1,0.5,0.8,0.6,0.9\n2,0.3,0.9,0.7,0.85\n"
     )
-    trained = {"accuracy": 0.5, "epochs_run": 3, "best_epoch": 1, "diagnoses": [DIAGNOSIS]}
-    (run / "metrics.json").write_text(json.dumps(trained))
+    trained = {"epochs_run": 3, "best_epoch": 1, "diagnoses": [DIAGNOSIS]}
+    (run / "run.json").write_text(json.dumps({"status": "completed", "training": trained}))
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.5, **trained}))
     (run / "report.html").write_text("<html>the run's own report</html>")
     (run / "blessing.json").write_text(json.dumps({"blessed": True, "checks": []}))
     (run / "predictions.jsonl").write_text('{"path": "x.png"}\n')
@@ -66,7 +67,7 @@ def test_a_run_evaluated_on_other_data_keeps_its_own_record(run_dir, tmp_path, c
     assert metrics["epochs_run"] == 3 and metrics["tta"] == "none"
     assert json.loads((out / "blessing.json").read_text())["blessed"] is True
     report = (out / "report.html").read_text()
-    assert 'class="warning"' in report and "Training diagnoses" in report
+    assert 'class="warning"' in report and "⚠ Diagnoses" in report
     assert "validation accuracy stayed at chance (0.50)" in report
     assert "marks epoch 2, the best val_accuracy, on both charts" in report
     assert (out / "loss.png").is_file() and (out / "accuracy.png").is_file()
@@ -96,3 +97,15 @@ def test_flip_tta_is_recorded_in_metrics_the_report_and_the_line(run_dir, tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tta"] == "flip" and metrics["accuracy"] == 1.0  # grey is its own mirror
     assert "test-time augmentation flip" in (out / "report.html").read_text()
+
+
+def test_training_facts_come_from_run_json_or_an_older_runs_metrics_json(tmp_path):
+    from evaluator import run as evaluation_run
+
+    facts = {"epochs_run": 3, "best_epoch": 1, "diagnoses": [DIAGNOSIS]}
+    (tmp_path / "run.json").write_text(json.dumps({"training": facts, "metrics": {}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "epochs_run": 9}))
+    assert evaluation_run.training_facts(tmp_path) == facts
+    # Trained before run.json held them: the trainer then wrote them into metrics.json.
+    (tmp_path / "run.json").unlink()
+    assert evaluation_run.training_facts(tmp_path) == {"epochs_run": 9}

@@ -46,10 +46,12 @@ def make_run(template: Path, tmp_path: Path):
                     "run_id": run_id,
                     "dataset_version": f"ds-{run_id}",
                     "config": {"name": "tiny"},
-                    "metrics": {"accuracy": 0.5, "macro_f1": 0.4, "num_examples": 10},
                 }
             )
         )
+        # The evaluator's figures; the registry records three of them.
+        evaluated = {"accuracy": 0.5, "macro_f1": 0.4, "num_examples": 10, "split": "test"}
+        (run_dir / "metrics.json").write_text(json.dumps(evaluated))
         if blessed is not None:
             (run_dir / "blessing.json").write_text(json.dumps({"blessed": blessed}))
         return run_dir
@@ -98,6 +100,17 @@ def test_push_numbers_versions_and_records_the_run(make_run, tmp_path):
         (1, "run-a", "active"),
         (2, "run-b", "active"),
     ]
+
+
+def test_an_export_of_before_metrics_json_records_the_metrics_in_its_metadata(make_run, tmp_path):
+    run_dir = make_run("run-old")
+    (run_dir / "metrics.json").unlink()
+    metadata_path = run_dir / "export" / "1" / signatures.METADATA_DIR / signatures.METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["metrics"] = {"accuracy": 0.75, "macro_f1": 0.7, "num_examples": 8}
+    metadata_path.write_text(json.dumps(metadata))
+    pushed = store.push(tmp_path / "store", run_dir, MODEL)
+    assert pushed.metrics == {"accuracy": 0.75, "macro_f1": 0.7, "num_examples": 8}
 
 
 def test_models_config_serves_active_versions_and_labels(make_run, tmp_path):

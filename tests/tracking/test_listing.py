@@ -17,7 +17,7 @@ def runs_dir(tmp_path):
     )  # fmt: skip
     write_run(
         root, "flowers-ccc333", accuracy=0.90, backbone="mobilenet_v2",
-        started="2026-01-03T10:00:00+00:00",
+        started="2026-01-03T10:00:00+00:00", training={"epochs_run": 7, "train_seconds": 30.5},
     )  # fmt: skip
     write_run(root, "digits-ddd444", status=records.FAILED, started="2026-01-04T10:00:00+00:00")
     (root / "not-a-run").mkdir()  # no run.json, no config: skipped
@@ -50,6 +50,7 @@ def test_default_order_is_newest_first(runs_dir):
         (["optimizer.learning_rate==0.001"], ["digits-bbb222"]),
         (["dataset=v1", "id=digits-a*"], ["digits-aaa111"]),
         (["calibration.ece<0.2", "macro_f1>0.9"], ["digits-aaa111"]),
+        (["epochs_run>5", "train_seconds<60"], ["flowers-ccc333"]),  # run.json's training
         (["no.such.key=1"], []),
     ],
 )

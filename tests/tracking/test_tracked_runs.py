@@ -65,6 +65,9 @@ def test_every_run_records_what_it_ran_with_and_what_it_got(trained_digits_run):
     metrics = json.loads((run_dir / run_layout.METRICS).read_text())
     assert record["metrics"] == metrics
     assert record["dataset_version"] == metrics["dataset_version"]
+    # What training found, recorded by the trainer and copied beside the test figures.
+    assert record["training"]["epochs_run"] == metrics["epochs_run"] == 4
+    assert record["training"] == {key: metrics[key] for key in run_layout.TRAINING_KEYS}
     history = (run_dir / run_layout.HISTORY).read_text().splitlines()
     assert (
         [epoch["epoch"] for epoch in record["epochs"]]

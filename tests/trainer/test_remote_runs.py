@@ -82,8 +82,8 @@ def test_run_in_s3_survives_a_kill_and_resumes_from_the_bucket(
     # As `imgclf train` runs it: the evaluator's report then reaches the bucket too.
     result = flow.run(loader.load(DIGITS_CONFIG, overrides))
 
-    assert result.metrics["resumed_from"].endswith(f"ckpt-{steps}")
-    assert result.metrics["epochs_run"] == EPOCHS
+    assert result.training["resumed_from"].endswith(f"ckpt-{steps}")
+    assert result.training["epochs_run"] == EPOCHS
     final = keys(s3, prefix)
     # keep_checkpoints=1: the epoch 1 checkpoint is gone from the bucket as from the folder.
     assert [k for k in final if k.startswith(f"{prefix}checkpoints/ckpt-")] == [

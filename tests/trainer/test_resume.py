@@ -115,8 +115,8 @@ def epoch_lines(lines: list[str]) -> list[int]:
 
 
 def printed_accuracy(lines: list[str]) -> float:
-    """The test accuracy from the run's final line."""
-    [match] = [m for m in map(re.compile(r"test accuracy ([\d.]+)").search, lines) if m]
+    """The test accuracy from the evaluator's line (the run's last)."""
+    [match] = [m for m in map(re.compile(r"^evaluate: accuracy ([\d.]+)").search, lines) if m]
     return float(match.group(1))
 
 

@@ -18,6 +18,7 @@ import yaml
 import cli
 from configs import loader, schema
 from core import run_layout
+from tfx_pipeline import flow
 from tracking import records
 from trainer import loop, task
 from trainer.tuning import oracles, results, search, space, trials
@@ -379,7 +380,7 @@ def test_a_trial_killed_three_times_is_recorded_failed_instead_of_run_again(tmp_
     raw = trials.trial_config(found, values, found.run_id_of("0"))
     run_dir = tmp_path / found.run_id_of("0")
 
-    def killed_run(cfg):
+    def killed_run(cfg, **kwargs):
         run_dir.mkdir(exist_ok=True)
         records.start(run_dir, raw, "0123456789abcdef", None, {})
         raise Killed
@@ -860,6 +861,6 @@ def test_tuning_the_digits_from_a_bad_start_finds_a_config_above_097(
         ["train.run_id=from-best-yaml"],
     )
     assert best_cfg.optimizer.learning_rate != 1.0
-    retrained = task.run(best_cfg)
+    retrained = flow.run(best_cfg)  # as `imgclf train --config best.yaml` does
     assert retrained.metrics["accuracy"] >= 0.97
     print(f"digits search of 5 trials + retraining best.yaml: {time.time() - started:.0f}s")

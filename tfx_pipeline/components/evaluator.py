@@ -5,6 +5,7 @@ flow (tfx_pipeline/flow.py)."""
 from pathlib import Path
 
 from configs import schema
+from core import run_layout
 from tfx_pipeline import artifact_types, component
 from tfx_pipeline.components import pusher
 
@@ -64,14 +65,14 @@ def run(ctx: component.Context) -> dict:
     return {
         "evaluation": artifact_types.artifact(
             artifact_types.EVALUATION,
-            run_dir / "metrics.json",
+            run_dir / run_layout.METRICS,
             accuracy=result.metrics["accuracy"],
             macro_f1=result.metrics.get("macro_f1"),
             num_examples=result.metrics["num_examples"],
         ),
         "blessing": artifact_types.artifact(
             artifact_types.BLESSING,
-            run_dir / "blessing.json",
+            run_dir / run_layout.BLESSING,
             blessed=blessing["blessed"],
             reason=blessing.get("reason"),
             run_id=model.properties["run_id"],

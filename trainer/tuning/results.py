@@ -9,7 +9,6 @@ least 3 such trials with 2 different values, else it is left out.
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml  # noqa: E402
 from matplotlib import pyplot  # noqa: E402
 
 from configs import loader  # noqa: E402
+from core import atomic_write  # noqa: E402
 from tracking import records  # noqa: E402
 from trainer.tuning import space, trials  # noqa: E402
 
@@ -337,10 +337,7 @@ def write_best_config(search, best: Row, path: Path) -> Path:
         f"# Train it again: imgclf train --config {path.name}\n"
     )
     body = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=100)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(header + body)
-    os.replace(temporary, path)
-    return path
+    return atomic_write.write_text(path, header + body)
 
 
 def write_results(outcome: Results, search, path: Path) -> None:
@@ -370,4 +367,4 @@ def write_results(outcome: Results, search, path: Path) -> None:
             for rank_number, row in enumerate(outcome.rows, start=1)
         ],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write.write_json(path, payload)

@@ -14,7 +14,7 @@ from pathlib import Path
 from keras_tuner.src import config as keras_tuner_config
 
 from configs import loader, schema
-from core import errors
+from core import atomic_write, errors
 from trainer.tuning import oracles, results, space, trials
 
 SEARCH_FILE = "search.json"  # what the search was started with; a resume must match it
@@ -124,10 +124,7 @@ def write_search_file(search: trials.Search) -> None:
         "dataset_version": search.base["data"]["version"],
         "base": search.base,
     }
-    path = search.directory / SEARCH_FILE
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
+    atomic_write.write_json(search.directory / SEARCH_FILE, payload)
 
 
 def check_unchanged(search: trials.Search, started: dict) -> None:

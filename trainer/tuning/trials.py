@@ -1,8 +1,9 @@
 """One trial = one recorded training run: its config, and the KerasTuner tuner that runs it.
 
 A trial is `trainer.task.run` on the search's base config with the trial's values set at their
-key paths, in its own run folder `<train.runs_dir>/<search>-trial-<id>`. KerasTuner's BaseTuner
-drives it, so its chief/worker distribution and its saved state apply unchanged.
+key paths, in its own run folder `<train.runs_dir>/<search>-trial-<id>`; it scores the test split
+in memory, since no trial is exported. KerasTuner's BaseTuner drives it, so its chief/worker
+distribution and its saved state apply unchanged.
 """
 
 import copy
@@ -222,7 +223,7 @@ class ConfigTuner(base_tuner.BaseTuner):
             keras.backend.clear_session()  # trials in one process must not share Keras state
             try:
                 # No SavedModel per trial: best.yaml trains and exports the chosen config.
-                task.run(cfg)
+                task.run(cfg, score_test=True)
             except Exception as error:  # NaN, out of memory, a bad combination: the trial fails
                 raise self.fail(run_dir, raw, error, tag) from error
         epochs = records.read_epochs(run_dir)
