@@ -20,6 +20,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="REST port (default: serving.port)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (default: serving.grpc_port)")
     serve.add_argument("--no-grpc", action="store_true", help="serve REST only")
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="uvicorn's log level: info (default) logs every request; warning only problems",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -33,4 +39,4 @@ def cmd_serve(args: argparse.Namespace) -> None:
         serving_cfg.grpc_port = None
     from serving.server import server
 
-    server.serve(serving_cfg, args.model_path, args.model_config_file)
+    server.serve(serving_cfg, args.model_path, args.model_config_file, args.log_level)

@@ -71,6 +71,8 @@ def run(cfg: schema.Config) -> DemoResult:
             str(port),
             "--grpc-port",
             "0",
+            "--log-level",
+            "warning",  # the demo's own lines say what was asked and answered
         ],
     )
     try:
@@ -103,9 +105,9 @@ def run(cfg: schema.Config) -> DemoResult:
 
 def test_sample_paths(version_dir: Path, source: Path, count: int) -> list[tuple[Path, str]]:
     """The first `count` test-split images as (file under source, true class name)."""
-    records = tf.data.TFRecordDataset(dataset.shard_files(version_dir, "test")).take(count)
+    serialized_examples = tf.data.TFRecordDataset(dataset.shard_files(version_dir, "test"))
     samples = []
-    for serialized in records:
+    for serialized in serialized_examples.take(count):
         example = features.parse(serialized)
         samples.append(
             (

@@ -174,9 +174,11 @@ def serve(
     config: schema.ServingConfig,
     model_path: str | Path | None = None,
     model_config_file: str | Path | None = None,
+    log_level: str = "info",
 ) -> None:
-    """Serves until interrupted, printing where each model is served."""
+    """Serves until interrupted, printing where each model is served; `log_level` is uvicorn's
+    (info logs every request)."""
     models_manager = build_manager(config, model_path, model_config_file, config.model_name)
-    server = ModelServer(models_manager, config).start(log_level="info")
+    server = ModelServer(models_manager, config).start(log_level=log_level)
     server.announce()
     server.wait()
