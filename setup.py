@@ -38,6 +38,9 @@ setup(
         "pydantic>=2.10,<3",
         "scikit-learn>=1.5,<2",
         "pillow>=11",
+        # libjpeg-turbo with its warnings surfaced and TensorFlow's DCT: ingest proves a JPEG
+        # whole and measures the very pixels TensorFlow decodes, without loading TensorFlow.
+        "simplejpeg>=1.8,<2",
         "fastapi>=0.115",
         "uvicorn>=0.30",
         "httptools>=0.6",  # uvicorn's C HTTP parser: ~0.3 ms less per request than h11

@@ -1,8 +1,13 @@
 """Turns one file's bytes into the image ingest stores, or names why the file is unusable.
 
-Pillow reads only the header (format, size, mode, EXIF orientation), so a decompression bomb is
-refused before any pixel is decoded. The pixels are decoded once, by transforms.preprocess: the
-same TensorFlow code the serving signature runs, so stored pixels equal served pixels.
+Pillow reads the header first (format, size, mode, EXIF orientation), so a decompression bomb is
+refused before any pixel is decoded. A JPEG or PNG stored as it is (upright, opaque, no larger
+than data.store.max_side: most files) is then decoded without TensorFlow, whose import costs
+5 s in every ingest worker: JPEGs by libjpeg-turbo through simplejpeg with TensorFlow's DCT
+(identical pixels) and every libjpeg warning raised, PNGs by Pillow. A file either decoder has
+any doubt about goes to TensorFlow, which decides as training and serving would. Any other file
+is decoded by transforms.preprocess, the TensorFlow code the serving signature runs, and its
+normalised pixels are stored, so stored pixels equal served pixels.
 """
 
 import io
@@ -10,11 +15,10 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from configs import schema
-from transforms import preprocess
 
 # Decoded by TensorFlow in training and serving; bytes may be stored as they are.
 TF_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
@@ -22,6 +26,10 @@ TF_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": 
 CONVERTED_FORMATS = {"TIFF": "tiff"}
 KEEPABLE = {"png", "jpeg"}  # formats stored as-is when nothing about them must change
 EXIF_ORIENTATION = 0x0112
+# Modes decoded without TensorFlow to the same pixels (tests/transforms/test_images.py). CMYK is
+# not one: TensorFlow converts it to RGB its own way, so CMYK files take the TensorFlow path.
+FAST_DECODED_MODES = ("L", "RGB", "P")
+LEVELS = np.arange(256, dtype=np.float64) / 255.0
 
 
 class InvalidImage(ValueError):
@@ -55,6 +63,11 @@ class PreparedImage:
 
 def read_header(data: bytes, max_pixels: int) -> Header:
     """Format, size and mode from the header alone; InvalidImage for anything unusable."""
+    return open_image(data, max_pixels)[0]
+
+
+def open_image(data: bytes, max_pixels: int) -> tuple[Header, Image.Image]:
+    """The header and the opened, not yet decoded, Pillow image."""
     if not data:
         raise InvalidImage("empty file (0 bytes)")
     try:
@@ -93,7 +106,7 @@ def read_header(data: bytes, max_pixels: int) -> Header:
         or image.mode not in ("L", "RGB", "P", "CMYK")
         or orientation not in (1, None)
     )
-    return Header(image_format, height, width, image.mode, tf_decodable, needs_rewrite)
+    return Header(image_format, height, width, image.mode, tf_decodable, needs_rewrite), image
 
 
 def to_png_with_pillow(data: bytes) -> bytes:
@@ -110,36 +123,57 @@ def to_png_with_pillow(data: bytes) -> bytes:
 
 
 class Preparer:
-    """Decodes, normalises and (when needed) re-encodes images with one traced TF function."""
+    """Validates, measures and (when needed) normalises images: Pillow for files stored as they
+    are, one traced TensorFlow function, built on first use, for the rest."""
 
     def __init__(self, cfg: schema.DataConfig):
         self.cfg = cfg
-        background = tuple(cfg.background)
-
-        def decode_with_moments(image_bytes):
-            pixels = preprocess.decode_rgb(image_bytes, background)
-            unit = tf.cast(pixels, tf.float64) / 255.0
-            # Eigen's parallel reductions: far cheaper than numpy over a float copy per image.
-            mean = tf.reduce_mean(unit, axis=[0, 1])
-            mean_square = tf.reduce_mean(tf.square(unit), axis=[0, 1])
-            return pixels, mean, mean_square
-
-        self._decode = tf.function(
-            decode_with_moments, input_signature=[tf.TensorSpec([], tf.string)]
-        )
+        self._decode = None
 
     def prepare(self, data: bytes) -> PreparedImage:
-        header = read_header(data, self.cfg.max_pixels)
+        header, image = open_image(data, self.cfg.max_pixels)
+        max_side = self.cfg.store.max_side
+        too_large = max_side is not None and max(header.height, header.width) > max_side
+        if not header.needs_rewrite and not too_large and header.mode in FAST_DECODED_MODES:
+            return self.keep(data, header, image)
+        return self.normalise(data, header, too_large)
+
+    def keep(self, data: bytes, header: Header, image: Image.Image) -> PreparedImage:
+        """The file's own bytes, proven decodable by decoding every pixel; TensorFlow decides
+        when the fast decoder doubts the file."""
+        pixels = decode_fast(data, header, image)
+        if pixels is None:
+            return self.normalise(data, header, too_large=False)
+        mean, std = pixel_moments(pixels)
+        return PreparedImage(
+            data=data,
+            format=header.format,
+            height=header.height,
+            width=header.width,
+            original_height=header.height,
+            original_width=header.width,
+            original_mode=header.mode,
+            original_format=header.format,
+            rewritten=False,
+            channel_mean=mean,
+            channel_std=std,
+        )
+
+    def normalise(self, data: bytes, header: Header, too_large: bool) -> PreparedImage:
+        """decode_rgb's pixels (upright, composited, downscaled to max_side), re-encoded when
+        they differ from what a plain decode of the file gives."""
+        import tensorflow as tf
+
+        from transforms import preprocess
+
         decodable = data if header.tf_decodable else to_png_with_pillow(data)
         try:
-            pixels, mean, mean_square = (t.numpy() for t in self._decode(tf.constant(decodable)))
+            pixels, mean, mean_square = (t.numpy() for t in self.decoder()(tf.constant(decodable)))
         except tf.errors.InvalidArgumentError as error:
             reason = preprocess.decode_error_reason(error)
             raise InvalidImage(f"corrupt or truncated image: {reason}") from None
-        max_side = self.cfg.store.max_side
-        too_large = max_side is not None and max(pixels.shape[:2]) > max_side
         if too_large:
-            pixels = downscale(pixels, max_side)
+            pixels = downscale(pixels, self.cfg.store.max_side)
         rewrite = header.needs_rewrite or too_large or decodable is not data
         stored, stored_format = (data, header.format) if not rewrite else self.encode(pixels)
         variance = np.maximum(mean_square - np.square(mean), 0.0)
@@ -157,7 +191,31 @@ class Preparer:
             channel_std=tuple(float(v) for v in np.sqrt(variance)),
         )
 
+    def decoder(self):
+        """decode_rgb and the pixels' moments as one traced function."""
+        if self._decode is None:
+            import tensorflow as tf
+
+            from transforms import preprocess
+
+            background = tuple(self.cfg.background)
+
+            def decode_with_moments(image_bytes):
+                pixels = preprocess.decode_rgb(image_bytes, background)
+                unit = tf.cast(pixels, tf.float64) / 255.0
+                # Eigen's parallel reductions: far cheaper than numpy over a float copy.
+                mean = tf.reduce_mean(unit, axis=[0, 1])
+                mean_square = tf.reduce_mean(tf.square(unit), axis=[0, 1])
+                return pixels, mean, mean_square
+
+            self._decode = tf.function(
+                decode_with_moments, input_signature=[tf.TensorSpec([], tf.string)]
+            )
+        return self._decode
+
     def encode(self, pixels: np.ndarray) -> tuple[bytes, str]:
+        import tensorflow as tf
+
         # Gray pictures are stored with one channel: decode_rgb replicates it back exactly.
         gray = bool((pixels[..., :1] == pixels).all())
         stored = pixels[..., :1] if gray else pixels
@@ -169,7 +227,39 @@ class Preparer:
         return encoded.numpy(), store.format
 
 
+def decode_fast(data: bytes, header: Header, image: Image.Image) -> Image.Image | None:
+    """The decoded image, or None when the decoder warned or failed: a JPEG through libjpeg-turbo
+    (simplejpeg, strict: any warning raises) with TensorFlow's default DCT, a PNG through
+    Pillow."""
+    if header.format == "jpeg":
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, strict=True)
+        except ValueError:
+            return None
+        return Image.fromarray(pixels)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return image
+
+
+def pixel_moments(image: Image.Image) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of a decoded image's RGB pixels in [0, 1], from
+    Pillow's per-band histograms (exact sums, no float copy of the pixels)."""
+    rgb = image if image.mode in ("L", "RGB") else image.convert("RGB")
+    counts = np.array(rgb.histogram(), np.float64).reshape(-1, 256)
+    if len(counts) == 1:  # gray: decode_rgb replicates it to three equal channels
+        counts = np.repeat(counts, 3, axis=0)
+    total = counts.sum(axis=1)
+    mean = counts @ LEVELS / total
+    variance = np.maximum(counts @ np.square(LEVELS) / total - np.square(mean), 0.0)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in np.sqrt(variance))
+
+
 def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    import tensorflow as tf
+
     height, width = pixels.shape[:2]
     scale = max_side / max(height, width)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))

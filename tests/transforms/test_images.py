@@ -293,3 +293,101 @@ def test_rejects_unsupported_format_naming_supported_ones(default_preparer):
     assert message.startswith("unsupported format PPM")
     for name in (*images.TF_FORMATS, *images.CONVERTED_FORMATS):
         assert name in message
+
+
+# --- the fast path: files stored as they are, decoded without TensorFlow ---
+
+FAST_PATH_FILES = {
+    "jpeg-rgb": lambda: encode(noise_image(1, (41, 29)), "JPEG", quality=80),
+    "jpeg-gray": lambda: encode(noise_image(2, (33, 20), "L"), "JPEG"),
+    "jpeg-4:2:0-smooth": lambda: encode(
+        Image.radial_gradient("L").convert("RGB").resize((70, 50)), "JPEG", subsampling=2
+    ),
+    "png-rgb": lambda: encode(noise_image(3), "PNG"),
+    "png-gray": lambda: encode(noise_image(4, mode="L"), "PNG"),
+    "png-palette": lambda: encode(noise_image(5, mode="P"), "PNG"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST_PATH_FILES))
+def test_the_fast_path_measures_exactly_the_pixels_tensorflow_decodes(default_preparer, name):
+    data = FAST_PATH_FILES[name]()
+    header = images.read_header(data, MAX_PIXELS)
+    fast = default_preparer.prepare(data)
+    decoded = default_preparer.normalise(data, header, too_large=False)  # decode_rgb's pixels
+    assert not header.needs_rewrite and not fast.rewritten and fast.data == data
+    # The same pixels, so the same moments up to float summation order.
+    np.testing.assert_allclose(fast.channel_mean, decoded.channel_mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.channel_std, decoded.channel_std, rtol=0, atol=1e-9)
+    assert (fast.height, fast.width) == (decoded.height, decoded.width)
+
+
+def corruptions(data: bytes, count: int, seed: int) -> list[bytes]:
+    """Seeded damage of the kinds files suffer: bytes flipped in the body, cut short."""
+    rng = np.random.default_rng(seed)
+    damaged = []
+    for index in range(count):
+        copy = bytearray(data)
+        if index % 2:
+            copy = copy[: int(rng.integers(len(copy) // 4, len(copy) - 1))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                at = int(rng.integers(len(copy) // 4, len(copy) - 2))
+                copy[at] ^= int(rng.integers(1, 256))
+        damaged.append(bytes(copy))
+    return damaged
+
+
+def tensorflow_decodes(data: bytes) -> bool:
+    try:
+        preprocess.decode_rgb(tf.constant(data)).numpy()
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def kept(preparer: images.Preparer, data: bytes) -> bool:
+    try:
+        preparer.prepare(data)
+    except images.InvalidImage:
+        return False
+    return True
+
+
+def test_a_damaged_jpeg_is_kept_exactly_when_tensorflow_decodes_it(default_preparer):
+    original = encode(noise_image(7, (48, 40)), "JPEG")
+    damaged = corruptions(original, 120, seed=11)
+    # A stuffed 0xFF00 in the entropy data turned into 0xFFFF: libjpeg only warns and Pillow
+    # decodes the file, but TensorFlow runs out of data and refuses it.
+    stuffed = original.index(b"\xff\x00", original.index(b"\xff\xda"))
+    damaged.append(original[: stuffed + 1] + b"\xff" + original[stuffed + 2 :])
+    verdicts = [kept(default_preparer, data) for data in damaged]
+    assert verdicts == [tensorflow_decodes(data) for data in damaged]
+    assert 0 < sum(verdicts) < len(verdicts) and not verdicts[-1]
+
+
+def test_a_damaged_png_is_kept_only_when_tensorflow_decodes_it(default_preparer):
+    # Pillow refuses more PNGs than TensorFlow (a damaged text chunk fails its header read), so
+    # this direction is the rule: nothing TensorFlow cannot decode reaches a shard.
+    for data in corruptions(encode(noise_image(7, (48, 40)), "PNG"), 120, seed=12):
+        assert not kept(default_preparer, data) or tensorflow_decodes(data)
+
+
+def test_the_fast_path_needs_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from configs import schema\n"
+        "from transforms import images\n"
+        "from tests.conftest import encode, noise_image\n"
+        "preparer = images.Preparer(schema.DataConfig(source='x'))\n"
+        "for fmt in ('JPEG', 'PNG'):\n"
+        "    preparer.prepare(encode(noise_image(1), fmt))\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False", result.stderr
