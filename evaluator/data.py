@@ -135,8 +135,8 @@ def open_tfrecords(location: str, version_dir: str, split: str) -> TestData:
 
 def read_tfrecords(shards: list[str], version_dir: str) -> Iterator[Example]:
     """The stored bytes and label text of every example of `shards`, in file order."""
-    spec = {key: features.FEATURE_SPEC[key] for key in (features.IMAGE, features.LABEL_TEXT)}
-    spec[features.SOURCE] = features.FEATURE_SPEC[features.SOURCE]
+    every = features.feature_spec()
+    spec = {key: every[key] for key in (features.IMAGE, features.LABEL_TEXT, features.SOURCE)}
     records = (
         tf.data.TFRecordDataset(shards)
         .map(lambda serialized: tf.io.parse_single_example(serialized, spec))

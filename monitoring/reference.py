@@ -33,7 +33,7 @@ def load_reference(version_dir: str) -> drift.Reference:
 def shard_histograms(version_dir: str, split: str) -> tuple[dict[str, list[int]], int]:
     files = sorted(tf.io.gfile.glob(os.path.join(version_dir, features.shard_pattern(split))))
     histograms = image_stats.empty_histograms()
-    spec = {features.IMAGE: features.FEATURE_SPEC[features.IMAGE]}
+    spec = {features.IMAGE: features.feature_spec()[features.IMAGE]}
     count = 0
     records = tf.data.TFRecordDataset(files)
     for serialized in tqdm(records, desc=f"{split} images", unit="img", leave=False):

@@ -49,7 +49,8 @@ def load(version_dir: str) -> dict:
 
 def example_index(version_dir: str) -> dict[str, tuple[str, str]]:
     """{sha256: (label, split)} of every example, read from the shards."""
-    spec = {key: features.FEATURE_SPEC[key] for key in (features.SHA256, features.LABEL_TEXT)}
+    every = features.feature_spec()
+    spec = {key: every[key] for key in (features.SHA256, features.LABEL_TEXT)}
     index = {}
     for split in features.SPLITS:
         pattern = os.path.join(version_dir, features.shard_pattern(split))

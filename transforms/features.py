@@ -1,6 +1,11 @@
-"""The tf.train.Example contract of ingested shards: feature keys, encoding and parsing."""
+"""The tf.train.Example contract of ingested shards: feature keys, encoding and parsing.
 
-import tensorflow as tf
+Examples are built with TensorFlow Datasets' copy of the Example proto, which serialises to the
+same bytes as tf.train.Example (a test compares them): ingest workers write shards without
+loading TensorFlow. Parsing needs TensorFlow and imports it on use.
+"""
+
+from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
 
 IMAGE = "image/encoded"  # the stored image: original PNG/JPEG bytes or a normalised re-encoding
 FORMAT = "image/format"  # lower-case format name, e.g. b"png"
@@ -10,17 +15,6 @@ LABEL = "image/class/label"  # int64 index into the dataset's label map
 LABEL_TEXT = "image/class/text"  # the class name, so a shard is readable on its own
 SHA256 = "image/sha256"  # hex digest of the original file: the identity for dedupe and splits
 SOURCE = "image/source"  # where the file was read from
-
-FEATURE_SPEC = {
-    IMAGE: tf.io.FixedLenFeature([], tf.string),
-    FORMAT: tf.io.FixedLenFeature([], tf.string),
-    HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-    WIDTH: tf.io.FixedLenFeature([], tf.int64),
-    LABEL: tf.io.FixedLenFeature([], tf.int64),
-    LABEL_TEXT: tf.io.FixedLenFeature([], tf.string),
-    SHA256: tf.io.FixedLenFeature([], tf.string),
-    SOURCE: tf.io.FixedLenFeature([], tf.string),
-}
 
 SPLITS = ("train", "val", "test")
 SHARD_SUFFIX = ".tfrecord"
@@ -34,15 +28,15 @@ def shard_pattern(split: str) -> str:
     return f"{split}-*-of-*{SHARD_SUFFIX}"
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+def _bytes(value: bytes) -> tf_feature_pb2.Feature:
+    return tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(value=[value]))
 
 
-def _int(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+def _int(value: int) -> tf_feature_pb2.Feature:
+    return tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(value=[value]))
 
 
-def build_example(
+def serialize_example(
     image: bytes,
     image_format: str,
     height: int,
@@ -51,9 +45,10 @@ def build_example(
     label_text: str,
     sha256: str,
     source: str,
-) -> tf.train.Example:
-    return tf.train.Example(
-        features=tf.train.Features(
+) -> bytes:
+    """One shard record: a serialised tf.train.Example, deterministic so shards reproduce."""
+    example = tf_example_pb2.Example(
+        features=tf_feature_pb2.Features(
             feature={
                 IMAGE: _bytes(image),
                 FORMAT: _bytes(image_format.encode()),
@@ -66,8 +61,22 @@ def build_example(
             }
         )
     )
+    return example.SerializeToString(deterministic=True)
 
 
-def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Parses one serialized Example (or a batch) with FEATURE_SPEC."""
-    return tf.io.parse_single_example(serialized, FEATURE_SPEC)
+def feature_spec() -> dict:
+    """tf.io.parse_single_example's spec of every feature."""
+    import tensorflow as tf
+
+    strings = (IMAGE, FORMAT, LABEL_TEXT, SHA256, SOURCE)
+    return {
+        key: tf.io.FixedLenFeature([], tf.string if key in strings else tf.int64)
+        for key in (IMAGE, FORMAT, HEIGHT, WIDTH, LABEL, LABEL_TEXT, SHA256, SOURCE)
+    }
+
+
+def parse(serialized):
+    """Parses one serialized Example (or a batch) with feature_spec()."""
+    import tensorflow as tf
+
+    return tf.io.parse_single_example(serialized, feature_spec())

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from configs import loader
 from transforms import dataset_info, features, splits
-from transforms.beam import ingest
+from transforms.beam import ingest, steps
 from transforms.sources import base as source_base
 
 pytestmark = pytest.mark.beam
@@ -270,12 +270,12 @@ def test_rank_bucket_ranks_each_split_in_global_hash_order():
     groups: dict[tuple[str, str], list] = {}
     for split, mine in by_split.items():
         for sha in mine:
-            bucket = sha[: ingest.BUCKET_HEX_DIGITS]
+            bucket = sha[: steps.BUCKET_HEX_DIGITS]
             groups.setdefault((split, bucket), []).append((sha, "cat", f"cat/{sha[:6]}.png"))
     sizes = {key: len(records) for key, records in groups.items()}
     keyed = {}
     for key, records in groups.items():
-        for shard_key, record in ingest.rank_bucket((key, reversed(records)), sizes, 64):
+        for shard_key, record in steps.rank_bucket((key, reversed(records)), sizes, 64):
             keyed[record[0]] = shard_key
     for split, mine in by_split.items():
         for rank, sha in enumerate(sorted(mine)):

@@ -1,4 +1,5 @@
-"""Beam job: any source -> validated, normalised, deduplicated, split, sharded TFRecords.
+"""Beam job: any source -> validated, normalised, deduplicated, split, sharded TFRecords. The
+job's steps are transforms/beam/steps.py; this module builds it, runs it and publishes the result.
 
 Image bytes never cross a shuffle: they are read, prepared and written to a content-addressed
 staging area in one fused step, whose memory does not grow with the dataset; the shuffles after
@@ -10,12 +11,10 @@ do not.
 """
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import schema
 from core import console, errors
-from transforms import dataset_info, features, images, splits
-from transforms.beam import stats
-from transforms.sources import base as source_base
+from transforms import dataset_info, features
+from transforms.beam import stats, steps
 from transforms.sources import registry as sources
-from transforms.sources import storage
 
-PROGRESS_SECONDS = 5.0
-BLOBS = "_blobs"
-UNITS = "_units"
-UNITS_PER_CHUNK = 64
-# Shards are ranked per (split, first hex digits of the hash): 256 buckets per split keep each
-# ranking group small (N / 256 records) and the bucket-size side input tiny.
-BUCKET_HEX_DIGITS = 2
 # glibc malloc settings for the DirectRunner's worker processes, which inherit the driver's
 # environment: two arenas instead of one per thread, and fixed mmap/trim thresholds (glibc's
 # dynamic ones ratchet up after big frees), so memory freed after decoding images and after each
@@ -64,256 +54,40 @@ class IngestResult:
     dataset: dict
 
 
-def blob_path(staging: str, sha256: str) -> str:
-    return os.path.join(staging, BLOBS, sha256[:2], sha256)
-
-
-def stage_image(staging: str, sha256: str, prepared: images.PreparedImage) -> None:
-    """Writes the bytes to store and, beside them, the image's description (for shards, stats)."""
-    path = blob_path(staging, sha256)
-    if tf.io.gfile.exists(path + ".json"):
-        return  # a copy of these bytes was staged already
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as blob:
-        blob.write(prepared.data)
-    description = {k: v for k, v in dataclasses.asdict(prepared).items() if k != "data"}
-    with tf.io.gfile.GFile(path + ".json", "w") as sidecar:
-        sidecar.write(json.dumps(description))
-
-
-def read_staged(staging: str, sha256: str) -> tuple[bytes, dict]:
-    path = blob_path(staging, sha256)
-    with tf.io.gfile.GFile(path, "rb") as blob:
-        data = blob.read()
-    with tf.io.gfile.GFile(path + ".json") as sidecar:
-        return data, json.loads(sidecar.read())
-
-
-class ReadAndPrepare(beam.DoFn):
-    """Reads each unit's images, decodes each once, stages the bytes to store, emits metadata."""
-
-    QUARANTINE = "quarantine"
-    SEEN = "seen"  # one element per image found, counted independently of the outcome
-
-    def __init__(self, cfg: schema.DataConfig, staging: str, total_units: int):
-        self.cfg = cfg
-        self.staging = staging
-        self.total_units = total_units
-        # Local units carry absolute paths; resolve a relative data.source the same way, here in
-        # the driver, so stored paths are relative to it and the version does not depend on it.
-        self.source_root = cfg.source
-        if sources.kind_of(cfg.source) != "tfds" and not storage.is_remote(cfg.source):
-            self.source_root = storage.to_uri(*storage.filesystem(cfg.source, cfg))
-
-    def setup(self):
-        self.preparer = images.Preparer(self.cfg)
-        self.units_done = 0
-        self.images_done = 0
-        self.last_report = time.monotonic()
-
-    def process(self, unit: source_base.ReadUnit):
-        for item, data in sources.read_unit(unit, self.cfg):
-            self.images_done += 1
-            yield beam.pvalue.TaggedOutput(self.SEEN, 1)
-            if isinstance(data, source_base.ReadFailure):
-                yield self.quarantine(item, data.reason)
-                continue
-            if not item.label:
-                yield self.quarantine(item, "no label")
-                continue
-            try:
-                prepared = self.preparer.prepare(data)
-            except images.InvalidImage as error:
-                yield self.quarantine(item, str(error))
-                continue
-            sha256 = hashlib.sha256(data).hexdigest()
-            stage_image(self.staging, sha256, prepared)
-            # Only what dedupe, splits and sharding need travels through the shuffles, as a
-            # tuple: the DirectRunner holds every shuffled record decoded, and a dict is 3x bigger.
-            source = relative_to_source(item.uri, self.source_root)
-            yield sha256, (item.label, item.split, source)
-        self.units_done += 1
-        if time.monotonic() - self.last_report > PROGRESS_SECONDS:
-            self.last_report = time.monotonic()
-            print(
-                f"ingest: worker {os.getpid()}: {self.units_done} units, "
-                f"{self.images_done} images read (of {self.total_units} units in all)",
-                flush=True,
-            )
-
-    def quarantine(self, item: source_base.SourceItem, reason: str):
-        path = relative_to_source(item.uri, self.source_root)
-        return beam.pvalue.TaggedOutput(self.QUARANTINE, {"path": path, "reason": reason})
-
-
-def relative_to_source(uri: str, source: str) -> str:
-    """`uri` relative to the source folder (or a manifest's folder) when it lies inside it, so a
-    dataset's version does not change when its folder moves."""
-    root = source.rstrip("/")
-    for base in (root, root.rsplit("/", 1)[0] if "/" in root else ""):
-        if base and uri.startswith(base + "/"):
-            return uri[len(base) + 1 :]
-    return uri
-
-
-def write_unit_chunks(units: list[source_base.ReadUnit], staging: str) -> int:
-    """Stages the listed units as small files, so the pipeline carries chunk numbers, not 100k
-    units held in the driver and pickled into a worker."""
-    chunks = 0
-    for start in range(0, len(units), UNITS_PER_CHUNK):
-        path = os.path.join(staging, UNITS, f"{chunks:06d}.jsonl")
-        tf.io.gfile.makedirs(os.path.dirname(path))
-        with tf.io.gfile.GFile(path, "w") as chunk:
-            for unit in units[start : start + UNITS_PER_CHUNK]:
-                chunk.write(json.dumps(dataclasses.asdict(unit)) + "\n")
-        chunks += 1
-    return chunks
-
-
-def read_unit_chunk(index: int, staging: str):
-    with tf.io.gfile.GFile(os.path.join(staging, UNITS, f"{index:06d}.jsonl")) as chunk:
-        for line in chunk:
-            yield source_base.ReadUnit(**json.loads(line))
-
-
-def resolve_copies(sha_and_copies, leakage: str):
-    """One (sha256, label, given split, source) record per content hash. Copies with another
-    label are quarantined; copies in two given splits are leakage, resolved by `leakage`
-    (keep_eval, drop or error)."""
-    sha256, copies = sha_and_copies
-    copies = sorted(copies, key=lambda copy: copy[2])  # by source path
-    first_label, _, first_source = copies[0]
-    same_label = [copy for copy in copies if copy[0] == first_label]
-    for label, _, source in copies:
-        if label != first_label:
-            reason = (
-                f"same bytes as {first_source} but labelled {label!r} instead of {first_label!r}"
-            )
-            yield beam.pvalue.TaggedOutput("quarantine", {"path": source, "reason": reason})
-    given = {split for _, split, _ in same_label if split}
-    # A copy with a given split wins over one without, so the given split is respected.
-    kept = next((copy for copy in same_label if copy[1]), same_label[0])
-    if len(given) > 1:
-        paths = [source for _, _, source in same_label]
-        yield beam.pvalue.TaggedOutput(
-            "leakage", {"sha256": sha256, "splits": sorted(given), "paths": paths}
-        )
-        if leakage == "drop":
-            in_splits = ", ".join(sorted(given))
-            reason = f"leakage: same bytes in splits {in_splits} (data.leakage: drop)"
-            for path in paths:
-                yield beam.pvalue.TaggedOutput("quarantine", {"path": path, "reason": reason})
-            return
-        keep_split = next(split for split in splits.EVAL_FIRST if split in given)
-        kept = next(copy for copy in same_label if copy[1] == keep_split)
-    yield (sha256, *kept)
-    for copy in same_label:
-        if copy is not kept:
-            yield beam.pvalue.TaggedOutput("duplicate", copy[2])
-
-
-def split_class(label_and_members, split_cfg: schema.SplitConfig):
-    """Assigns one class's images to splits and keys each by (split, hash bucket).
-
-    Given splits are kept; the rest of the class is split stratified by content hash. Only this
-    class's records are held here, never the whole dataset's.
-    """
-    label, members = label_and_members
-    members = list(members)
-    unassigned = [sha256 for sha256, given, _ in members if not given]
-    assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
-    for sha256, given, source in members:
-        split = given or assignment[sha256]
-        yield (split, sha256[:BUCKET_HEX_DIGITS]), (sha256, label, source)
-
-
-def rank_bucket(key_and_records, bucket_sizes: dict, per_shard: int):
-    """Keys each record of one (split, hash bucket) by its shard: (split, index, split size).
-
-    An image's rank in its split's hash order is the size of the split's earlier buckets plus
-    its rank within its bucket, so every shard but the last holds exactly `per_shard` examples
-    without any worker holding every hash of the split.
-    """
-    (split, bucket), records = key_and_records
-    sizes = {b: count for (s, b), count in bucket_sizes.items() if s == split}
-    offset = sum(count for b, count in sizes.items() if b < bucket)
-    split_size = sum(sizes.values())
-    for rank, record in enumerate(sorted(records), start=offset):
-        yield (split, rank // per_shard, split_size), record
-
-
-def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
-    """Writes one shard, records sorted by hash, so re-runs produce identical bytes."""
-    (split, index, split_size), records = key_and_records
-    total = -(-split_size // cfg.examples_per_shard)
-    name = features.shard_name(split, index, total)
-    label_index = {label: i for i, label in enumerate(labels)}
-    per_class: dict[str, int] = {}
-    shard_stats = stats.DatasetStats()
-    accumulator = shard_stats.create_accumulator()
-    with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
-        for sha256, label, source in sorted(records):
-            data, description = read_staged(staging, sha256)
-            accumulator = shard_stats.add_input(accumulator, description)
-            example = features.build_example(
-                image=data,
-                image_format=description["format"],
-                height=description["height"],
-                width=description["width"],
-                label=label_index[label],
-                label_text=label,
-                sha256=sha256,
-                source=source,
-            )
-            writer.write(example.SerializeToString(deterministic=True))
-            per_class[label] = per_class.get(label, 0) + 1
-    return {
-        "split": split,
-        "file": name,
-        "count": sum(per_class.values()),
-        "per_class": per_class,
-        "stats": accumulator,
-    }
-
-
-def write_gfile_json(items, path: str):
-    with tf.io.gfile.GFile(path, "w") as out:
-        # Key order kept: the stats histograms are ordered by bin, not by name.
-        out.write(json.dumps(items))
-
-
 def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: int, staging: str):
     prepared = (
         pipeline
         | "UnitChunks" >> beam.Create(range(chunks), reshuffle=False)
         | "SpreadChunks" >> beam.Reshuffle()
-        | "ReadChunk" >> beam.FlatMap(read_unit_chunk, staging=staging)
+        | "ReadChunk" >> beam.FlatMap(steps.read_unit_chunk, staging=staging)
         | "ReadAndPrepare"
-        >> beam.ParDo(ReadAndPrepare(cfg, staging, total_units)).with_outputs(
-            ReadAndPrepare.QUARANTINE, ReadAndPrepare.SEEN, main="records"
+        >> beam.ParDo(steps.ReadAndPrepare(cfg, staging, total_units)).with_outputs(
+            steps.ReadAndPrepare.QUARANTINE, steps.ReadAndPrepare.SEEN, main="records"
         )
     )
     unique = (
         prepared.records
         | "GroupByHash" >> beam.GroupByKey()
         | "ResolveCopies"
-        >> beam.FlatMap(resolve_copies, leakage=cfg.leakage).with_outputs(
+        >> beam.FlatMap(steps.resolve_copies, leakage=cfg.leakage).with_outputs(
             "quarantine", "duplicate", "leakage", main="kept"
         )
     )
     labels = (
         unique.kept
-        | "Labels" >> beam.MapTuple(lambda sha256, label, given, source: label)
+        | "Labels" >> beam.MapTuple(lambda sha256, label, given, source, stored: label)
         | "DistinctLabels" >> beam.Distinct()
         | "CollectLabels" >> beam.combiners.ToList()
-        | "SortLabels" >> beam.Map(lambda found: order_labels(found, cfg.classes))
+        | "SortLabels" >> beam.Map(lambda found: steps.order_labels(found, cfg.classes))
     )
     bucketed = (
         unique.kept
         | "KeyByClass"
-        >> beam.MapTuple(lambda sha256, label, given, source: (label, (sha256, given, source)))
+        >> beam.MapTuple(
+            lambda sha256, label, given, source, stored: (label, (sha256, given, source, stored))
+        )
         | "GroupByClass" >> beam.GroupByKey()
-        | "SplitClass" >> beam.FlatMap(split_class, split_cfg=cfg.split)
+        | "SplitClass" >> beam.FlatMap(steps.split_class, split_cfg=cfg.split)
     )
     # At most len(SPLITS) * 16**BUCKET_HEX_DIGITS counts: the only side input that every
     # ranking worker needs, whatever the dataset's size.
@@ -323,14 +97,14 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         | "GroupByBucket" >> beam.GroupByKey()
         | "RankBucket"
         >> beam.FlatMap(
-            rank_bucket,
+            steps.rank_bucket,
             bucket_sizes=beam.pvalue.AsDict(bucket_sizes),
             per_shard=cfg.examples_per_shard,
         )
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards"
         >> beam.Map(
-            write_shard,
+            steps.write_shard,
             out_dir=staging,
             staging=staging,
             labels=beam.pvalue.AsSingleton(labels),
@@ -338,7 +112,7 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         )
     )
     quarantined = (
-        prepared[ReadAndPrepare.QUARANTINE],
+        prepared[steps.ReadAndPrepare.QUARANTINE],
         unique.quarantine,
     ) | "MergeQuarantine" >> beam.Flatten()
     collected = {
@@ -352,27 +126,16 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
             pcoll
             | f"Collect_{name}" >> beam.combiners.ToList()
             | f"Write_{name}"
-            >> beam.Map(write_gfile_json, path=os.path.join(staging, f"_{name}.json"))
+            >> beam.Map(steps.write_summary, path=os.path.join(staging, f"_{name}.json"))
         )
     labels | "Write_labels" >> beam.Map(
-        write_gfile_json, path=os.path.join(staging, "_labels.json")
+        steps.write_summary, path=os.path.join(staging, "_labels.json")
     )
     (
-        prepared[ReadAndPrepare.SEEN]
+        prepared[steps.ReadAndPrepare.SEEN]
         | "CountSeen" >> beam.CombineGlobally(sum)
-        | "Write_seen" >> beam.Map(write_gfile_json, path=os.path.join(staging, "_seen.json"))
+        | "Write_seen" >> beam.Map(steps.write_summary, path=os.path.join(staging, "_seen.json"))
     )
-
-
-def order_labels(found: list[str], vocabulary: list[str] | None) -> list[str]:
-    """The label map: the configured vocabulary's order, else sorted names.
-
-    Labels found outside the vocabulary (archive and TFDS labels are only known to workers) are
-    appended, so shards can be written and `summarize` reports them as an IngestError.
-    """
-    if vocabulary is None:
-        return sorted(found)
-    return [*vocabulary, *sorted(set(found) - set(vocabulary))]
 
 
 def pipeline_options(cfg: schema.DataConfig) -> PipelineOptions:
@@ -398,7 +161,7 @@ def run(cfg: schema.DataConfig) -> IngestResult:
     mode = f", {cfg.beam_direct_mode}" if cfg.beam_runner == "DirectRunner" else ""
     print(f"ingest: {len(units)} read units from {cfg.source} ({cfg.beam_runner}{mode})")
     try:
-        chunks, total_units = write_unit_chunks(units, staging), len(units)
+        chunks, total_units = steps.write_unit_chunks(units, staging), len(units)
         del units  # workers read the staged chunks: the driver need not hold every unit meanwhile
         with (
             worker_environment(WORKER_MALLOC_ENV),
@@ -466,8 +229,9 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     quarantine = sorted(summary["quarantine"], key=lambda q: q["path"])
     with tf.io.gfile.GFile(os.path.join(staging, dataset_info.QUARANTINE_JSONL), "w") as out:
         out.write("".join(json.dumps(q) + "\n" for q in quarantine))
-    tf.io.gfile.rmtree(os.path.join(staging, BLOBS))
-    tf.io.gfile.rmtree(os.path.join(staging, UNITS))
+    for folder in (steps.BLOBS, steps.UNITS):  # no blobs when every file is read again
+        if tf.io.gfile.exists(os.path.join(staging, folder)):
+            tf.io.gfile.rmtree(os.path.join(staging, folder))
     for name in SUMMARIES:
         tf.io.gfile.remove(os.path.join(staging, f"_{name}.json"))
 
