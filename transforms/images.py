@@ -233,10 +233,12 @@ def decode_fast(data: bytes, header: Header, image: Image.Image) -> Image.Image 
     Pillow."""
     if header.format == "jpeg":
         try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, strict=True)
+            # RGBX: a layout Pillow wraps without copying (its RGB buffers are 4 bytes a pixel).
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBX", fastdct=True, strict=True)
         except ValueError:
             return None
-        return Image.fromarray(pixels)
+        height, width = pixels.shape[:2]
+        return Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError):
@@ -247,8 +249,8 @@ def decode_fast(data: bytes, header: Header, image: Image.Image) -> Image.Image 
 def pixel_moments(image: Image.Image) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of a decoded image's RGB pixels in [0, 1], from
     Pillow's per-band histograms (exact sums, no float copy of the pixels)."""
-    rgb = image if image.mode in ("L", "RGB") else image.convert("RGB")
-    counts = np.array(rgb.histogram(), np.float64).reshape(-1, 256)
+    rgb = image if image.mode in ("L", "RGB", "RGBX") else image.convert("RGB")
+    counts = np.array(rgb.histogram(), np.float64).reshape(-1, 256)[:3]
     if len(counts) == 1:  # gray: decode_rgb replicates it to three equal channels
         counts = np.repeat(counts, 3, axis=0)
     total = counts.sum(axis=1)

@@ -59,7 +59,6 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         pipeline
         | "UnitChunks" >> beam.Create(range(chunks), reshuffle=False)
         | "SpreadChunks" >> beam.Reshuffle()
-        | "ReadChunk" >> beam.FlatMap(steps.read_unit_chunk, staging=staging)
         | "ReadAndPrepare"
         >> beam.ParDo(steps.ReadAndPrepare(cfg, staging, total_units)).with_outputs(
             steps.ReadAndPrepare.QUARANTINE, steps.ReadAndPrepare.SEEN, main="records"
@@ -73,13 +72,6 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
             "quarantine", "duplicate", "leakage", main="kept"
         )
     )
-    labels = (
-        unique.kept
-        | "Labels" >> beam.MapTuple(lambda sha256, label, given, source, stored: label)
-        | "DistinctLabels" >> beam.Distinct()
-        | "CollectLabels" >> beam.combiners.ToList()
-        | "SortLabels" >> beam.Map(lambda found: steps.order_labels(found, cfg.classes))
-    )
     bucketed = (
         unique.kept
         | "KeyByClass"
@@ -87,13 +79,21 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
             lambda sha256, label, given, source, stored: (label, (sha256, given, source, stored))
         )
         | "GroupByClass" >> beam.GroupByKey()
-        | "SplitClass" >> beam.FlatMap(steps.split_class, split_cfg=cfg.split)
+        | "SplitClass"
+        >> beam.FlatMap(steps.split_class, split_cfg=cfg.split).with_outputs(
+            steps.LABEL, steps.BUCKET_COUNT, main="records"
+        )
+    )
+    labels = (
+        bucketed[steps.LABEL]
+        | "CollectLabels" >> beam.combiners.ToList()
+        | "SortLabels" >> beam.Map(lambda found: steps.order_labels(found, cfg.classes))
     )
     # At most len(SPLITS) * 16**BUCKET_HEX_DIGITS counts: the only side input that every
     # ranking worker needs, whatever the dataset's size.
-    bucket_sizes = bucketed | "CountPerBucket" >> beam.combiners.Count.PerKey()
+    bucket_sizes = bucketed[steps.BUCKET_COUNT] | "CountPerBucket" >> beam.CombinePerKey(sum)
     shard_summaries = (
-        bucketed
+        bucketed.records
         | "GroupByBucket" >> beam.GroupByKey()
         | "RankBucket"
         >> beam.FlatMap(

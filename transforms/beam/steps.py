@@ -91,7 +91,7 @@ class ReadAndPrepare(beam.DoFn):
     from the source (archive members, remote files, rewritten images), emits metadata."""
 
     QUARANTINE = "quarantine"
-    SEEN = "seen"  # one element per image found, counted independently of the outcome
+    SEEN = "seen"  # images found per unit, counted independently of their outcome
 
     def __init__(self, cfg: schema.DataConfig, staging: str, total_units: int):
         self.cfg = cfg
@@ -109,10 +109,15 @@ class ReadAndPrepare(beam.DoFn):
         self.images_done = 0
         self.last_report = time.monotonic()
 
-    def process(self, unit: source_base.ReadUnit):
+    def process(self, chunk: int):
+        for unit in read_unit_chunk(chunk, self.staging):
+            yield from self.process_unit(unit)
+
+    def process_unit(self, unit: source_base.ReadUnit):
+        seen = 0
         for item, data in sources.read_unit(unit, self.cfg):
             self.images_done += 1
-            yield beam.pvalue.TaggedOutput(self.SEEN, 1)
+            seen += 1
             if isinstance(data, source_base.ReadFailure):
                 yield self.quarantine(item, data.reason)
                 continue
@@ -134,6 +139,7 @@ class ReadAndPrepare(beam.DoFn):
             # tuple: the DirectRunner holds every shuffled record decoded.
             source = relative_to_source(item.uri, self.source_root)
             yield sha256, (item.label, item.split, source, describe(locator, prepared))
+        yield beam.pvalue.TaggedOutput(self.SEEN, seen)
         self.units_done += 1
         if time.monotonic() - self.last_report > PROGRESS_SECONDS:
             self.last_report = time.monotonic()
@@ -213,8 +219,14 @@ def resolve_copies(sha_and_copies, leakage: str):
             yield beam.pvalue.TaggedOutput("duplicate", copy[2])
 
 
+LABEL = "label"
+BUCKET_COUNT = "bucket_count"
+
+
 def split_class(label_and_members, split_cfg: schema.SplitConfig):
-    """Assigns one class's images to splits and keys each by (split, hash bucket).
+    """Assigns one class's images to splits and keys each by (split, hash bucket); also emits
+    the class's label (LABEL) and its count per (split, bucket) (BUCKET_COUNT), so neither needs
+    a pass over every record.
 
     Given splits are kept; the rest of the class is split stratified by content hash. Only this
     class's records are held here, never the whole dataset's.
@@ -223,9 +235,14 @@ def split_class(label_and_members, split_cfg: schema.SplitConfig):
     members = list(members)
     unassigned = [sha256 for sha256, given, _, _ in members if not given]
     assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
+    counts: dict[tuple[str, str], int] = {}
     for sha256, given, source, stored in members:
-        split = given or assignment[sha256]
-        yield (split, sha256[:BUCKET_HEX_DIGITS]), (sha256, label, source, stored)
+        key = (given or assignment[sha256], sha256[:BUCKET_HEX_DIGITS])
+        counts[key] = counts.get(key, 0) + 1
+        yield key, (sha256, label, source, stored)
+    yield beam.pvalue.TaggedOutput(LABEL, label)
+    for key, count in counts.items():
+        yield beam.pvalue.TaggedOutput(BUCKET_COUNT, (key, count))
 
 
 def rank_bucket(key_and_records, bucket_sizes: dict, per_shard: int):
