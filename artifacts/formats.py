@@ -21,7 +21,7 @@ import tensorflow as tf
 from artifacts import convert, export, parity, runtimes
 from configs import loader, schema
 from core import errors, run_layout, saved_models, signatures
-from transforms import dataset, dataset_info
+from transforms import dataset, dataset_store
 
 FORMATS = ("savedmodel", "keras", "onnx", "tflite")
 FORMATS_DIR = "formats"
@@ -185,8 +185,7 @@ def calibration_images(saved_model: Path, count: int) -> np.ndarray:
 
 def _dataset(metadata: dict) -> tuple[schema.Config, str]:
     cfg = loader.validate(metadata["config"])
-    version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, metadata["dataset_version"])
-    return cfg, version_dir
+    return cfg, dataset_store.local_version_dir(cfg.data, metadata["dataset_version"])
 
 
 def add_report(result: dict, path: Path, saved_model: Path, reference: tuple | None) -> None:

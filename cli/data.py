@@ -2,7 +2,6 @@
 statistics, and what changed between two versions."""
 
 import argparse
-import os
 
 from configs import loader
 
@@ -35,29 +34,23 @@ def cmd_data_digits(args: argparse.Namespace) -> None:
     )
 
 
-def dataset_dir(args: argparse.Namespace, version: str) -> str:
-    """A version folder given as a path, or a version (or 'latest') under data.output_dir."""
-    from transforms import dataset_info
+def dataset_dir(args: argparse.Namespace, version: str) -> tuple[str, str]:
+    """(location, local folder) of a version folder given as a path or a bucket URL, or of a
+    version (or 'latest') under data.output_dir; a bucket's is read from its cached copy."""
+    from transforms import dataset_store
 
-    if os.path.isfile(os.path.join(version, dataset_info.DATASET_JSON)):
-        return version
-    if os.sep in version or os.path.exists(version):
-        raise dataset_info.DatasetNotFound(
-            f"{version} holds no {dataset_info.DATASET_JSON}: give a dataset version folder, "
-            "a version id, or 'latest'"
-        )
-    return dataset_info.resolve_version_dir(
-        loader.load(args.config, args.overrides).data.output_dir, version
-    )
+    data_cfg = loader.load(args.config, args.overrides).data
+    location = dataset_store.find_version(version, data_cfg)
+    return location, dataset_store.local_copy(location, data_cfg)
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
     from transforms import dataset_info, plots
 
-    version_dir = dataset_dir(args, args.version)
+    location, version_dir = dataset_dir(args, args.version)
     info = dataset_info.load(version_dir)
     stats = info["stats"]
-    print(f"dataset {info['version']} ({version_dir}) from {info['source']}")
+    print(f"dataset {info['version']} ({location}) from {info['source']}")
     print(
         f"  {info['written']} images in {info['num_classes']} classes; {info['duplicates']} "
         f"duplicates, {info['quarantined']} quarantined; imbalance ratio {info['imbalance_ratio']}"
@@ -83,7 +76,7 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
 def cmd_data_diff(args: argparse.Namespace) -> None:
     from transforms import dataset_info
 
-    report = dataset_info.diff(dataset_dir(args, args.old), dataset_dir(args, args.new))
+    report = dataset_info.diff(dataset_dir(args, args.old)[1], dataset_dir(args, args.new)[1])
     print(f"dataset {report['old']} -> {report['new']}")
     print(f"  {'class':20}{'old':>8}{'new':>8}{'change':>8}")
     for name, counts in report["class_counts"].items():

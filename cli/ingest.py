@@ -35,5 +35,5 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     counts = ", ".join(f"{split} {s['count']}" for split, s in info["splits"].items())
     print(
         f"ingest: dataset {result.version}: {info['written']} images ({counts}), "
-        f"{info['duplicates']} duplicates, {info['quarantined']} quarantined -> {result.path}"
+        f"{info['duplicates']} duplicates, {info['quarantined']} quarantined -> {result.location}"
     )

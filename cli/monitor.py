@@ -4,7 +4,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 
 from configs import loader
 from monitoring import thresholds, timespan
@@ -66,22 +65,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=cmd_drift)
 
 
-def dataset_dir(version: str, output_dir: str) -> str:
-    """A version folder given as a path, or a version id (or 'latest') under data.output_dir."""
-    import tensorflow as tf
-
-    from transforms import dataset_info
-
-    if tf.io.gfile.exists(os.path.join(version, dataset_info.DATASET_JSON)):
-        return version
-    if os.sep in version or os.path.exists(version):
-        raise dataset_info.DatasetNotFound(
-            f"--dataset {version} holds no {dataset_info.DATASET_JSON}: give a dataset version "
-            "folder, a version id, or 'latest'"
-        )
-    return dataset_info.resolve_version_dir(output_dir, version)
-
-
 def served_window(args: argparse.Namespace, since: float, stats_dir: str | None):
     from monitoring import stats, windows
 
@@ -99,6 +82,7 @@ def served_window(args: argparse.Namespace, since: float, stats_dir: str | None)
 def cmd_drift(args: argparse.Namespace) -> None:
     # Imported here: TensorFlow and the dataset readers load only when this command runs.
     from monitoring import drift, reference, storage, windows
+    from transforms import dataset_store
 
     cfg = loader.load(args.config, args.overrides)
     since = timespan.parse_since(args.since)
@@ -109,7 +93,10 @@ def cmd_drift(args: argparse.Namespace) -> None:
             f"no requests to {args.model} recorded since {iso(since)} in {served_from}; "
             "widen --since or check --model"
         )
-    baseline = reference.load_reference(dataset_dir(args.dataset, cfg.data.output_dir))
+    # A version folder (a path or a bucket URL), or a version id or 'latest' under
+    # data.output_dir; a bucket's is read from its cached copy.
+    version_dir = dataset_store.find_version(args.dataset, cfg.data)
+    baseline = reference.load_reference(dataset_store.local_copy(version_dir, cfg.data))
     limits = thresholds.Thresholds(
         args.psi_threshold, args.ks_min, args.max_low_confidence_rate, args.min_count
     )

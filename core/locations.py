@@ -1,13 +1,20 @@
 """Which settings and arguments may name a bucket (s3://, gs://, ...) and which need a local folder.
 
-Buckets work where imgclf reads or writes through fsspec (sources, run folders, monitoring) and,
-for gs:// only, where TensorFlow's own file system does (TFRecords: TF 2.21 has no s3://). The
-registry locks its store with flock and the pipeline's metadata is SQLite: both need a local (or
-mounted) folder, and a URL there once became a local folder named `s3:`.
+Buckets work where imgclf reads or writes through fsspec (sources, run folders, dataset versions,
+monitoring): TensorFlow 2.21's file system has no s3://, and its gs:// cannot be pointed at
+another endpoint (an emulator, a proxy). The registry locks its store with flock and the
+pipeline's metadata is SQLite: both need a local (or mounted) folder, and a URL there once became
+a local folder named `s3:`. A location that may be a URL never goes through pathlib nor
+os.path.abspath/normpath, which turn `gs://b/x` into `gs:/b/x`.
 """
 
-# Where tf.io.gfile reads and writes in TF 2.21 (tensorflow-io, which added s3://, is gone).
+import os
+
+# Where tf.io.gfile could write in TF 2.21 (tensorflow-io, which added s3://, is gone): what
+# ingest's Beam workers on a cluster need for the shards they write.
 TF_SCHEMES = ("gs",)
+# Where data.output_dir may be: buckets that imgclf reads and writes through fsspec.
+BUCKET_SCHEMES = ("s3", "gs")
 
 
 def scheme_of(path: str) -> str | None:
@@ -27,3 +34,8 @@ def without_file_scheme(path: str) -> str:
     """file:///srv/x as /srv/x: settings used as local paths would make a folder named `file:`."""
     text = str(path)
     return text[len("file://") :] if text.lower().startswith("file://") else text
+
+
+def absolute(location: str) -> str:
+    """A local path made absolute; a URL as it is (os.path.abspath would make it `/cwd/gs:/b`)."""
+    return str(location) if is_url(location) else os.path.abspath(location)

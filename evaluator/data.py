@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from configs import schema
 from core import errors
-from transforms import dataset, dataset_info, features
+from transforms import dataset, dataset_info, dataset_store, features
 from transforms.sources import base, files
 from transforms.sources import registry as sources
 
@@ -67,27 +67,27 @@ def open_test_data(location: str, split: str, data_cfg: schema.DataConfig) -> Te
         raise TestDataError(
             f"--split must be one of {', '.join(features.SPLITS)} (received {split})"
         )
-    version_dir = find_version_dir(location, data_cfg.output_dir)
+    version_dir = find_version_dir(location, data_cfg.output_dir, data_cfg)
     if version_dir is not None:
-        return open_tfrecords(location, version_dir, split)
+        return open_tfrecords(location, version_dir, split, data_cfg)
     return open_source(location, split, data_cfg)
 
 
-def find_version_dir(location: str, output_dir: str) -> str | None:
-    """A dataset version folder: `location` itself, or a version id / 'latest' under
-    `output_dir`; None when `location` is something else."""
-    if is_version_dir(location):
+def find_version_dir(location: str, output_dir: str, data_cfg: schema.DataConfig) -> str | None:
+    """A dataset version folder (a path or a bucket URL): `location` itself, or a version id /
+    'latest' under `output_dir`; None when `location` is something else."""
+    if dataset_store.holds(location, dataset_info.DATASET_JSON, data_cfg):
         return location
     # data.output_dir itself, or its `latest` pointer file: the newest ingested version.
     for root in (location, os.path.dirname(location)):
-        if root and os.path.isfile(os.path.join(root, dataset_info.LATEST)):
+        if root and dataset_store.holds(root, dataset_info.LATEST, data_cfg):
             if root == location or os.path.basename(location) == dataset_info.LATEST:
-                return dataset_info.resolve_version_dir(root, dataset_info.LATEST)
+                return dataset_store.resolve_version_dir(root, dataset_info.LATEST, data_cfg)
     # A bare name (no folder, no scheme such as tfds:) that is not a file here: a version id.
     bare = not any(mark in location for mark in ("/", os.sep, ":"))
     if bare and not os.path.exists(location):
         try:
-            return dataset_info.resolve_version_dir(output_dir, location)
+            return dataset_store.resolve_version_dir(output_dir, location, data_cfg)
         except dataset_info.DatasetNotFound:
             raise TestDataError(
                 f"--test-data {location}: no such file or folder, and no dataset version "
@@ -97,17 +97,12 @@ def find_version_dir(location: str, output_dir: str) -> str | None:
     return None
 
 
-def is_version_dir(location: str) -> bool:
-    try:
-        return tf.io.gfile.exists(os.path.join(location, dataset_info.DATASET_JSON))
-    except tf.errors.OpError:
-        # A scheme TensorFlow cannot read (s3:// without its plugin, https://): not TFRecords
-        # we could read anyway, so it is a source for fsspec.
-        return False
-
-
-def open_tfrecords(location: str, version_dir: str, split: str) -> TestData:
-    info = dataset_info.load(version_dir)
+def open_tfrecords(
+    location: str, version_dir: str, split: str, data_cfg: schema.DataConfig
+) -> TestData:
+    """The split of the version at `version_dir` (a bucket's is read from its cached copy)."""
+    local_dir = dataset_store.local_copy(version_dir, data_cfg)
+    info = dataset_info.load(local_dir)
     counts = {name: s["count"] for name, s in info["splits"].items()}
     if not counts.get(split):
         found = ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -115,7 +110,7 @@ def open_tfrecords(location: str, version_dir: str, split: str) -> TestData:
             f"dataset {info['version']} in {version_dir} has no {split} images ({found}); "
             "pick another with --split"
         )
-    shards = dataset.shard_files(version_dir, split)
+    shards = dataset.shard_files(local_dir, split)
     if not shards:
         raise TestDataError(
             f"dataset {info['version']} lists {counts[split]} {split} images but {version_dir} "

@@ -185,7 +185,7 @@ def default_test_data(source: models.ModelSource, cfg: schema.Config) -> str:
     roots = [(model_config.get("data") or {}).get("output_dir"), cfg.data.output_dir]
     for root in filter(None, roots):
         candidate = os.path.join(root, version or "-")
-        if version and data.find_version_dir(candidate, root) is not None:
+        if version and data.find_version_dir(candidate, root, cfg.data) is not None:
             return candidate
     trained_on = f"dataset {version}" if version else "its dataset"
     raise EvaluationError(

@@ -1,7 +1,7 @@
 """The config a Tuner or Trainer execution runs with: pinned to its input dataset version, and
 (after a Tuner) the tuned best config with the keys the pipeline decides taken from the run's."""
 
-from pathlib import Path
+import os
 
 from configs import loader, schema
 from tfx_pipeline import component, metadata
@@ -22,7 +22,7 @@ PIPELINE_OWN_KEYS = (
 def pinned_config(cfg: schema.Config, examples: metadata.Artifact) -> schema.Config:
     """A copy of `cfg` reading exactly the input dataset version, whatever 'latest' says now."""
     cfg = cfg.model_copy(deep=True)
-    cfg.data.output_dir = str(Path(examples.uri).parent)
+    cfg.data.output_dir = os.path.dirname(examples.uri)  # pathlib would make gs:// gs:/
     cfg.data.version = examples.properties["version"]
     return cfg
 

@@ -17,7 +17,7 @@ from serving import client
 from tfx_pipeline import pipeline
 from tracking import records
 from trainer import task
-from transforms import dataset, digits, features
+from transforms import dataset, dataset_store, digits, features
 
 SAMPLE_IMAGES = 5
 
@@ -53,7 +53,8 @@ def run(cfg: schema.Config) -> DemoResult:
         metrics=json.loads((run_dir / run_layout.METRICS).read_text()),
     )
 
-    samples = test_sample_paths(Path(examples.uri), source, SAMPLE_IMAGES)
+    version_dir = dataset_store.local_copy(examples.uri, cfg.data)
+    samples = test_sample_paths(version_dir, source, SAMPLE_IMAGES)
     port = free_port(cfg.serving.host)
     url = f"http://{cfg.serving.host}:{port}"
     name = pushed.properties["model"]
@@ -103,7 +104,7 @@ def run(cfg: schema.Config) -> DemoResult:
     )
 
 
-def test_sample_paths(version_dir: Path, source: Path, count: int) -> list[tuple[Path, str]]:
+def test_sample_paths(version_dir: str, source: Path, count: int) -> list[tuple[Path, str]]:
     """The first `count` test-split images as (file under source, true class name)."""
     serialized_examples = tf.data.TFRecordDataset(dataset.shard_files(version_dir, "test"))
     samples = []

@@ -24,10 +24,12 @@ def run(cfg: schema.Config, dry_run: bool = False) -> task.RunResult | None:
     result = train_and_export(cfg, dry_run)
     if result is None or result.export_dir is None:
         return result
-    from transforms import dataset_info
+    from transforms import dataset_store
 
-    version_dir = dataset_info.resolve_version_dir(
-        cfg.data.output_dir, result.training["dataset_version"]
+    # The version's location (a bucket URL stays one): the evaluator records it and reads its
+    # local copy.
+    version_dir = dataset_store.resolve_version_dir(
+        cfg.data.output_dir, result.training["dataset_version"], cfg.data
     )
     evaluation = evaluate_and_record(cfg, result.run_dir, version_dir, run_mirror=result.run_mirror)
     return dataclasses.replace(result, metrics=evaluation.metrics)

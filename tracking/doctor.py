@@ -201,7 +201,7 @@ def _default(value, meaning: str) -> str:
 def input_settings(cfg: schema.Config) -> dict[str, str]:
     """The config's settings that shape the input pipeline's cost."""
     output_dir = cfg.data.output_dir
-    where = "remote: reads cross the network" if "://" in output_dir else "local"
+    where = "bucket: read from a local cached copy" if "://" in output_dir else "local"
     return {
         "data.output_dir": f"{output_dir} ({where})",
         "data.batch_size": str(cfg.data.batch_size),

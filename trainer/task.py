@@ -38,7 +38,7 @@ from trainer import (
     summaries,
     transfer,
 )
-from transforms import augment, dataset, dataset_info
+from transforms import augment, dataset, dataset_info, dataset_store
 
 
 class TrainingError(errors.UserError):
@@ -108,7 +108,7 @@ def train(
     """The body of `run`: calls recorder.start once the run folder exists; with `run_mirror`
     the run folder is its staging copy, pushed after every epoch."""
     started = time.time()
-    version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
+    version_dir = dataset_store.local_version_dir(cfg.data)  # a bucket's: its cached copy
     info = dataset_info.load(version_dir)
     class_names, splits = info["label_map"], info["splits"]
     check_splits(cfg, splits)

@@ -1,6 +1,7 @@
 """tf.data input pipelines from ingested TFRecord shards, for training and evaluation."""
 
 import functools
+import os
 from pathlib import Path
 
 import keras
@@ -15,7 +16,7 @@ CROP_DRAWS = 0x63726F70  # "crop"
 
 
 def shard_files(version_dir: str | Path, split: str) -> list[str]:
-    return sorted(tf.io.gfile.glob(str(Path(version_dir) / features.shard_pattern(split))))
+    return sorted(tf.io.gfile.glob(os.path.join(version_dir, features.shard_pattern(split))))
 
 
 def build_decoder(cfg: schema.DataConfig):

@@ -1,8 +1,10 @@
-"""Ingested dataset versions on disk: dataset.json, the `latest` pointer, stats and diffs."""
+"""Ingested dataset versions on disk: dataset.json, the `latest` pointer, stats and diffs
+(transforms/dataset_store.py: versions in a bucket, and their local copies)."""
 
 import json
 import os
 import uuid
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -25,19 +27,29 @@ def write_latest(out_root: str, version: str) -> None:
     tf.io.gfile.rename(temporary, os.path.join(out_root, LATEST), overwrite=True)
 
 
-def resolve_version_dir(output_dir: str, version: str) -> str:
-    """The folder of dataset `version` ('latest' follows the pointer ingest writes)."""
+def _read_gfile(path: str) -> str:
+    with tf.io.gfile.GFile(path) as file:
+        return file.read()
+
+
+def resolve_version_dir(
+    output_dir: str,
+    version: str,
+    exists: Callable[[str], bool] = tf.io.gfile.exists,
+    read_text: Callable[[str], str] = _read_gfile,
+) -> str:
+    """The folder of dataset `version` ('latest' follows the pointer ingest writes), found with
+    `exists` and `read_text` (transforms/dataset_store.py passes a bucket's)."""
     if version == LATEST:
         pointer = os.path.join(output_dir, LATEST)
-        if not tf.io.gfile.exists(pointer):
+        if not exists(pointer):
             raise DatasetNotFound(
                 f"no dataset in data.output_dir {output_dir}: "
                 "run `imgclf ingest --config ...` first"
             )
-        with tf.io.gfile.GFile(pointer) as file:
-            version = file.read().strip()
+        version = read_text(pointer).strip()
     path = os.path.join(output_dir, version)
-    if not tf.io.gfile.exists(os.path.join(path, DATASET_JSON)):
+    if not exists(os.path.join(path, DATASET_JSON)):
         raise DatasetNotFound(f"dataset version {version} not found under {output_dir}")
     return path
 

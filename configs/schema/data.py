@@ -44,7 +44,8 @@ class DataConfig(Section):
     )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="fsspec options for remote sources, e.g. {endpoint_url: http://127.0.0.1:9000}.",
+        description="fsspec options for remote sources and a bucket data.output_dir, e.g. "
+        "{endpoint_url: http://127.0.0.1:9000}, or keyed by protocol: {s3: {...}, gs: {...}}.",
     )
     read_retries: int = Field(3, ge=0, description="Retries of a failed remote read.")
     retry_backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each time.")
@@ -62,18 +63,19 @@ class DataConfig(Section):
     )
     output_dir: PathSetting = Field(
         "data/tfrecords",
-        description="Ingest writes <output_dir>/<dataset_version>/ here: a local folder or gs:// "
-        "(training reads it with TensorFlow, whose file system has no s3:// in TF 2.21).",
+        description="Ingest writes <output_dir>/<dataset_version>/ here: a local folder, s3:// or "
+        "gs:// (reached like data.source; readers use a local cached copy, see docs/data.md).",
     )
 
     @field_validator("output_dir")
     @classmethod
-    def _tensorflow_can_reach_output_dir(cls, output_dir: str) -> str:
+    def _output_dir_is_a_folder_or_a_bucket(cls, output_dir: str) -> str:
         scheme = locations.scheme_of(output_dir)
-        if scheme is not None and scheme not in locations.TF_SCHEMES:
+        if scheme is not None and scheme not in locations.BUCKET_SCHEMES:
+            schemes = ", ".join(f"{name}://" for name in locations.BUCKET_SCHEMES)
             raise ValueError(
-                f"{scheme}:// is not readable by TensorFlow 2.21, which has no {scheme}:// file "
-                f"system (received {output_dir}); use a local folder or gs://"
+                f"{scheme}:// cannot hold dataset versions (received {output_dir}); use a local "
+                f"(or mounted) folder or a bucket: {schemes}"
             )
         return output_dir
 
@@ -115,6 +117,21 @@ class DataConfig(Section):
         default_factory=list,
         description="Extra Beam pipeline options, e.g. --direct_num_workers=2.",
     )
+
+    @model_validator(mode="after")
+    def _cluster_workers_can_write_output_dir(self):
+        """Ingest on the DirectRunner stages shards on this machine's disk and uploads them; on
+        a cluster the workers write them into data.output_dir with TensorFlow's file system."""
+        scheme = locations.scheme_of(self.output_dir)
+        direct = self.beam_runner == "DirectRunner"
+        if not direct and scheme is not None and scheme not in locations.TF_SCHEMES:
+            raise ValueError(
+                f"output_dir {self.output_dir} needs beam_runner DirectRunner "
+                f"(received {self.beam_runner}): workers on a cluster write shards with "
+                f"TensorFlow, which has no {scheme}:// in TF 2.21; use gs:// or a folder every "
+                "worker mounts"
+            )
+        return self
 
     @field_validator("image_size")
     @classmethod

@@ -165,9 +165,14 @@ def test_bad_value_names_path_accepted_and_received(override, key_path, accepted
     ("override", "expected"),
     [
         (
-            "data.output_dir=s3://bucket/tfrecords",
-            "data.output_dir: s3:// is not readable by TensorFlow 2.21, which has no s3:// file "
-            "system (received s3://bucket/tfrecords); use a local folder or gs://",
+            "data.output_dir=hdfs://cluster/tfrecords",
+            "data.output_dir: hdfs:// cannot hold dataset versions (received "
+            "hdfs://cluster/tfrecords); use a local (or mounted) folder or a bucket: s3://, gs://",
+        ),
+        (
+            "data={output_dir: s3://bucket/tfrecords, beam_runner: FlinkRunner}",
+            "data: output_dir s3://bucket/tfrecords needs beam_runner DirectRunner (received "
+            "FlinkRunner): workers on a cluster write shards with TensorFlow, which has no s3://",
         ),
         (
             "registry.store=s3://bucket/store",
@@ -192,16 +197,19 @@ def test_buckets_are_accepted_where_they_work():
     cfg = loader.load(
         None,
         [
-            "data.output_dir=gs://bucket/tfrecords",
+            "data.output_dir=s3://bucket/tfrecords",
             "train.runs_dir=s3://bucket/runs",
             "serving.monitoring.dir=s3://bucket/stats",
             "registry.store=file:///srv/store",
         ],
     )
     assert (cfg.data.output_dir, cfg.train.runs_dir) == (
-        "gs://bucket/tfrecords",
+        "s3://bucket/tfrecords",
         "s3://bucket/runs",
     )
+    # gs:// suits ingest's workers on a cluster too.
+    cluster = loader.load(None, ["data.output_dir=gs://b/tfr", "data.beam_runner=FlinkRunner"])
+    assert cluster.data.output_dir == "gs://b/tfr"
     # file:// is a local path: used as given it would become a folder named `file:`.
     assert cfg.registry.store == "/srv/store"
 

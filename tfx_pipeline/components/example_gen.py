@@ -1,8 +1,7 @@
 """ExampleGen: data.source ingested into a dataset version (TFRecords + dataset.json)."""
 
-from pathlib import Path
-
 from configs import schema
+from core import locations
 from tfx_pipeline import artifact_types, component, external_sources
 
 
@@ -18,7 +17,7 @@ def run(ctx: component.Context) -> dict:
     info = result.dataset
     examples = artifact_types.artifact(
         artifact_types.EXAMPLES,
-        Path(result.path).absolute(),
+        locations.absolute(result.location),  # a bucket's URL as it is
         version=result.version,
         source=info["source"],
         written=info["written"],

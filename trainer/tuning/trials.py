@@ -25,7 +25,7 @@ from core import locations, run_layout
 from tracking import records
 from trainer import task
 from trainer.tuning import space
-from transforms import dataset_info
+from transforms import dataset_store
 
 # --- one search: what every trial starts from ---
 
@@ -123,8 +123,10 @@ def prepare(cfg: schema.Config, dataset_version: str | None = None) -> Search:
         )
     params = space.check(cfg, base)  # before the dataset: a config error comes first
     if dataset_version is None:
-        version_dir = dataset_info.resolve_version_dir(cfg.data.output_dir, cfg.data.version)
-        dataset_version = Path(version_dir).name
+        version_dir = dataset_store.resolve_version_dir(
+            cfg.data.output_dir, cfg.data.version, cfg.data
+        )
+        dataset_version = os.path.basename(version_dir)
     # Every trial trains on one dataset version, and best.yaml names it: ingesting during a
     # search does not change what the trials are compared on.
     base["data"]["version"] = dataset_version

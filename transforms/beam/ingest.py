@@ -24,8 +24,8 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import schema
-from core import console, errors
-from transforms import dataset_info, features
+from core import console, errors, locations
+from transforms import dataset_info, dataset_store, features
 from transforms.beam import stats, steps
 from transforms.sources import registry as sources
 
@@ -50,8 +50,9 @@ class IngestError(errors.UserError):
 @dataclass(frozen=True)
 class IngestResult:
     version: str
-    path: Path
+    path: Path | None  # a local folder holding the version (a bucket's cached copy), if any
     dataset: dict
+    location: str  # where data.output_dir keeps the version: a local folder or a bucket URL
 
 
 def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: int, staging: str):
@@ -154,7 +155,7 @@ def run(cfg: schema.DataConfig) -> IngestResult:
     """Runs the ingest job and returns the dataset version it wrote (or found already written)."""
     units = sources.list_units(cfg)
     check_vocabulary({u.label for u in units if u.label}, cfg.classes)
-    out_root = cfg.output_dir
+    out_root = dataset_store.staging_root(cfg)
     tf.io.gfile.makedirs(out_root)
     staging = os.path.join(out_root, f".staging-{uuid.uuid4().hex[:12]}")
     tf.io.gfile.makedirs(staging)
@@ -170,11 +171,17 @@ def run(cfg: schema.DataConfig) -> IngestResult:
         ):
             build_pipeline(pipeline, cfg, chunks, total_units, staging)
         dataset = summarize(cfg, staging)
-        version_dir = publish(staging, out_root, dataset)
+        location = publish(staging, cfg, dataset)
     finally:
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
-    return IngestResult(version=dataset["version"], path=Path(version_dir), dataset=dataset)
+    local_dir = dataset_store.cached_copy(location)  # never a download: it may not fit here
+    return IngestResult(
+        version=dataset["version"],
+        path=None if local_dir is None else Path(local_dir),
+        dataset=dataset,
+        location=location,
+    )
 
 
 @contextlib.contextmanager
@@ -290,10 +297,14 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     }
 
 
-def publish(staging: str, out_root: str, dataset: dict) -> str:
-    """Moves the staged version into place atomically and points `latest` at it."""
+def publish(staging: str, cfg: schema.DataConfig, dataset: dict) -> str:
+    """Writes dataset.json, the version's commit marker, moves the staged version into place
+    atomically (a bucket: dataset_store.publish) and points `latest` at it; returns where."""
     with tf.io.gfile.GFile(os.path.join(staging, dataset_info.DATASET_JSON), "w") as out:
         out.write(json.dumps(dataset, indent=2) + "\n")
+    out_root = cfg.output_dir
+    if locations.is_url(out_root):
+        return dataset_store.publish(staging, cfg, dataset["version"])
     version_dir = os.path.join(out_root, dataset["version"])
     if tf.io.gfile.exists(version_dir):
         log.info("dataset version %s already exists; keeping it", dataset["version"])
