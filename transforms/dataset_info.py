@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import Callable
 
-import tensorflow as tf
+import fsspec
 
 from core import errors
 from transforms import features
@@ -21,22 +21,28 @@ class DatasetNotFound(errors.UserError):
 
 
 def write_latest(out_root: str, version: str) -> None:
-    temporary = os.path.join(out_root, f".{LATEST}.{uuid.uuid4().hex[:8]}")
-    with tf.io.gfile.GFile(temporary, "w") as pointer:
+    fs, root = fsspec.core.url_to_fs(out_root)
+    temporary = f"{root}/.{LATEST}.{uuid.uuid4().hex[:8]}"
+    with fs.open(temporary, "w") as pointer:
         pointer.write(version + "\n")
-    tf.io.gfile.rename(temporary, os.path.join(out_root, LATEST), overwrite=True)
+    fs.mv(temporary, f"{root}/{LATEST}")
 
 
-def _read_gfile(path: str) -> str:
-    with tf.io.gfile.GFile(path) as file:
+def exists(path: str) -> bool:
+    fs, inside = fsspec.core.url_to_fs(path)
+    return fs.exists(inside)
+
+
+def read_text(path: str) -> str:
+    with fsspec.open(path, "r") as file:
         return file.read()
 
 
 def resolve_version_dir(
     output_dir: str,
     version: str,
-    exists: Callable[[str], bool] = tf.io.gfile.exists,
-    read_text: Callable[[str], str] = _read_gfile,
+    exists: Callable[[str], bool] = exists,
+    read_text: Callable[[str], str] = read_text,
 ) -> str:
     """The folder of dataset `version` ('latest' follows the pointer ingest writes), found with
     `exists` and `read_text` (transforms/dataset_store.py passes a bucket's)."""
@@ -55,12 +61,13 @@ def resolve_version_dir(
 
 
 def load(version_dir: str) -> dict:
-    with tf.io.gfile.GFile(os.path.join(version_dir, DATASET_JSON)) as file:
-        return json.loads(file.read())
+    return json.loads(read_text(os.path.join(version_dir, DATASET_JSON)))
 
 
 def example_index(version_dir: str) -> dict[str, tuple[str, str]]:
     """{sha256: (label, split)} of every example, read from the shards."""
+    import tensorflow as tf
+
     every = features.feature_spec()
     spec = {key: every[key] for key in (features.SHA256, features.LABEL_TEXT)}
     index = {}

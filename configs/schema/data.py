@@ -110,9 +110,17 @@ class DataConfig(Section):
     shuffle_buffer: int = Field(2048, ge=0, description="Training shuffle buffer (examples).")
     beam_runner: str = Field("DirectRunner", description="Apache Beam runner for ingest.")
     beam_direct_mode: Literal["multi_processing", "in_memory", "multi_threading"] = Field(
-        "multi_processing", description="DirectRunner mode; multi_processing uses every core."
+        "in_memory",
+        description="DirectRunner mode: in_memory runs in one process and decodes with a thread "
+        "per core (the fastest and smallest on one machine: bench_ingest); multi_processing "
+        "starts a worker process per core.",
     )
-    beam_workers: int = Field(0, ge=0, description="DirectRunner workers; 0 = one per core.")
+    beam_workers: int = Field(
+        0,
+        ge=0,
+        description="DirectRunner worker processes, or in_memory's decode threads; 0: one per "
+        "core.",
+    )
     beam_options: list[str] = Field(
         default_factory=list,
         description="Extra Beam pipeline options, e.g. --direct_num_workers=2.",

@@ -96,3 +96,30 @@ def test_a_source_file_changed_during_ingest_stops_it(tmp_path):
 
     with pytest.raises(steps.ChangedDuringIngest, match="a.png changed while it was being"):
         steps.read_stored(str(tmp_path / "staging"), sha256, stored)
+
+
+def test_decode_threads_emit_what_one_thread_emits(tmp_path):
+    from transforms.sources import registry
+
+    for index in range(12):
+        name = f"{'cat' if index % 2 else 'dog'}/{index}.{'png' if index % 3 else 'jpg'}"
+        (tmp_path / "tree" / name).parent.mkdir(parents=True, exist_ok=True)
+        image_format = "PNG" if index % 3 else "JPEG"
+        (tmp_path / "tree" / name).write_bytes(encode(noise_image(index), image_format))
+    (tmp_path / "tree" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cfg = schema.DataConfig(source=str(tmp_path / "tree"))
+    staging = str(tmp_path / "staging")
+    steps.write_unit_chunks(registry.list_units(cfg), staging)
+
+    def outputs(threads: int) -> list:
+        step = steps.ReadAndPrepare(cfg, staging, 13, decode_threads=threads)
+        step.setup()
+        try:
+            return [(o.tag, o.value) if hasattr(o, "tag") else o for o in step.process(0)]
+        finally:
+            step.teardown()
+
+    one = outputs(1)
+    assert outputs(2) == one
+    assert sum(1 for o in one if o[0] == steps.ReadAndPrepare.QUARANTINE) == 1
+    assert sum(1 for o in one if len(o[0]) == 64) == 12  # (sha256, record) per image

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
-import tensorflow as tf
+import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import schema
@@ -61,9 +61,9 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         | "UnitChunks" >> beam.Create(range(chunks), reshuffle=False)
         | "SpreadChunks" >> beam.Reshuffle()
         | "ReadAndPrepare"
-        >> beam.ParDo(steps.ReadAndPrepare(cfg, staging, total_units)).with_outputs(
-            steps.ReadAndPrepare.QUARANTINE, steps.ReadAndPrepare.SEEN, main="records"
-        )
+        >> beam.ParDo(
+            steps.ReadAndPrepare(cfg, staging, total_units, decode_threads(cfg))
+        ).with_outputs(steps.ReadAndPrepare.QUARANTINE, steps.ReadAndPrepare.SEEN, main="records")
     )
     unique = (
         prepared.records
@@ -139,6 +139,15 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
     )
 
 
+def decode_threads(cfg: schema.DataConfig) -> int:
+    """Threads per ReadAndPrepare: the DirectRunner's in_memory mode runs in one thread, so it
+    decodes with one thread per core (data.beam_workers); every other mode and runner spreads
+    the work itself."""
+    if cfg.beam_runner == "DirectRunner" and cfg.beam_direct_mode == "in_memory":
+        return cfg.beam_workers or os.cpu_count() or 1
+    return 1
+
+
 def pipeline_options(cfg: schema.DataConfig) -> PipelineOptions:
     options = ["--runner", cfg.beam_runner]
     if cfg.beam_runner == "DirectRunner":
@@ -156,9 +165,9 @@ def run(cfg: schema.DataConfig) -> IngestResult:
     units = sources.list_units(cfg)
     check_vocabulary({u.label for u in units if u.label}, cfg.classes)
     out_root = dataset_store.staging_root(cfg)
-    tf.io.gfile.makedirs(out_root)
+    fs, _ = fsspec.core.url_to_fs(out_root)
     staging = os.path.join(out_root, f".staging-{uuid.uuid4().hex[:12]}")
-    tf.io.gfile.makedirs(staging)
+    fs.makedirs(staging, exist_ok=True)
     mode = f", {cfg.beam_direct_mode}" if cfg.beam_runner == "DirectRunner" else ""
     print(f"ingest: {len(units)} read units from {cfg.source} ({cfg.beam_runner}{mode})")
     try:
@@ -173,8 +182,8 @@ def run(cfg: schema.DataConfig) -> IngestResult:
         dataset = summarize(cfg, staging)
         location = publish(staging, cfg, dataset)
     finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
+        if fs.exists(staging):
+            fs.rm(staging, recursive=True)
     local_dir = dataset_store.cached_copy(location)  # never a download: it may not fit here
     return IngestResult(
         version=dataset["version"],
@@ -210,7 +219,7 @@ def check_vocabulary(labels: set[str], vocabulary: list[str] | None) -> None:
 
 
 def read_summary(staging: str, name: str):
-    with tf.io.gfile.GFile(os.path.join(staging, f"_{name}.json")) as summary:
+    with fsspec.open(os.path.join(staging, f"_{name}.json")) as summary:
         return json.loads(summary.read())
 
 
@@ -234,13 +243,14 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
             "a classifier needs at least 2"
         )
     quarantine = sorted(summary["quarantine"], key=lambda q: q["path"])
-    with tf.io.gfile.GFile(os.path.join(staging, dataset_info.QUARANTINE_JSONL), "w") as out:
+    fs, _ = fsspec.core.url_to_fs(staging)
+    with fs.open(os.path.join(staging, dataset_info.QUARANTINE_JSONL), "w") as out:
         out.write("".join(json.dumps(q) + "\n" for q in quarantine))
     for folder in (steps.BLOBS, steps.UNITS):  # no blobs when every file is read again
-        if tf.io.gfile.exists(os.path.join(staging, folder)):
-            tf.io.gfile.rmtree(os.path.join(staging, folder))
+        if fs.exists(os.path.join(staging, folder)):
+            fs.rm(os.path.join(staging, folder), recursive=True)
     for name in SUMMARIES:
-        tf.io.gfile.remove(os.path.join(staging, f"_{name}.json"))
+        fs.rm(os.path.join(staging, f"_{name}.json"))
 
     shards = summary["shards"]
     dataset_stats = stats.DatasetStats()
@@ -270,7 +280,7 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     for split in features.SPLITS:
         for name in split_info[split]["shards"]:
             digest.update(name.encode())
-            with tf.io.gfile.GFile(os.path.join(staging, name), "rb") as shard:
+            with fs.open(os.path.join(staging, name), "rb") as shard:
                 digest.update(hashlib.sha256(shard.read()).digest())
     seen = summary["seen"]
     if seen != written + len(summary["duplicates"]) + len(quarantine):
@@ -300,15 +310,15 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
 def publish(staging: str, cfg: schema.DataConfig, dataset: dict) -> str:
     """Writes dataset.json, the version's commit marker, moves the staged version into place
     atomically (a bucket: dataset_store.publish) and points `latest` at it; returns where."""
-    with tf.io.gfile.GFile(os.path.join(staging, dataset_info.DATASET_JSON), "w") as out:
+    with fsspec.open(os.path.join(staging, dataset_info.DATASET_JSON), "w") as out:
         out.write(json.dumps(dataset, indent=2) + "\n")
     out_root = cfg.output_dir
     if locations.is_url(out_root):
         return dataset_store.publish(staging, cfg, dataset["version"])
     version_dir = os.path.join(out_root, dataset["version"])
-    if tf.io.gfile.exists(version_dir):
+    if os.path.exists(version_dir):
         log.info("dataset version %s already exists; keeping it", dataset["version"])
     else:
-        tf.io.gfile.rename(staging, version_dir)
+        os.rename(staging, version_dir)
     dataset_info.write_latest(out_root, dataset["version"])
     return version_dir
