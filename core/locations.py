@@ -10,9 +10,6 @@ os.path.abspath/normpath, which turn `gs://b/x` into `gs:/b/x`.
 
 import os
 
-# Where tf.io.gfile could write in TF 2.21 (tensorflow-io, which added s3://, is gone): what
-# ingest's Beam workers on a cluster need for the shards they write.
-TF_SCHEMES = ("gs",)
 # Where data.output_dir may be: buckets that imgclf reads and writes through fsspec.
 BUCKET_SCHEMES = ("s3", "gs")
 

@@ -126,21 +126,6 @@ class DataConfig(Section):
         description="Extra Beam pipeline options, e.g. --direct_num_workers=2.",
     )
 
-    @model_validator(mode="after")
-    def _cluster_workers_can_write_output_dir(self):
-        """Ingest on the DirectRunner stages shards on this machine's disk and uploads them; on
-        a cluster the workers write them into data.output_dir with TensorFlow's file system."""
-        scheme = locations.scheme_of(self.output_dir)
-        direct = self.beam_runner == "DirectRunner"
-        if not direct and scheme is not None and scheme not in locations.TF_SCHEMES:
-            raise ValueError(
-                f"output_dir {self.output_dir} needs beam_runner DirectRunner "
-                f"(received {self.beam_runner}): workers on a cluster write shards with "
-                f"TensorFlow, which has no {scheme}:// in TF 2.21; use gs:// or a folder every "
-                "worker mounts"
-            )
-        return self
-
     @field_validator("image_size")
     @classmethod
     def _positive_size(cls, size):

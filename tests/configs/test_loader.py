@@ -170,11 +170,6 @@ def test_bad_value_names_path_accepted_and_received(override, key_path, accepted
             "hdfs://cluster/tfrecords); use a local (or mounted) folder or a bucket: s3://, gs://",
         ),
         (
-            "data={output_dir: s3://bucket/tfrecords, beam_runner: FlinkRunner}",
-            "data: output_dir s3://bucket/tfrecords needs beam_runner DirectRunner (received "
-            "FlinkRunner): workers on a cluster write shards with TensorFlow, which has no s3://",
-        ),
-        (
             "registry.store=s3://bucket/store",
             "registry.store: needs a local (or mounted) path, not a URL (received "
             "s3://bucket/store)",
