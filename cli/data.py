@@ -91,8 +91,11 @@ def cmd_data_diff(args: argparse.Namespace) -> None:
         "channel_mean_change",
         "channel_std_change",
         "imbalance_ratio",
+        "quarantined",
     ):
         print(f"  {key.replace('_', ' ')}: {report[key]}")
+    for field, change in report["card_changes"].items():
+        print(f"  card {field}: {change['old']!r} -> {change['new']!r}")
     print(
         f"data diff: {report['added']} examples added, {report['removed']} removed, "
         f"{report['relabelled']} relabelled"

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from configs import schema
 from core import errors
-from transforms import dataset, dataset_info, dataset_store, features
+from transforms import dataset, dataset_card, dataset_info, dataset_store, features
 from transforms.sources import base, files
 from transforms.sources import registry as sources
 
@@ -54,6 +54,7 @@ class TestData:
     labels: frozenset[str] | None  # every label present, when known before reading
     count: int | None  # number of images, when known before reading
     read: Callable[[], Iterator[Example]]
+    card: str | None = None  # the ingested version's card.md (Markdown)
 
     def describe(self) -> str:
         if self.dataset_version:
@@ -125,7 +126,17 @@ def open_tfrecords(
         labels=frozenset(name for name, count in per_class.items() if count),
         count=counts[split],
         read=lambda: read_tfrecords(shards, version_dir),
+        card=read_card(local_dir),
     )
+
+
+def read_card(version_dir: str) -> str | None:
+    """The version's card.md; None for a version ingested before cards were written."""
+    path = os.path.join(version_dir, dataset_card.CARD_MD)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as card:
+        return card.read()
 
 
 def read_tfrecords(shards: list[str], version_dir: str) -> Iterator[Example]:

@@ -37,6 +37,7 @@ SECTIONS = {
     "calibration": "Calibration",
     "misclassified": "Misclassified",
     "config": "Config",
+    "dataset": "Dataset card",
     "environment": "Environment",
 }
 IMAGE_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -65,6 +66,7 @@ def write_report(out_dir: Path, metrics: dict, images: dict[str, Path], context:
         "calibration": _figures(figures, "calibration") + _calibration(metrics),
         "misclassified": _figures(figures, "misclassified") or _muted("No misclassified examples."),
         "config": _config(context.get("config")),
+        "dataset": _dataset_card(context.get("dataset_card")),
         "environment": _environment(metrics, context),
     }
     extra = [key for key in figures if key not in FIGURES]
@@ -277,6 +279,13 @@ def _calibration(metrics: dict) -> str:
         f"{calibration.get('num_bins', len(calibration.get('bins', [])))} confidence bins: the "
         "example-weighted gap between confidence and accuracy (0 is perfectly calibrated)."
     )
+
+
+def _dataset_card(card: str | None) -> str:
+    """The evaluated dataset version's card.md, as written (Markdown reads as plain text)."""
+    if not card:
+        return _muted("No dataset card: the test data is not an ingested version with one.")
+    return f'<pre class="dataset-card">{_e(card)}</pre>'
 
 
 def _config(config: dict | None) -> str:

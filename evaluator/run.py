@@ -127,7 +127,7 @@ def evaluate(
         model_path=str(source.path), dataset_version=test.dataset_version, split=test.split
     )
     out = Path(out_dir) if out_dir is not None else default_out_dir(source, test)
-    report_path = write_artefacts(out, cfg, source, metrics, results[0], blessing)
+    report_path = write_artefacts(out, cfg, source, metrics, results[0], blessing, test.card)
     return Result(out, metrics, blessing, report_path, skipped, test)
 
 
@@ -244,6 +244,7 @@ def write_artefacts(
     metrics: dict,
     result: predictions.Predictions,
     blessing: dict,
+    dataset_card: str | None = None,
 ) -> Path:
     """metrics.json, predictions.jsonl, blessing.json, the charts and report.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -288,6 +289,7 @@ def write_artefacts(
         "git": environment.git_commit(Path(__file__).parent),
         "blessing": blessing,
         "monitor": monitor,
+        "dataset_card": dataset_card,
     }
     return report.write_report(out, written, images, context)
 

@@ -119,4 +119,11 @@ def diff(old_dir: str, new_dir: str) -> dict:
             for o, n in zip(old["stats"]["channel_std"], new["stats"]["channel_std"], strict=True)
         ],
         "imbalance_ratio": {"old": old["imbalance_ratio"], "new": new["imbalance_ratio"]},
+        "quarantined": {"old": old["quarantined"], "new": new["quarantined"]},
+        "card_changes": {
+            field: {"old": old_value, "new": new_value}
+            for field in ("description", "license", "citation")
+            if (old_value := (old.get("card") or {}).get(field))
+            != (new_value := (new.get("card") or {}).get(field))
+        },
     }

@@ -35,6 +35,18 @@ class StoreConfig(Section):
     jpeg_quality: int = Field(95, ge=50, le=100, description="Quality when format is jpeg.")
 
 
+class CardConfig(Section):
+    description: str = Field(
+        "", description="What the images are and how they were collected, for the dataset card."
+    )
+    license: str | None = Field(
+        None, description="The images' licence (e.g. CC-BY-4.0), for the dataset card."
+    )
+    citation: str | None = Field(
+        None, description="How to cite the images' source, for the dataset card."
+    )
+
+
 class DataConfig(Section):
     source: str = Field(
         "data/digits",
@@ -57,6 +69,7 @@ class DataConfig(Section):
         (255, 255, 255), description="RGB that transparent pixels are composited on."
     )
     store: StoreConfig = Field(default_factory=StoreConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
     leakage: Literal["keep_eval", "drop", "error"] = Field(
         "keep_eval",
         description="Same bytes in two given splits: keep the val/test copy, drop all, or stop.",

@@ -128,6 +128,7 @@ def test_the_ingested_test_split_gives_the_runs_own_accuracy(
     assert blessing["blessed"] is True  # no thresholds set: it beats the majority class
     html = (run_copy / "report.html").read_text()
     assert "data:image/png;base64," in html and ingested_digits.version in html
+    assert f'<pre class="dataset-card"># Dataset {ingested_digits.version}' in html
     assert html_lib.escape(blessing["summary"]) in html  # the banner says why
     assert not (run_copy / "evaluations").exists()  # the run's own record, in the run
 

@@ -47,7 +47,8 @@ def versions(tmp_path_factory, make_image, make_tree):
         "bird": {f"{i}.png": make_image(20 + i) for i in range(2)},
     }
     v1 = shards.run(make_tree(root / "old", old), root / "out")
-    v2 = shards.run(make_tree(root / "new", new), root / "out")
+    card = {"description": "Pets and birds.", "license": "CC-BY-4.0"}
+    v2 = shards.run(make_tree(root / "new", new), root / "out", card=card)
     return root, v1, v2
 
 
@@ -104,6 +105,10 @@ def test_data_diff_reports_added_removed_and_per_class_changes(versions, capsys)
     moved = sum(old[s].split != new[s].split for s in common)
     assert f"  moved split: {moved}" in output
     assert "data diff: 3 examples added, 1 removed, 0 relabelled" in output
+    # The dataset card travels with the diff: what the user said of the images changed.
+    assert "  card description: '' -> 'Pets and birds.'" in output
+    assert "  card license: None -> 'CC-BY-4.0'" in output
+    assert "card citation" not in output
 
 
 def test_data_diff_resolves_versions_under_the_output_dir(versions, capsys):

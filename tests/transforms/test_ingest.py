@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from transforms import dataset_info, features, splits
+from transforms import dataset_card, dataset_info, features, splits
 from transforms.beam import ingest, steps
 from transforms.sources import base as source_base
 
@@ -172,7 +172,8 @@ def test_png_and_jpeg_keep_their_bytes_other_formats_are_rewritten(source, examp
 def test_version_folder_holds_only_shards_and_reports(ingested):
     names = {p.name for p in ingested.path.iterdir()}
     listed = {name for s in features.SPLITS for name in ingested.dataset["splits"][s]["shards"]}
-    assert names == listed | {dataset_info.DATASET_JSON, dataset_info.QUARANTINE_JSONL}
+    reports = {dataset_info.DATASET_JSON, dataset_info.QUARANTINE_JSONL, dataset_card.CARD_MD}
+    assert names == listed | reports
     assert all(SHARD_NAME.match(name) for name in listed)
 
 
@@ -341,3 +342,31 @@ def test_bundled_digits_ingest(digits_dir, tmp_path):
     for split, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
         assert info["splits"][split]["count"] / 1797 == pytest.approx(fraction, abs=0.03)
         assert all(count > 0 for count in info["splits"][split]["per_class"].values())
+
+
+def test_every_version_has_a_card_of_what_ingest_found(ingested, source, tmp_path):
+    card = (ingested.path / dataset_card.CARD_MD).read_text()
+    info = ingested.dataset
+    assert card == dataset_card.render(info)
+    assert card.startswith(f"# Dataset {ingested.version}\n")
+    assert "_No description: set data.card.description._" in card
+    assert f"{info['written']:,} written of {info['files_seen']:,} found" in card
+    splits = info["splits"]
+    cat = [splits[split]["per_class"]["cat"] for split in features.SPLITS]
+    assert f"| cat | {' | '.join(map(str, cat))} | {sum(cat)} |" in card
+    # One row per kind of quarantine reason, counted.
+    reasons = info["quarantine_reasons"]
+    assert sum(reasons.values()) == info["quarantined"] == 6
+    for kind, count in reasons.items():
+        assert f"| {kind} | {count} |" in card
+
+    # The card is documentation, not data: the version does not change with it.
+    described = run_ingest(
+        source,
+        tmp_path / "out",
+        "data.card={description: Cats and dogs., license: CC0-1.0, citation: Me (2026)}",
+    )
+    assert described.version == ingested.version
+    card = (described.path / dataset_card.CARD_MD).read_text()
+    assert "Cats and dogs." in card and "**Licence:** CC0-1.0" in card
+    assert "**Citation:** Me (2026)" in card

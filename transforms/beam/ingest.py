@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import schema
 from core import console, errors, locations
-from transforms import dataset_info, dataset_store, features
+from transforms import dataset_card, dataset_info, dataset_store, features
 from transforms.beam import stats, steps
 from transforms.sources import registry as sources
 
@@ -302,14 +302,20 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
         "duplicates": len(summary["duplicates"]),
         "quarantined": len(quarantine),
         "leakage": summary["leakage"],
+        "quarantine_reasons": dataset_card.quarantine_reasons(quarantine),
+        # Documentation, not data: outside the version's hash.
+        "card": cfg.card.model_dump(mode="json"),
         "stats": dataset_stats.extract_output(merged),
         "ingest_config": ingest_config,
     }
 
 
 def publish(staging: str, cfg: schema.DataConfig, dataset: dict) -> str:
-    """Writes dataset.json, the version's commit marker, moves the staged version into place
-    atomically (a bucket: dataset_store.publish) and points `latest` at it; returns where."""
+    """Writes card.md and dataset.json (the version's commit marker), moves the staged version
+    into place atomically (a bucket: dataset_store.publish) and points `latest` at it; returns
+    where."""
+    with fsspec.open(os.path.join(staging, dataset_card.CARD_MD), "w") as out:
+        out.write(dataset_card.render(dataset))
     with fsspec.open(os.path.join(staging, dataset_info.DATASET_JSON), "w") as out:
         out.write(json.dumps(dataset, indent=2) + "\n")
     out_root = cfg.output_dir

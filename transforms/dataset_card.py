@@ -1,0 +1,60 @@
+"""A dataset version's card, card.md beside its dataset.json: what the user says of the images
+(data.card: description, licence, citation) and what ingest knows of them (counts per split and
+class, imbalance, duplicates, quarantine reasons, leakage, image sizes), as Markdown."""
+
+CARD_MD = "card.md"
+# Near-duplicate groups are not detected yet (issue 19, point 4): the card says so.
+NEAR_DUPLICATES = "not checked (only byte-identical copies are found)"
+
+
+def render(dataset: dict) -> str:
+    """The card of `dataset` (a dataset.json)."""
+    card = dataset.get("card") or {}
+    splits = dataset["splits"]
+    lines = [
+        f"# Dataset {dataset['version']}",
+        "",
+        card.get("description") or "_No description: set data.card.description._",
+        "",
+        f"- **Source:** {dataset['source']}",
+        f"- **Licence:** {card.get('license') or 'not stated (data.card.license)'}",
+        f"- **Citation:** {card.get('citation') or 'not stated (data.card.citation)'}",
+        f"- **Images:** {dataset['written']:,} written of {dataset['files_seen']:,} found; "
+        f"{dataset['duplicates']:,} byte-identical copies dropped, "
+        f"{dataset['quarantined']:,} quarantined",
+        f"- **Classes:** {dataset['num_classes']}, imbalance ratio {dataset['imbalance_ratio']} "
+        "(largest / smallest class)",
+        f"- **Leakage:** {len(dataset['leakage'])} image(s) given in more than one split",
+        f"- **Near-duplicates:** {NEAR_DUPLICATES}",
+        "",
+        "## Images per split and class",
+        "",
+        "| class | " + " | ".join(splits) + " | total |",
+        "|---|" + "---:|" * (len(splits) + 1),
+    ]
+    for name in dataset["label_map"]:
+        counts = [splits[split]["per_class"].get(name, 0) for split in splits]
+        lines.append(f"| {name} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} |")
+    totals = [splits[split]["count"] for split in splits]
+    lines.append("| **all** | " + " | ".join(map(str, totals)) + f" | {sum(totals)} |")
+    reasons = dataset.get("quarantine_reasons") or {}
+    if reasons:
+        lines += ["", "## Quarantined", "", "| reason | images |", "|---|---:|"]
+        lines += [f"| {reason} | {count} |" for reason, count in reasons.items()]
+    stats = dataset["stats"]
+    lines += ["", "## Image sizes (as found)", ""]
+    for key, title in (("height_histogram", "height"), ("width_histogram", "width")):
+        bins = ", ".join(f"{edge} px: {count}" for edge, count in stats[key].items())
+        lines.append(f"- **{title}:** {bins}")
+    formats = ", ".join(f"{name} {count}" for name, count in stats["original_formats"].items())
+    lines.append(f"- **formats:** {formats}")
+    return "\n".join(lines) + "\n"
+
+
+def quarantine_reasons(quarantine: list[dict]) -> dict[str, int]:
+    """{reason kind: count}: a reason up to its first colon ("corrupt or truncated image")."""
+    counts: dict[str, int] = {}
+    for entry in quarantine:
+        kind = entry["reason"].split(":", 1)[0].strip()
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
