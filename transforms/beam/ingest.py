@@ -175,7 +175,7 @@ def run(cfg: schema.DataConfig) -> IngestResult:
         del units  # workers read the staged chunks: the driver need not hold every unit meanwhile
         with (
             worker_environment(WORKER_MALLOC_ENV),
-            console.workers_stderr_filtered(),  # each worker loads TensorFlow anew
+            console.workers_stderr_filtered(),  # a worker that must rewrite a file loads TensorFlow
             beam.Pipeline(options=pipeline_options(cfg)) as pipeline,
         ):
             build_pipeline(pipeline, cfg, chunks, total_units, staging)
