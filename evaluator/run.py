@@ -251,10 +251,11 @@ def write_artefacts(
     # A run's model: what training recorded (epochs, timing, diagnoses) goes beside the new
     # figures, in the run folder and in any evaluation of the run elsewhere.
     trained = training_facts(source.run_dir) if source.run_dir is not None else {}
+    notes = list(trained.get("diagnoses", []))
     found = diagnose.one_class_answers(metrics)
-    for note in [found] if found else []:
-        print(f"evaluate: warning: {note}", file=sys.stderr)
-    notes = [*trained.get("diagnoses", []), *([found] if found else [])]
+    if found:
+        print(f"evaluate: warning: {found}", file=sys.stderr)
+        notes.append(found)
     written = {**metrics, **trained, "diagnoses": list(dict.fromkeys(notes))}
     atomic_write.write_json(out / run_layout.METRICS, written)
     with open(out / run_layout.PREDICTIONS, "w", encoding="utf-8") as file:

@@ -1,12 +1,10 @@
-"""Ingested dataset versions on disk: dataset.json, the `latest` pointer, stats and diffs
-(transforms/dataset_store.py: versions in a bucket, and their local copies)."""
+"""Ingested dataset versions in a local folder: dataset.json, the `latest` pointer, stats and
+diffs (transforms/dataset_store.py: versions in a bucket, and their local copies)."""
 
 import json
 import os
 import uuid
 from collections.abc import Callable
-
-import fsspec
 
 from core import errors
 from transforms import features
@@ -21,27 +19,21 @@ class DatasetNotFound(errors.UserError):
 
 
 def write_latest(out_root: str, version: str) -> None:
-    fs, root = fsspec.core.url_to_fs(out_root)
-    temporary = f"{root}/.{LATEST}.{uuid.uuid4().hex[:8]}"
-    with fs.open(temporary, "w") as pointer:
+    temporary = os.path.join(out_root, f".{LATEST}.{uuid.uuid4().hex[:8]}")
+    with open(temporary, "w", encoding="utf-8") as pointer:
         pointer.write(version + "\n")
-    fs.mv(temporary, f"{root}/{LATEST}")
-
-
-def exists(path: str) -> bool:
-    fs, inside = fsspec.core.url_to_fs(path)
-    return fs.exists(inside)
+    os.replace(temporary, os.path.join(out_root, LATEST))
 
 
 def read_text(path: str) -> str:
-    with fsspec.open(path, "r") as file:
+    with open(path, encoding="utf-8") as file:
         return file.read()
 
 
 def resolve_version_dir(
     output_dir: str,
     version: str,
-    exists: Callable[[str], bool] = exists,
+    exists: Callable[[str], bool] = os.path.exists,
     read_text: Callable[[str], str] = read_text,
 ) -> str:
     """The folder of dataset `version` ('latest' follows the pointer ingest writes), found with

@@ -459,3 +459,19 @@ def test_report_renders_in_headless_chromium(tmp_path, report_html):
     assert near(shot, plots.VAL_COLOUR) > 200  # the validation curves
     assert near(bare, plots.VAL_COLOUR) == 0
     assert colours(shot) > 2 * colours(bare)
+
+
+def test_the_dataset_card_renders_as_text_in_headless_chromium(tmp_path, metrics):
+    if report.find_browser() is None:
+        pytest.skip("no Chromium on PATH: install it with apt-get install chromium")
+    card = "# Dataset 0123456789abcdef\n\nCats and dogs.\n\n" + "".join(
+        f"| class_{i:02d} | 160 | 20 | 20 | 200 |\n" for i in range(30)
+    )
+    shots = {}
+    for name, context in (("with", {**CONTEXT, "dataset_card": card}), ("without", CONTEXT)):
+        html = report.write_report(tmp_path / name, metrics, {}, context)
+        assert ('class="dataset-card"' in html.read_text()) == (name == "with")
+        shots[name] = pixels(report.screenshot(html, tmp_path / f"{name}.png", height=4000))
+    # Thirty-odd lines of card text: many more dark (text) pixels than the page without it.
+    dark = {name: int((shot.min(axis=-1) < 120).sum()) for name, shot in shots.items()}
+    assert dark["with"] > dark["without"] + 5_000, dark
