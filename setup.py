@@ -41,6 +41,7 @@ setup(
         # libjpeg-turbo with its warnings surfaced and TensorFlow's DCT: ingest proves a JPEG
         # whole and measures the very pixels TensorFlow decodes, without loading TensorFlow.
         "simplejpeg>=1.8,<2",
+        "imagehash>=4.3,<5",  # perceptual hashes: near-duplicate groups across splits
         "fastapi>=0.115",
         "uvicorn>=0.30",
         "httptools>=0.6",  # uvicorn's C HTTP parser: ~0.3 ms less per request than h11

@@ -45,7 +45,7 @@ def dataset_dir(args: argparse.Namespace, version: str) -> tuple[str, str]:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
-    from transforms import dataset_info, plots
+    from transforms import dataset_card, dataset_info, plots
 
     location, version_dir = dataset_dir(args, args.version)
     info = dataset_info.load(version_dir)
@@ -60,6 +60,11 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
         row = "".join(f"{s['per_class'].get(name, 0):8d}" for s in info["splits"].values())
         print(f"  {name:20}{row}{info['class_counts'][name]:8d}")
     print(f"  channel mean {stats['channel_mean']}, std {stats['channel_std']}")
+    found = info.get("near_duplicates")
+    print(f"  near-duplicates: {dataset_card.near_duplicates_line(found)}")
+    for group in (found or {}).get("examples", []):
+        members = (f"{m['source']} ({m['split'] or 'quarantined'})" for m in group["members"])
+        print(f"    {', '.join(members)}")
     for key in (
         "height_histogram",
         "width_histogram",
@@ -92,6 +97,7 @@ def cmd_data_diff(args: argparse.Namespace) -> None:
         "channel_std_change",
         "imbalance_ratio",
         "quarantined",
+        "near_duplicate_groups",
     ):
         print(f"  {key.replace('_', ' ')}: {report[key]}")
     for field, change in report["card_changes"].items():

@@ -1,10 +1,9 @@
 """A dataset version's card, card.md beside its dataset.json: what the user says of the images
 (data.card: description, licence, citation) and what ingest knows of them (counts per split and
-class, imbalance, duplicates, quarantine reasons, leakage, image sizes), as Markdown."""
+class, imbalance, duplicates, quarantine reasons, leakage, near-duplicate groups, image sizes),
+as Markdown."""
 
 CARD_MD = "card.md"
-# Near-duplicate groups are not detected yet (issue 19, point 4): the card says so.
-NEAR_DUPLICATES = "not checked (only byte-identical copies are found)"
 
 
 def render(dataset: dict) -> str:
@@ -25,7 +24,7 @@ def render(dataset: dict) -> str:
         f"- **Classes:** {dataset['num_classes']}, imbalance ratio {dataset['imbalance_ratio']} "
         "(largest / smallest class)",
         f"- **Leakage:** {len(dataset['leakage'])} image(s) given in more than one split",
-        f"- **Near-duplicates:** {NEAR_DUPLICATES}",
+        f"- **Near-duplicates:** {near_duplicates_line(dataset.get('near_duplicates'))}",
         "",
         "## Images per split and class",
         "",
@@ -41,6 +40,14 @@ def render(dataset: dict) -> str:
     if reasons:
         lines += ["", "## Quarantined", "", "| reason | images |", "|---|---:|"]
         lines += [f"| {reason} | {count} |" for reason, count in reasons.items()]
+    groups = (dataset.get("near_duplicates") or {}).get("examples") or []
+    if groups:
+        lines += ["", "## Near-duplicate groups", "", "| images (split) |", "|---|"]
+        for group in groups:
+            members = ", ".join(
+                f"{m['source']} ({m['split'] or 'quarantined'})" for m in group["members"]
+            )
+            lines.append(f"| {members} |")
     stats = dataset["stats"]
     lines += ["", "## Image sizes (as found)", ""]
     for key, title in (("height_histogram", "height"), ("width_histogram", "width")):
@@ -49,6 +56,17 @@ def render(dataset: dict) -> str:
     formats = ", ".join(f"{name} {count}" for name, count in stats["original_formats"].items())
     lines.append(f"- **formats:** {formats}")
     return "\n".join(lines) + "\n"
+
+
+def near_duplicates_line(found: dict | None) -> str:
+    """One line on the near-duplicate search of a dataset.json (None: ingested before it)."""
+    if not found or found["mode"] == "off":
+        return "not checked (only byte-identical copies are found; data.near_duplicates.mode)"
+    return (
+        f"{found['groups']:,} group(s) of {found['images']:,} images whose perceptual hashes "
+        f"differ in at most {found['max_distance']} bits; {found['straddling']:,} group(s) "
+        f"span more than one split (data.near_duplicates.mode: {found['mode']})"
+    )
 
 
 def quarantine_reasons(quarantine: list[dict]) -> dict[str, int]:

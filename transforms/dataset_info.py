@@ -112,6 +112,11 @@ def diff(old_dir: str, new_dir: str) -> dict:
         ],
         "imbalance_ratio": {"old": old["imbalance_ratio"], "new": new["imbalance_ratio"]},
         "quarantined": {"old": old["quarantined"], "new": new["quarantined"]},
+        # None: a version ingested without the near-duplicate search.
+        "near_duplicate_groups": {
+            "old": (old.get("near_duplicates") or {}).get("groups"),
+            "new": (new.get("near_duplicates") or {}).get("groups"),
+        },
         "card_changes": {
             field: {"old": old_value, "new": new_value}
             for field in ("description", "license", "citation")

@@ -19,6 +19,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from configs import schema
+from transforms import near_duplicates
 
 # Decoded by TensorFlow in training and serving; bytes may be stored as they are.
 TF_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
@@ -59,6 +60,7 @@ class PreparedImage:
     rewritten: bool  # False when `data` are the file's own bytes
     channel_mean: tuple[float, float, float]  # of the normalised RGB pixels, in [0, 1]
     channel_std: tuple[float, float, float]
+    perceptual_hash: int | None = None  # of the stored pixels, when near-duplicates are sought
 
 
 def read_header(data: bytes, max_pixels: int) -> Header:
@@ -128,6 +130,7 @@ class Preparer:
 
     def __init__(self, cfg: schema.DataConfig):
         self.cfg = cfg
+        self.hashes = cfg.near_duplicates.mode != "off"
         self._decode = None
 
     def prepare(self, data: bytes) -> PreparedImage:
@@ -157,6 +160,7 @@ class Preparer:
             rewritten=False,
             channel_mean=mean,
             channel_std=std,
+            perceptual_hash=self.perceptual_hash(pixels),
         )
 
     def normalise(self, data: bytes, header: Header, too_large: bool) -> PreparedImage:
@@ -189,7 +193,11 @@ class Preparer:
             rewritten=rewrite,
             channel_mean=tuple(float(v) for v in mean),
             channel_std=tuple(float(v) for v in np.sqrt(variance)),
+            perceptual_hash=self.perceptual_hash(Image.fromarray(pixels)),
         )
+
+    def perceptual_hash(self, image: Image.Image) -> int | None:
+        return near_duplicates.perceptual_hash(image) if self.hashes else None
 
     def decoder(self):
         """decode_rgb and the pixels' moments as one traced function."""

@@ -8,7 +8,13 @@ schema's public surface: callers name its types as `schema.DataConfig`, wherever
 
 from configs.schema.augment import AUGMENT_LAYER_CLASSES, AugmentConfig, RandomResizedCropConfig
 from configs.schema.backbones import BACKBONE_NAMES, BACKBONES, PREPROCESSING_MODES
-from configs.schema.data import CardConfig, DataConfig, SplitConfig, StoreConfig
+from configs.schema.data import (
+    CardConfig,
+    DataConfig,
+    NearDuplicatesConfig,
+    SplitConfig,
+    StoreConfig,
+)
 from configs.schema.evaluation import EvaluationConfig, GateConfig
 from configs.schema.loss import BUILTIN_LOSSES, ClassBalanceConfig, LossConfig
 from configs.schema.model import CNN_LAYER_SPECS, DEFAULT_CNN, HeadConfig, ModelConfig
@@ -58,6 +64,7 @@ __all__ = [
     "MlflowConfig",
     "ModelConfig",
     "MonitoringConfig",
+    "NearDuplicatesConfig",
     "ObjectiveSpec",
     "OptimizerConfig",
     "PipelineConfig",

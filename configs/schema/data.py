@@ -47,6 +47,30 @@ class CardConfig(Section):
     )
 
 
+class NearDuplicatesConfig(Section):
+    mode: Literal["off", "flag", "move", "drop"] = Field(
+        "flag",
+        description="Images whose perceptual hashes (pHash) differ in at most max_distance bits "
+        "form a group: flag = report the groups, splits unchanged; move = each group goes "
+        "wholly into one split; drop = keep one image per group (the largest, or one given "
+        "in val/test), quarantine the rest; off = do not hash.",
+    )
+    max_distance: int = Field(
+        8,
+        ge=0,
+        le=16,
+        description="Largest Hamming distance between two 64-bit pHashes that still counts as "
+        "a copy: resized and re-encoded copies measure 0-6, 1-2% crops mostly under 10, "
+        "unrelated photos rarely under 20.",
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off_is_off(cls, mode):
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if mode is False else mode
+
+
 class DataConfig(Section):
     source: str = Field(
         "data/digits",
@@ -70,6 +94,7 @@ class DataConfig(Section):
     )
     store: StoreConfig = Field(default_factory=StoreConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+    near_duplicates: NearDuplicatesConfig = Field(default_factory=NearDuplicatesConfig)
     leakage: Literal["keep_eval", "drop", "error"] = Field(
         "keep_eval",
         description="Same bytes in two given splits: keep the val/test copy, drop all, or stop.",

@@ -15,7 +15,7 @@ from tests.tfx_pipeline import test_pipeline
 from tests.transforms.sources import conftest as source_fixtures
 from tests.transforms.sources import test_gcs
 from tfx_pipeline import flow, metadata
-from transforms import dataset_card, dataset_info, dataset_store
+from transforms import dataset_card, dataset_info, dataset_store, near_duplicates
 from transforms.beam import ingest
 
 pytestmark = [pytest.mark.slow, pytest.mark.beam]
@@ -84,7 +84,12 @@ def test_ingest_train_and_evaluate_through_a_bucket(tmp_path, make_tree, bucket,
     version = result.version
     assert result.location == f"{bucket.url}/{version}"
     shards = [name for s in result.dataset["splits"].values() for name in s["shards"]]
-    expected = [dataset_info.DATASET_JSON, dataset_info.QUARANTINE_JSONL, dataset_card.CARD_MD]
+    expected = [
+        dataset_info.DATASET_JSON,
+        dataset_info.QUARANTINE_JSONL,
+        near_duplicates.NEAR_DUPLICATES_JSONL,
+        dataset_card.CARD_MD,
+    ]
     expected += shards
     assert bucket.keys() == sorted([dataset_info.LATEST, *(f"{version}/{n}" for n in expected)])
     assert bucket.fs.cat_file(f"{bucket.url}/{dataset_info.LATEST}").decode().strip() == version

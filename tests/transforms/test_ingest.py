@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from configs import loader
-from transforms import dataset_card, dataset_info, features, splits
+from transforms import dataset_card, dataset_info, features, near_duplicates, splits
 from transforms.beam import ingest, steps
 from transforms.sources import base as source_base
 
@@ -172,7 +172,12 @@ def test_png_and_jpeg_keep_their_bytes_other_formats_are_rewritten(source, examp
 def test_version_folder_holds_only_shards_and_reports(ingested):
     names = {p.name for p in ingested.path.iterdir()}
     listed = {name for s in features.SPLITS for name in ingested.dataset["splits"][s]["shards"]}
-    reports = {dataset_info.DATASET_JSON, dataset_info.QUARANTINE_JSONL, dataset_card.CARD_MD}
+    reports = {
+        dataset_info.DATASET_JSON,
+        dataset_info.QUARANTINE_JSONL,
+        dataset_card.CARD_MD,
+        near_duplicates.NEAR_DUPLICATES_JSONL,
+    }
     assert names == listed | reports
     assert all(SHARD_NAME.match(name) for name in listed)
 
@@ -245,11 +250,20 @@ def test_same_bytes_under_other_names_land_in_same_split(source, examples, tmp_p
 def test_assign_stratified_depends_on_hashes_only():
     split_cfg = loader.load(None, [SPLIT]).data.split
     hashes = [f"{i:064x}" for i in range(8)]
-    assigned = splits.assign_stratified(hashes, split_cfg)
+    assigned = splits.assign_stratified(dict.fromkeys(hashes, 1), split_cfg)
     assert list(assigned.values()) == ["train"] * 4 + ["val"] * 2 + ["test"] * 2
-    assert splits.assign_stratified(list(reversed(hashes)), split_cfg) == assigned
-    one = splits.assign_stratified(["a" * 64], split_cfg)
+    assert splits.assign_stratified(dict.fromkeys(reversed(hashes), 1), split_cfg) == assigned
+    one = splits.assign_stratified({"a" * 64: 1}, split_cfg)
     assert one == {"a" * 64: "train"}
+
+
+def test_assign_stratified_never_cuts_a_unit():
+    # A group of near-duplicates counts with its images and lands whole in one split.
+    split_cfg = loader.load(None, [SPLIT]).data.split
+    units = {f"{i:064x}": 1 for i in range(8)}
+    units[f"{3:064x}"] = 4  # spans positions 3..6 of 11: starts in train, stays there whole
+    assigned = splits.assign_stratified(units, split_cfg)
+    assert [assigned[f"{i:064x}"] for i in range(8)] == ["train"] * 4 + ["val"] * 2 + ["test"] * 2
 
 
 def test_small_shards_hold_every_example_exactly_once(source, ingested, examples, tmp_path):

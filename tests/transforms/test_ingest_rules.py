@@ -156,7 +156,7 @@ def test_a_relative_source_stores_paths_relative_to_it(
 def test_splits_are_cut_exactly_at_the_configured_fractions():
     # 0.1 + 0.2 is 0.30000000000000004 in floats: the fourth of ten images must still be test.
     config = schema.SplitConfig(train=0.1, val=0.2, test=0.7)
-    assigned = splits.assign_stratified([f"{i:064x}" for i in range(10)], config)
+    assigned = splits.assign_stratified({f"{i:064x}": 1 for i in range(10)}, config)
     assert Counter(assigned.values()) == {"train": 1, "val": 2, "test": 7}
 
 

@@ -25,7 +25,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from configs import schema
 from core import console, errors, locations
-from transforms import dataset_card, dataset_info, dataset_store, features
+from transforms import dataset_card, dataset_info, dataset_store, features, near_duplicates
+from transforms.beam import near_duplicates as near_duplicate_steps
 from transforms.beam import stats, steps
 from transforms.sources import registry as sources
 
@@ -38,7 +39,16 @@ WORKER_MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "262144",
     "MALLOC_TRIM_THRESHOLD_": "1048576",
 }
-SUMMARIES = ("shards", "quarantine", "duplicates", "leakage", "labels", "seen")
+SUMMARIES = (
+    "shards",
+    "quarantine",
+    "duplicates",
+    "leakage",
+    "labels",
+    "seen",
+    "near_duplicates",
+    "group_splits",
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +83,30 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
             "quarantine", "duplicate", "leakage", main="kept"
         )
     )
+    mode = cfg.near_duplicates.mode
+    if mode == "off":
+        group_reports = pipeline | "NoGroups" >> beam.Create([])
+        grouped = {}
+    else:
+        groups = unique.kept | "FindNearDuplicates" >> near_duplicate_steps.FindGroups(
+            cfg.near_duplicates.max_distance
+        )
+        group_reports = groups | "GroupReports" >> beam.Map(lambda group: group[0])
+        grouped = beam.pvalue.AsDict(
+            groups | "Representatives" >> beam.FlatMap(lambda group: group[1].items())
+        )
     bucketed = (
         unique.kept
         | "KeyByClass"
         >> beam.MapTuple(
-            lambda sha256, label, given, source, stored: (label, (sha256, given, source, stored))
+            lambda sha256, label, given, source, stored, _: (label, (sha256, given, source, stored))
         )
         | "GroupByClass" >> beam.GroupByKey()
         | "SplitClass"
-        >> beam.FlatMap(steps.split_class, split_cfg=cfg.split).with_outputs(
-            steps.LABEL, steps.BUCKET_COUNT, main="records"
+        >> beam.FlatMap(
+            steps.split_class, split_cfg=cfg.split, grouped=grouped, mode=mode
+        ).with_outputs(
+            steps.LABEL, steps.BUCKET_COUNT, steps.QUARANTINE, steps.GROUP_SPLIT, main="records"
         )
     )
     labels = (
@@ -115,12 +139,15 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
     quarantined = (
         prepared[steps.ReadAndPrepare.QUARANTINE],
         unique.quarantine,
+        bucketed[steps.QUARANTINE],
     ) | "MergeQuarantine" >> beam.Flatten()
     collected = {
         "shards": shard_summaries,
         "quarantine": quarantined,
         "duplicates": unique.duplicate,
         "leakage": unique.leakage,
+        "near_duplicates": group_reports,
+        "group_splits": bucketed[steps.GROUP_SPLIT],
     }
     for name, pcoll in collected.items():
         (
@@ -180,6 +207,7 @@ def run(cfg: schema.DataConfig) -> IngestResult:
         ):
             build_pipeline(pipeline, cfg, chunks, total_units, staging)
         dataset = summarize(cfg, staging)
+        warn_of_straddling_groups(dataset["near_duplicates"])
         location = publish(staging, cfg, dataset)
     finally:
         if fs.exists(staging):
@@ -191,6 +219,16 @@ def run(cfg: schema.DataConfig) -> IngestResult:
         dataset=dataset,
         location=location,
     )
+
+
+def warn_of_straddling_groups(found: dict) -> None:
+    if found.get("straddling"):  # examples list the straddling groups first
+        example = ", ".join(member["source"] for member in found["examples"][0]["members"][:3])
+        print(
+            f"ingest: warning: {found['straddling']} near-duplicate group(s) span more than one "
+            f"split (e.g. {example}); set data.near_duplicates.mode to move (or drop) to keep "
+            "each group in one split"
+        )
 
 
 @contextlib.contextmanager
@@ -246,6 +284,9 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     fs, _ = fsspec.core.url_to_fs(staging)
     with fs.open(os.path.join(staging, dataset_info.QUARANTINE_JSONL), "w") as out:
         out.write("".join(json.dumps(q) + "\n" for q in quarantine))
+    groups = near_duplicates.groups_found(summary["near_duplicates"], summary["group_splits"])
+    with fs.open(os.path.join(staging, near_duplicates.NEAR_DUPLICATES_JSONL), "w") as out:
+        out.write("".join(json.dumps(group) + "\n" for group in groups))
     for folder in (steps.BLOBS, steps.UNITS):  # no blobs when every file is read again
         if fs.exists(os.path.join(staging, folder)):
             fs.rm(os.path.join(staging, folder), recursive=True)
@@ -274,9 +315,21 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
     written = sum(totals.values())
     ingest_config = cfg.model_dump(
         mode="json",
-        include={"split", "examples_per_shard", "max_pixels", "background", "store", "leakage"},
+        include={
+            "split",
+            "examples_per_shard",
+            "max_pixels",
+            "background",
+            "store",
+            "leakage",
+            "near_duplicates",
+        },
     )
-    digest = hashlib.sha256(json.dumps({"classes": labels, "config": ingest_config}).encode())
+    # The version names the data: a near-duplicate mode that only reports changes no byte.
+    hashed_config = dict(ingest_config)
+    if cfg.near_duplicates.mode in ("off", "flag"):
+        del hashed_config["near_duplicates"]
+    digest = hashlib.sha256(json.dumps({"classes": labels, "config": hashed_config}).encode())
     for split in features.SPLITS:
         for name in split_info[split]["shards"]:
             digest.update(name.encode())
@@ -303,6 +356,7 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
         "quarantined": len(quarantine),
         "leakage": summary["leakage"],
         "quarantine_reasons": dataset_card.quarantine_reasons(quarantine),
+        "near_duplicates": near_duplicates.summary(cfg.near_duplicates, groups),
         # Documentation, not data: outside the version's hash.
         "card": cfg.card.model_dump(mode="json"),
         "stats": dataset_stats.extract_output(merged),

@@ -20,7 +20,7 @@ from apache_beam.io import tfrecordio
 
 from configs import schema
 from core import errors
-from transforms import features, images, splits
+from transforms import features, images, near_duplicates, splits
 from transforms.beam import stats
 from transforms.sources import base as source_base
 from transforms.sources import registry as sources
@@ -157,7 +157,8 @@ class ReadAndPrepare(beam.DoFn):
             # Only what dedupe, splits and sharding need travels through the shuffles, as a
             # tuple: the DirectRunner holds every shuffled record decoded.
             source = relative_to_source(item.uri, self.source_root)
-            yield sha256, (item.label, item.split, source, describe(locator, prepared))
+            description = describe(locator, prepared)
+            yield sha256, (item.label, item.split, source, description, prepared.perceptual_hash)
         yield beam.pvalue.TaggedOutput(self.SEEN, seen)
         self.units_done += 1
         if time.monotonic() - self.last_report > PROGRESS_SECONDS:
@@ -203,24 +204,24 @@ def read_unit_chunk(index: int, staging: str):
 
 
 def resolve_copies(sha_and_copies, leakage: str):
-    """One (sha256, label, given split, source, stored) record per content hash. Copies with another
-    label are quarantined; copies in two given splits are leakage, resolved by `leakage`
-    (keep_eval, drop or error)."""
+    """One (sha256, label, given split, source, stored, perceptual hash) record per content hash.
+    Copies with another label are quarantined; copies in two given splits are leakage, resolved
+    by `leakage` (keep_eval, drop or error)."""
     sha256, copies = sha_and_copies
     copies = sorted(copies, key=lambda copy: copy[2])  # by source path
-    first_label, _, first_source, _ = copies[0]
+    first_label, _, first_source, *_ = copies[0]
     same_label = [copy for copy in copies if copy[0] == first_label]
-    for label, _, source, _ in copies:
+    for label, _, source, *_ in copies:
         if label != first_label:
             reason = (
                 f"same bytes as {first_source} but labelled {label!r} instead of {first_label!r}"
             )
             yield beam.pvalue.TaggedOutput("quarantine", {"path": source, "reason": reason})
-    given = {split for _, split, _, _ in same_label if split}
+    given = {split for _, split, *_ in same_label if split}
     # A copy with a given split wins over one without, so the given split is respected.
     kept = next((copy for copy in same_label if copy[1]), same_label[0])
     if len(given) > 1:
-        paths = [source for _, _, source, _ in same_label]
+        paths = [source for _, _, source, *_ in same_label]
         yield beam.pvalue.TaggedOutput(
             "leakage", {"sha256": sha256, "splits": sorted(given), "paths": paths}
         )
@@ -240,24 +241,38 @@ def resolve_copies(sha_and_copies, leakage: str):
 
 LABEL = "label"
 BUCKET_COUNT = "bucket_count"
+QUARANTINE = "quarantine"
+GROUP_SPLIT = "group_split"
 
 
-def split_class(label_and_members, split_cfg: schema.SplitConfig):
+def split_class(label_and_members, split_cfg: schema.SplitConfig, grouped: dict, mode: str):
     """Assigns one class's images to splits and keys each by (split, hash bucket); also emits
-    the class's label (LABEL) and its count per (split, bucket) (BUCKET_COUNT), so neither needs
-    a pass over every record.
+    the class's label (LABEL), its count per (split, bucket) (BUCKET_COUNT), so neither needs a
+    pass over every record, the images data.near_duplicates quarantines (QUARANTINE) and the
+    split each near-duplicate landed in (GROUP_SPLIT: sha256, split).
 
-    Given splits are kept; the rest of the class is split stratified by content hash. Only this
-    class's records are held here, never the whole dataset's.
+    Given splits are kept; the rest of the class is split stratified by content hash, a group
+    of near-duplicates as one unit under `move` (`grouped`: {sha256: its representative}). Only
+    this class's records are held here, never the whole dataset's.
     """
     label, members = label_and_members
-    members = list(members)
-    unassigned = [sha256 for sha256, given, _, _ in members if not given]
-    assignment = splits.assign_stratified(unassigned, split_cfg) if unassigned else {}
+    members, units, unit_split, quarantined = near_duplicates.settle_class(
+        label, list(members), grouped, mode
+    )
+    for source, reason in quarantined:
+        yield beam.pvalue.TaggedOutput(QUARANTINE, {"path": source, "reason": reason})
+    sizes: dict[str, int] = {}
+    for unit in units:
+        if unit not in unit_split:
+            sizes[unit] = sizes.get(unit, 0) + 1
+    assignment = {**(splits.assign_stratified(sizes, split_cfg) if sizes else {}), **unit_split}
     counts: dict[tuple[str, str], int] = {}
-    for sha256, given, source, stored in members:
-        key = (given or assignment[sha256], sha256[:BUCKET_HEX_DIGITS])
+    for (sha256, _, source, stored), unit in zip(members, units, strict=True):
+        split = assignment[unit]
+        key = (split, sha256[:BUCKET_HEX_DIGITS])
         counts[key] = counts.get(key, 0) + 1
+        if sha256 in grouped:
+            yield beam.pvalue.TaggedOutput(GROUP_SPLIT, (sha256, split))
         yield key, (sha256, label, source, stored)
     yield beam.pvalue.TaggedOutput(LABEL, label)
     for key, count in counts.items():
