@@ -57,7 +57,7 @@ def test_a_dask_cluster_writes_the_direct_runners_version(tmp_path, make_image, 
         ["img/dog/1.png", "img/dog/leak.png"]
     ]
 
-    # Chunks of 4 units, one per Dask partition: both workers read, dedupe and write.
+    # 8 chunks of 4 units in 4 Dask partitions: both workers read, dedupe and write.
     monkeypatch.setattr(steps, "UNITS_PER_CHUNK", 4)
     with (
         distributed.LocalCluster(
@@ -70,9 +70,9 @@ def test_a_dask_cluster_writes_the_direct_runners_version(tmp_path, make_image, 
         distributed.Client(cluster) as client,
         distributed.get_task_stream(client) as tasks,
     ):
-        address = f"--dask_client_address={cluster.scheduler_address}"
+        options = [f"--dask_client_address={cluster.scheduler_address}", "--dask_npartitions=4"]
         on_dask = shards.run(
-            manifest, tmp_path / "dask", beam_runner=DASK_RUNNER, beam_options=[address], **fields
+            manifest, tmp_path / "dask", beam_runner=DASK_RUNNER, beam_options=options, **fields
         )
 
     # The unit chunks (Dask names the tasks that start from them from_sequence-...) were read

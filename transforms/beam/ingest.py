@@ -38,7 +38,6 @@ WORKER_MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "262144",
     "MALLOC_TRIM_THRESHOLD_": "1048576",
 }
-DASK_PARTITION_OPTIONS = ("--dask_npartitions", "--dask_partition_size")
 # The pipeline's summaries and their values when it wrote none (nothing to collect).
 SUMMARIES = {
     "shards": [],
@@ -100,10 +99,11 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         split_cfg=cfg.split,
     )
     bucket_sizes = bucketed[steps.BUCKET_COUNT] | "CountPerBucket" >> beam.CombinePerKey(sum)
-    # Each bucket learns where it begins from one small group (every bucket's size, every
-    # class's label) joined to its records by key, not from side inputs: Beam 2.78's DaskRunner
-    # recomputes a side input's whole upstream in each step that reads it, and a step that
-    # reads one inside another's re-emits earlier outputs (bucket sizes counted several times).
+    # Each bucket learns where it begins, and the label map, from one small group (every
+    # bucket's size, every class's label) joined to its records by key, not from side inputs:
+    # Beam 2.78's DaskRunner recomputes a side input's whole upstream for each step that reads
+    # it, and where that upstream already ran in the same worker, its ParDos return their
+    # earlier outputs again (bucket sizes counted several times, shards misnumbered).
     classes = {
         steps.LABEL: bucketed[steps.LABEL] | "KeyLabels" >> beam.Map(lambda label: (None, label)),
         steps.BUCKET_COUNT: bucket_sizes | "KeySizes" >> beam.Map(lambda size: (None, size)),
@@ -121,22 +121,25 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
         prepared[steps.ReadAndPrepare.QUARANTINE],
         unique["quarantine"],
     ) | "MergeQuarantine" >> beam.Flatten()
-    # Without defaults, so no summary needs a side input: an empty one is not written and
-    # `summarize` reads SUMMARIES' default instead.
-    collected = {
-        "shards": shard_summaries | "CollectShards" >> beam.combiners.ToList().without_defaults(),
-        "quarantine": quarantined
-        | "CollectQuarantine" >> beam.combiners.ToList().without_defaults(),
-        "duplicates": unique["duplicate"]
-        | "CollectDuplicates" >> beam.combiners.ToList().without_defaults(),
-        "leakage": unique["leakage"]
-        | "CollectLeakage" >> beam.combiners.ToList().without_defaults(),
-        "labels": classes
-        | "LabelMap"
-        >> beam.MapTuple(lambda _, found: steps.order_labels(found[steps.LABEL], cfg.classes)),
-        "seen": prepared[steps.ReadAndPrepare.SEEN]
-        | "CountSeen" >> beam.CombineGlobally(sum).without_defaults(),
+    listed = {
+        "shards": shard_summaries,
+        "quarantine": quarantined,
+        "duplicates": unique["duplicate"],
+        "leakage": unique["leakage"],
     }
+    # Without defaults, which a combiner injects through a side input: an empty summary is not
+    # written, and `summarize` reads its SUMMARIES default instead.
+    collected = {
+        name: pcoll | f"Collect_{name}" >> beam.combiners.ToList().without_defaults()
+        for name, pcoll in listed.items()
+    }
+    collected["labels"] = classes | "LabelMap" >> beam.MapTuple(
+        lambda _, found: steps.order_labels(found[steps.LABEL], cfg.classes)
+    )
+    collected["seen"] = (
+        prepared[steps.ReadAndPrepare.SEEN]
+        | "CountSeen" >> beam.CombineGlobally(sum).without_defaults()
+    )
     written = [
         summary
         | f"Write_{name}"
@@ -150,7 +153,7 @@ def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: i
 
 def runs_on_dask(cfg: schema.DataConfig) -> bool:
     """Whether data.beam_runner is Beam's DaskRunner (by name or module path), which ingest
-    meets halfway: see tagged.py, build_pipeline and pipeline_options."""
+    meets halfway: see tagged.py and build_pipeline."""
     return cfg.beam_runner.rsplit(".", 1)[-1] == "DaskRunner"
 
 
@@ -172,11 +175,6 @@ def pipeline_options(cfg: schema.DataConfig) -> PipelineOptions:
         ]
         if cfg.beam_direct_mode != "in_memory":
             options.append(f"--direct_num_workers={cfg.beam_workers or os.cpu_count() or 1}")
-    dask_partitioned = any(o.startswith(DASK_PARTITION_OPTIONS) for o in cfg.beam_options)
-    if runs_on_dask(cfg) and not dask_partitioned:
-        # The DaskRunner skips Reshuffle and puts 128 elements in a partition by default, so
-        # up to 128 unit chunks would be read by one worker; one chunk a partition spreads them.
-        options.append("--dask_partition_size=1")
     return PipelineOptions([*options, *cfg.beam_options])
 
 

@@ -16,17 +16,21 @@ def apply(pcoll, label: str, step, main: str, tags: tuple[str, ...], keep_tags: 
     """{tag: PCollection} of `step` (a DoFn, or a FlatMap function taking **kwargs) over
     `pcoll`, for `main` and each of `tags`; `keep_tags` says whether the runner keeps a ParDo's
     tagged outputs apart."""
-    step = step if isinstance(step, beam.DoFn) else beam.core.CallableWrapperDoFn(step)
+    is_dofn = isinstance(step, beam.DoFn)
     if keep_tags:
-        outputs = pcoll | label >> beam.ParDo(step, **kwargs).with_outputs(*tags, main=main)
+        transform = beam.ParDo(step, **kwargs) if is_dofn else beam.FlatMap(step, **kwargs)
+        outputs = pcoll | label >> transform.with_outputs(*tags, main=main)
         return {tag: outputs[tag] for tag in (main, *tags)}
-    pairs = pcoll | label >> beam.ParDo(TagsAsPairs(step, main), **kwargs)
+    if is_dofn:
+        transform = beam.ParDo(TagsAsPairs(step, main), **kwargs)
+    else:
+        transform = beam.FlatMap(call_as_pairs, step=step, main=main, **kwargs)
+    pairs = pcoll | label >> transform
     return {tag: pairs | f"{label}_{tag}" >> beam.FlatMap(select, tag=tag) for tag in (main, *tags)}
 
 
 class TagsAsPairs(beam.DoFn):
-    """Runs `step` and emits each of its outputs as (tag, value) on the main output, the main
-    output's values tagged `main`."""
+    """Runs the DoFn `step` and emits each of its outputs as a (tag, value) pair."""
 
     def __init__(self, step: beam.DoFn, main: str):
         self.step = step
@@ -39,11 +43,21 @@ class TagsAsPairs(beam.DoFn):
         self.step.teardown()
 
     def process(self, element, *args, **kwargs):
-        for output in self.step.process(element, *args, **kwargs) or ():
-            if isinstance(output, beam.pvalue.TaggedOutput):
-                yield output.tag, output.value
-            else:
-                yield self.main, output
+        return as_pairs(self.step.process(element, *args, **kwargs), self.main)
+
+
+def call_as_pairs(element, step, main: str, **kwargs):
+    """The FlatMap function `step`'s outputs for `element`, as (tag, value) pairs."""
+    return as_pairs(step(element, **kwargs), main)
+
+
+def as_pairs(outputs, main: str):
+    """(tag, value) for each output; the main output's values are tagged `main`."""
+    for output in outputs or ():
+        if isinstance(output, beam.pvalue.TaggedOutput):
+            yield output.tag, output.value
+        else:
+            yield main, output
 
 
 def select(pair: tuple[str, object], tag: str):
