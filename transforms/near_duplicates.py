@@ -12,6 +12,7 @@ NearDuplicatesConfig).
 Nothing here knows Beam; transforms/beam/near_duplicates.py runs these steps as the ingest job's.
 """
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import imagehash
@@ -112,8 +113,16 @@ def representative(members: list[Member]) -> Member:
     )
 
 
-def describe_group(members: list[Member]) -> tuple[dict, dict[str, Representative]]:
-    """A group's report and {member sha256: its representative}."""
+@dataclass(frozen=True)
+class Mark:
+    """Travels to a member's class beside its records: the member and its representative."""
+
+    sha256: str
+    representative: Representative
+
+
+def describe_group(members: list[Member]) -> tuple[dict, list[tuple[str, Mark]]]:
+    """A group's report and a Mark per member, keyed by the member's label."""
     chosen = representative(members)
     stands_for = Representative(chosen.sha256, chosen.label, chosen.given_split, chosen.source)
     ordered = sorted(members, key=lambda m: m.source)
@@ -121,7 +130,7 @@ def describe_group(members: list[Member]) -> tuple[dict, dict[str, Representativ
         "representative": chosen.source,
         "members": [{"source": m.source, "label": m.label, "sha256": m.sha256} for m in ordered],
     }
-    return report, {m.sha256: stands_for for m in members}
+    return report, [(m.label, Mark(m.sha256, stands_for)) for m in ordered]
 
 
 def settle_class(label: str, members: list[tuple], grouped: dict, mode: str):

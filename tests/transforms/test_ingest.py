@@ -286,15 +286,20 @@ def test_rank_bucket_ranks_each_split_in_global_hash_order():
     for split, mine in by_split.items():
         for sha in mine:
             bucket = sha[: steps.BUCKET_HEX_DIGITS]
-            groups.setdefault((split, bucket), []).append((sha, "cat", f"cat/{sha[:6]}.png"))
-    sizes = {key: len(records) for key, records in groups.items()}
+            groups.setdefault((split, bucket), []).append((sha, "dog", f"dog/{sha[:6]}.png", ""))
+    classes = {
+        steps.LABEL: ["dog"],
+        steps.BUCKET_COUNT: [(key, len(records)) for key, records in groups.items()],
+    }
+    places = dict(steps.place_buckets((None, classes), vocabulary=["cat", "dog"]))
     keyed = {}
     for key, records in groups.items():
-        for shard_key, record in steps.rank_bucket((key, reversed(records)), sizes, 64):
-            keyed[record[0]] = shard_key
+        values = [*reversed(records), places[key]]
+        for shard_key, record in steps.rank_bucket((key, values), 64):
+            keyed[record[0]] = shard_key, record[1]
     for split, mine in by_split.items():
         for rank, sha in enumerate(sorted(mine)):
-            assert keyed[sha] == (split, rank // 64, len(mine))
+            assert keyed[sha] == ((split, rank // 64, len(mine)), 1)  # dog: label 1 of cat, dog
 
 
 def test_worker_environment_adds_only_unset_names_and_restores(monkeypatch):

@@ -1,7 +1,6 @@
 """Near-duplicates: resized, re-encoded and slightly cropped copies of real photos are grouped,
 and data.near_duplicates flags, moves or drops them so that no group straddles the splits."""
 
-import io
 import itertools
 import json
 import random
@@ -11,12 +10,12 @@ import sys
 import imagehash
 import numpy as np
 import pytest
-import skimage.data
 from PIL import Image
 from scipy import sparse
 from scipy.sparse import csgraph
 
 from tests.transforms import shards
+from tests.transforms.near_copies import cropped, half, photo, reencoded
 from transforms import dataset_card, near_duplicates
 from transforms.beam import ingest as ingest_job
 
@@ -29,29 +28,6 @@ PHOTOS = {
 }
 SPLIT = {"train": 0.5, "val": 0.25, "test": 0.25}
 DEFAULT_DISTANCE = 8
-
-
-def photo(name: str, width: int = 160) -> Image.Image:
-    pixels = getattr(skimage.data, name)()
-    if pixels.dtype != np.uint8:
-        pixels = (pixels * 255 if pixels.max() <= 1 else pixels).astype(np.uint8)
-    image = Image.fromarray(pixels).convert("RGB")
-    return image.resize((width, round(width * image.height / image.width)))
-
-
-def half(image: Image.Image) -> Image.Image:
-    return image.resize((image.width // 2, image.height // 2), Image.Resampling.BILINEAR)
-
-
-def reencoded(image: Image.Image) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=40)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
-def cropped(image: Image.Image) -> Image.Image:
-    """2 px off each side of 160: a 1.25% crop."""
-    return image.crop((2, 2, image.width - 2, image.height - 2))
 
 
 def distance(a: Image.Image, b: Image.Image) -> int:

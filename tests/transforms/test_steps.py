@@ -74,8 +74,9 @@ def test_a_shard_written_without_tensorflow_reads_back_in_tf_data(tmp_path):
         prepared_record(tmp_path, "b.png", 2, staged=True),
     ]
     cfg = schema.DataConfig(source=str(tmp_path), examples_per_shard=10)
+    ranked = [(sha256, 0, label, name, stored) for sha256, label, name, stored in records]
     summary = steps.write_shard(
-        (("train", 0, 2), records), str(tmp_path), str(tmp_path / "staging"), ["cat"], cfg
+        (("train", 0, 2), ranked), str(tmp_path), str(tmp_path / "staging"), cfg
     )
 
     assert summary["count"] == 2 and summary["per_class"] == {"cat": 2}

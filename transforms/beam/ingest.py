@@ -5,9 +5,9 @@ Image bytes never cross a shuffle: they are read, prepared and written to a cont
 staging area in one fused step, whose memory does not grow with the dataset; the shuffles after
 it (dedupe, splits, shards) move small metadata tuples, and shard writers read the staged bytes
 back. No step holds every image's record in one place: splits are cut per class, shards ranked
-per (split, hash bucket), so the only side inputs are the label map and per-bucket counts. The
-DirectRunner holds each shuffle in the driver's memory; runners whose shuffles spill to disk
-do not.
+per (split, hash bucket), each bucket told where it begins by one small group (per-bucket
+counts and the label map) joined to it by key: the job has no side inputs. The DirectRunner
+holds each shuffle in the driver's memory; runners whose shuffles spill to disk do not.
 """
 
 import contextlib
@@ -27,7 +27,7 @@ from configs import schema
 from core import console, errors, locations
 from transforms import dataset_card, dataset_info, dataset_store, features, near_duplicates
 from transforms.beam import near_duplicates as near_duplicate_steps
-from transforms.beam import stats, steps
+from transforms.beam import stats, steps, tagged
 from transforms.sources import registry as sources
 
 # glibc malloc settings for the DirectRunner's worker processes, which inherit the driver's
@@ -39,16 +39,17 @@ WORKER_MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "262144",
     "MALLOC_TRIM_THRESHOLD_": "1048576",
 }
-SUMMARIES = (
-    "shards",
-    "quarantine",
-    "duplicates",
-    "leakage",
-    "labels",
-    "seen",
-    "near_duplicates",
-    "group_splits",
-)
+# The pipeline's summaries and their values when it wrote none (nothing to collect).
+SUMMARIES = {
+    "shards": [],
+    "quarantine": [],
+    "duplicates": [],
+    "leakage": [],
+    "labels": [],
+    "seen": 0,
+    "near_duplicates": [],
+    "group_splits": [],
+}
 
 log = logging.getLogger(__name__)
 
@@ -66,104 +67,110 @@ class IngestResult:
 
 
 def build_pipeline(pipeline, cfg: schema.DataConfig, chunks: int, total_units: int, staging: str):
-    prepared = (
+    keep_tags = not runs_on_dask(cfg)
+    prepared = tagged.apply(
         pipeline
         | "UnitChunks" >> beam.Create(range(chunks), reshuffle=False)
-        | "SpreadChunks" >> beam.Reshuffle()
-        | "ReadAndPrepare"
-        >> beam.ParDo(
-            steps.ReadAndPrepare(cfg, staging, total_units, decode_threads(cfg))
-        ).with_outputs(steps.ReadAndPrepare.QUARANTINE, steps.ReadAndPrepare.SEEN, main="records")
+        | "SpreadChunks" >> beam.Reshuffle(),
+        "ReadAndPrepare",
+        steps.ReadAndPrepare(cfg, staging, total_units, decode_threads(cfg)),
+        main="records",
+        tags=(steps.ReadAndPrepare.QUARANTINE, steps.ReadAndPrepare.SEEN),
+        keep_tags=keep_tags,
     )
-    unique = (
-        prepared.records
-        | "GroupByHash" >> beam.GroupByKey()
-        | "ResolveCopies"
-        >> beam.FlatMap(steps.resolve_copies, leakage=cfg.leakage).with_outputs(
-            "quarantine", "duplicate", "leakage", main="kept"
-        )
+    unique = tagged.apply(
+        prepared["records"] | "GroupByHash" >> beam.GroupByKey(),
+        "ResolveCopies",
+        steps.resolve_copies,
+        main="kept",
+        tags=("quarantine", "duplicate", "leakage"),
+        keep_tags=keep_tags,
+        leakage=cfg.leakage,
     )
     mode = cfg.near_duplicates.mode
-    if mode == "off":
-        group_reports = pipeline | "NoGroups" >> beam.Create([])
-        grouped = {}
-    else:
-        groups = unique.kept | "FindNearDuplicates" >> near_duplicate_steps.FindGroups(
+    by_class = unique["kept"] | "KeyByClass" >> beam.MapTuple(
+        lambda sha256, label, given, source, stored, _: (label, (sha256, given, source, stored))
+    )
+    group_reports = None
+    if mode != "off":
+        groups = unique["kept"] | "FindNearDuplicates" >> near_duplicate_steps.FindGroups(
             cfg.near_duplicates.max_distance
         )
         group_reports = groups | "GroupReports" >> beam.Map(lambda group: group[0])
-        grouped = beam.pvalue.AsDict(
-            groups | "Representatives" >> beam.FlatMap(lambda group: group[1].items())
-        )
-    bucketed = (
-        unique.kept
-        | "KeyByClass"
-        >> beam.MapTuple(
-            lambda sha256, label, given, source, stored, _: (label, (sha256, given, source, stored))
-        )
-        | "GroupByClass" >> beam.GroupByKey()
-        | "SplitClass"
-        >> beam.FlatMap(
-            steps.split_class, split_cfg=cfg.split, grouped=grouped, mode=mode
-        ).with_outputs(
-            steps.LABEL, steps.BUCKET_COUNT, steps.QUARANTINE, steps.GROUP_SPLIT, main="records"
-        )
+        # Each member's representative reaches its class with the class's records.
+        marks = groups | "MarkMembers" >> beam.FlatMap(lambda group: group[1])
+        by_class = (by_class, marks) | "JoinMarks" >> beam.Flatten()
+    bucketed = tagged.apply(
+        by_class | "GroupByClass" >> beam.GroupByKey(),
+        "SplitClass",
+        steps.split_class,
+        main="records",
+        tags=(steps.LABEL, steps.BUCKET_COUNT, steps.QUARANTINE, steps.GROUP_SPLIT),
+        keep_tags=keep_tags,
+        split_cfg=cfg.split,
+        mode=mode,
     )
-    labels = (
-        bucketed[steps.LABEL]
-        | "CollectLabels" >> beam.combiners.ToList()
-        | "SortLabels" >> beam.Map(lambda found: steps.order_labels(found, cfg.classes))
-    )
-    # At most len(SPLITS) * 16**BUCKET_HEX_DIGITS counts: the only side input that every
-    # ranking worker needs, whatever the dataset's size.
     bucket_sizes = bucketed[steps.BUCKET_COUNT] | "CountPerBucket" >> beam.CombinePerKey(sum)
+    # Each bucket learns where it begins, and the label map, from one small group (every
+    # bucket's size, every class's label) joined to its records by key, not from side inputs:
+    # Beam 2.78's DaskRunner recomputes a side input's whole upstream for each step that reads
+    # it, and where that upstream already ran in the same worker, its ParDos return their
+    # earlier outputs again (bucket sizes counted several times, shards misnumbered).
+    classes = {
+        steps.LABEL: bucketed[steps.LABEL] | "KeyLabels" >> beam.Map(lambda label: (None, label)),
+        steps.BUCKET_COUNT: bucket_sizes | "KeySizes" >> beam.Map(lambda size: (None, size)),
+    } | "GatherClasses" >> beam.CoGroupByKey()
+    places = classes | "PlaceBuckets" >> beam.FlatMap(steps.place_buckets, vocabulary=cfg.classes)
     shard_summaries = (
-        bucketed.records
+        (bucketed["records"], places)
+        | "JoinPlaces" >> beam.Flatten()
         | "GroupByBucket" >> beam.GroupByKey()
-        | "RankBucket"
-        >> beam.FlatMap(
-            steps.rank_bucket,
-            bucket_sizes=beam.pvalue.AsDict(bucket_sizes),
-            per_shard=cfg.examples_per_shard,
-        )
+        | "RankBucket" >> beam.FlatMap(steps.rank_bucket, per_shard=cfg.examples_per_shard)
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards"
-        >> beam.Map(
-            steps.write_shard,
-            out_dir=staging,
-            staging=staging,
-            labels=beam.pvalue.AsSingleton(labels),
-            cfg=cfg,
-        )
+        | "WriteShards" >> beam.Map(steps.write_shard, out_dir=staging, staging=staging, cfg=cfg)
     )
     quarantined = (
         prepared[steps.ReadAndPrepare.QUARANTINE],
-        unique.quarantine,
+        unique["quarantine"],
         bucketed[steps.QUARANTINE],
     ) | "MergeQuarantine" >> beam.Flatten()
-    collected = {
+    listed = {
         "shards": shard_summaries,
         "quarantine": quarantined,
-        "duplicates": unique.duplicate,
-        "leakage": unique.leakage,
-        "near_duplicates": group_reports,
+        "duplicates": unique["duplicate"],
+        "leakage": unique["leakage"],
         "group_splits": bucketed[steps.GROUP_SPLIT],
     }
-    for name, pcoll in collected.items():
-        (
-            pcoll
-            | f"Collect_{name}" >> beam.combiners.ToList()
-            | f"Write_{name}"
-            >> beam.Map(steps.write_summary, path=os.path.join(staging, f"_{name}.json"))
-        )
-    labels | "Write_labels" >> beam.Map(
-        steps.write_summary, path=os.path.join(staging, "_labels.json")
+    if group_reports is not None:
+        listed["near_duplicates"] = group_reports
+    # Without defaults, which a combiner injects through a side input: an empty summary is not
+    # written, and `summarize` reads its SUMMARIES default instead.
+    collected = {
+        name: pcoll | f"Collect_{name}" >> beam.combiners.ToList().without_defaults()
+        for name, pcoll in listed.items()
+    }
+    collected["labels"] = classes | "LabelMap" >> beam.MapTuple(
+        lambda _, found: steps.order_labels(found[steps.LABEL], cfg.classes)
     )
-    (
+    collected["seen"] = (
         prepared[steps.ReadAndPrepare.SEEN]
-        | "CountSeen" >> beam.CombineGlobally(sum)
-        | "Write_seen" >> beam.Map(steps.write_summary, path=os.path.join(staging, "_seen.json"))
+        | "CountSeen" >> beam.CombineGlobally(sum).without_defaults()
     )
+    written = [
+        summary
+        | f"Write_{name}"
+        >> beam.Map(steps.write_summary, path=os.path.join(staging, f"_{name}.json"))
+        for name, summary in collected.items()
+    ]
+    # One last step that needs every summary: Beam 2.78's DaskRunner computes only the last step
+    # of a pipeline (and what it needs), so without it most summaries would not be written.
+    written | "AllWritten" >> beam.Flatten()
+
+
+def runs_on_dask(cfg: schema.DataConfig) -> bool:
+    """Whether data.beam_runner is Beam's DaskRunner (by name or module path), which ingest
+    meets halfway: see tagged.py and build_pipeline."""
+    return cfg.beam_runner.rsplit(".", 1)[-1] == "DaskRunner"
 
 
 def decode_threads(cfg: schema.DataConfig) -> int:
@@ -206,6 +213,10 @@ def run(cfg: schema.DataConfig) -> IngestResult:
             beam.Pipeline(options=pipeline_options(cfg)) as pipeline,
         ):
             build_pipeline(pipeline, cfg, chunks, total_units, staging)
+        if runs_on_dask(cfg):
+            # The DaskRunner leaves its client connected after the job; it would keep trying to
+            # reconnect once the cluster stops.
+            pipeline.result.client.close()
         dataset = summarize(cfg, staging)
         warn_of_straddling_groups(dataset["near_duplicates"])
         location = publish(staging, cfg, dataset)
@@ -257,7 +268,11 @@ def check_vocabulary(labels: set[str], vocabulary: list[str] | None) -> None:
 
 
 def read_summary(staging: str, name: str):
-    with fsspec.open(os.path.join(staging, f"_{name}.json")) as summary:
+    fs, _ = fsspec.core.url_to_fs(staging)
+    path = os.path.join(staging, f"_{name}.json")
+    if not fs.exists(path):
+        return SUMMARIES[name]
+    with fs.open(path) as summary:
         return json.loads(summary.read())
 
 
@@ -291,7 +306,8 @@ def summarize(cfg: schema.DataConfig, staging: str) -> dict:
         if fs.exists(os.path.join(staging, folder)):
             fs.rm(os.path.join(staging, folder), recursive=True)
     for name in SUMMARIES:
-        fs.rm(os.path.join(staging, f"_{name}.json"))
+        if fs.exists(os.path.join(staging, f"_{name}.json")):
+            fs.rm(os.path.join(staging, f"_{name}.json"))
 
     shards = summary["shards"]
     dataset_stats = stats.DatasetStats()

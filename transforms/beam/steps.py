@@ -31,7 +31,7 @@ BLOBS = "_blobs"
 UNITS = "_units"
 UNITS_PER_CHUNK = 64
 # Shards are ranked per (split, first hex digits of the hash): 256 buckets per split keep each
-# ranking group small (N / 256 records) and the bucket-size side input tiny.
+# ranking group small (N / 256 records) and the group of bucket sizes that places them tiny.
 BUCKET_HEX_DIGITS = 2
 # What a shard needs of a kept image besides its label and source, in this order: where its bytes
 # are (the original file's path, or "" when staged by hash) and PreparedImage's description.
@@ -245,19 +245,26 @@ QUARANTINE = "quarantine"
 GROUP_SPLIT = "group_split"
 
 
-def split_class(label_and_members, split_cfg: schema.SplitConfig, grouped: dict, mode: str):
+def split_class(label_and_values, split_cfg: schema.SplitConfig, mode: str):
     """Assigns one class's images to splits and keys each by (split, hash bucket); also emits
     the class's label (LABEL), its count per (split, bucket) (BUCKET_COUNT), so neither needs a
     pass over every record, the images data.near_duplicates quarantines (QUARANTINE) and the
     split each near-duplicate landed in (GROUP_SPLIT: sha256, split).
 
     Given splits are kept; the rest of the class is split stratified by content hash, a group
-    of near-duplicates as one unit under `move` (`grouped`: {sha256: its representative}). Only
-    this class's records are held here, never the whole dataset's.
+    of near-duplicates as one unit under `move`. The class's group holds its records and a
+    near_duplicates.Mark per member of a near-duplicate group. Only this class's records are
+    held here, never the whole dataset's.
     """
-    label, members = label_and_members
+    label, values = label_and_values
+    members, grouped = [], {}
+    for value in values:
+        if isinstance(value, near_duplicates.Mark):
+            grouped[value.sha256] = value.representative
+        else:
+            members.append(value)
     members, units, unit_split, quarantined = near_duplicates.settle_class(
-        label, list(members), grouped, mode
+        label, members, grouped, mode
     )
     for source, reason in quarantined:
         yield beam.pvalue.TaggedOutput(QUARANTINE, {"path": source, "reason": reason})
@@ -279,32 +286,63 @@ def split_class(label_and_members, split_cfg: schema.SplitConfig, grouped: dict,
         yield beam.pvalue.TaggedOutput(BUCKET_COUNT, (key, count))
 
 
-def rank_bucket(key_and_records, bucket_sizes: dict, per_shard: int):
-    """Keys each record of one (split, hash bucket) by its shard: (split, index, split size).
+@dataclasses.dataclass(frozen=True)
+class BucketPlace:
+    """What ranking one (split, hash bucket) needs to know of the others: where the bucket
+    begins in its split's hash order, the split's size, and the label map."""
+
+    offset: int
+    split_size: int
+    labels: tuple[str, ...]
+
+
+def place_buckets(key_and_classes, vocabulary: list[str] | None):
+    """A BucketPlace keyed by each (split, hash bucket), from every class's LABEL and every
+    bucket's summed BUCKET_COUNT gathered under one key: at most len(SPLITS) *
+    16**BUCKET_HEX_DIGITS sizes and one label per class, whatever the dataset's size."""
+    _, classes = key_and_classes
+    labels = tuple(order_labels(classes[LABEL], vocabulary))
+    sizes = sorted(classes[BUCKET_COUNT])
+    split_sizes: dict[str, int] = {}
+    for (split, _), count in sizes:
+        split_sizes[split] = split_sizes.get(split, 0) + count
+    offsets = dict.fromkeys(split_sizes, 0)
+    for (split, bucket), count in sizes:
+        yield (split, bucket), BucketPlace(offsets[split], split_sizes[split], labels)
+        offsets[split] += count
+
+
+def rank_bucket(key_and_values, per_shard: int):
+    """Keys each record of one (split, hash bucket) by its shard, (split, index, split size),
+    and adds its label's index; the group holds the bucket's records and its BucketPlace.
 
     An image's rank in its split's hash order is the size of the split's earlier buckets plus
     its rank within its bucket, so every shard but the last holds exactly `per_shard` examples
     without any worker holding every hash of the split.
     """
-    (split, bucket), records = key_and_records
-    sizes = {b: count for (s, b), count in bucket_sizes.items() if s == split}
-    offset = sum(count for b, count in sizes.items() if b < bucket)
-    split_size = sum(sizes.values())
-    for rank, record in enumerate(sorted(records), start=offset):
-        yield (split, rank // per_shard, split_size), record
+    (split, _), values = key_and_values
+    records = []
+    for value in values:
+        if isinstance(value, BucketPlace):
+            place = value
+        else:
+            records.append(value)
+    label_index = {label: i for i, label in enumerate(place.labels)}
+    for rank, (sha256, label, source, stored) in enumerate(sorted(records), start=place.offset):
+        shard = (split, rank // per_shard, place.split_size)
+        yield shard, (sha256, label_index[label], label, source, stored)
 
 
-def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
+def write_shard(key_and_records, out_dir: str, staging: str, cfg):
     """Writes one shard, records sorted by hash, so re-runs produce identical bytes."""
     (split, index, split_size), records = key_and_records
     total = -(-split_size // cfg.examples_per_shard)
     name = features.shard_name(split, index, total)
-    label_index = {label: i for i, label in enumerate(labels)}
     per_class: dict[str, int] = {}
     shard_stats = stats.DatasetStats()
     accumulator = shard_stats.create_accumulator()
     with fsspec.open(os.path.join(out_dir, name), "wb") as shard:
-        for sha256, label, source, stored in sorted(records):
+        for sha256, label_index, label, source, stored in sorted(records):
             data, description = read_stored(staging, sha256, stored)
             accumulator = shard_stats.add_input(accumulator, description)
             record = features.serialize_example(
@@ -312,7 +350,7 @@ def write_shard(key_and_records, out_dir: str, staging: str, labels, cfg):
                 image_format=description["format"],
                 height=description["height"],
                 width=description["width"],
-                label=label_index[label],
+                label=label_index,
                 label_text=label,
                 sha256=sha256,
                 source=source,
