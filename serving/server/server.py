@@ -12,7 +12,7 @@ import uvicorn
 from configs import schema
 from core import errors
 from monitoring import recorder
-from serving.server import grpc_api, manager, metrics, rest, service
+from serving.server import grpc_api, logs, manager, metrics, rest, service
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,13 @@ class ModelServer:
         self.manager.start()
         if self.monitor is not None:
             self.monitor.start()
+        logs.configure()
         listening = bind(self.config.host, self.config.port)
         self.rest_port = listening.getsockname()[1]
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(
                 self.app,
+                log_config=None,  # logs.configure: uvicorn's own would close every other handler
                 log_level=log_level,
                 # Connections beyond this get 503 from uvicorn before reaching a handler.
                 limit_concurrency=max(self.config.max_concurrent_requests * 4, 64),

@@ -4,7 +4,9 @@ warm-up and hot loading."""
 
 import base64
 import concurrent.futures
+import io
 import json
+import logging
 import re
 import shutil
 import threading
@@ -791,3 +793,28 @@ def test_label_changes_in_the_config_are_picked_up(start_server, model_store: Pa
             break
         threading.Event().wait(0.1)
     assert httpx.get(url).json()["model_version_status"][0]["version"] == "2"
+
+
+def test_starting_a_server_leaves_the_processs_other_log_handlers_open(start_server, export_base):
+    # uvicorn's own logging setup (dictConfig) closes every handler in the process first; a
+    # server started inside a notebook, a pipeline run or a test must not cut their logging.
+    stream = io.StringIO()
+    handler = StreamClosingHandler(stream)
+    caller = logging.getLogger("imgclf-test-caller")
+    caller.addHandler(handler)
+    try:
+        start_server(model_path=export_base)
+        caller.warning("still logging")
+        assert not stream.closed and "still logging" in stream.getvalue()
+        assert handler in caller.handlers
+    finally:
+        caller.removeHandler(handler)
+
+
+class StreamClosingHandler(logging.StreamHandler):
+    """Closes its stream when closed, as absl's handler does with a stream not sys.stderr (in a
+    test session: pytest's capture file, whose closing ended the session)."""
+
+    def close(self):
+        self.stream.close()
+        super().close()
