@@ -47,7 +47,8 @@ def render(dataset: dict) -> str:
             members = ", ".join(
                 f"{m['source']} ({m['split'] or 'quarantined'})" for m in group["members"]
             )
-            lines.append(f"| {members} |")
+            more = group.get("size", len(group["members"])) - len(group["members"])
+            lines.append(f"| {members}{f' and {more:,} more' if more > 0 else ''} |")
     stats = dataset["stats"]
     lines += ["", "## Image sizes (as found)", ""]
     for key, title in (("height_histogram", "height"), ("width_histogram", "width")):

@@ -28,7 +28,9 @@ HASH_BITS = 64
 HASH_SIDE = 32  # pHash's thumbnail side: hash_size 8 x highfreq_factor 4
 # Where near-duplicate groups are listed beside dataset.json, one JSON group per line.
 NEAR_DUPLICATES_JSONL = "near_duplicates.jsonl"
-REPORTED_GROUPS = 20  # groups listed in dataset.json and the card; the rest are in the JSONL
+# Groups, and members of each, listed in dataset.json and the card; all are in the JSONL.
+REPORTED_GROUPS = 20
+REPORTED_MEMBERS = 10
 LINK_BLOCK = 1024  # hashes compared at once: a run of many equal band values stays in memory
 
 
@@ -198,5 +200,9 @@ def summary(config: schema.NearDuplicatesConfig, groups: list[dict]) -> dict:
         "groups": len(groups),
         "images": sum(len(group["members"]) for group in groups),
         "straddling": sum(len(group["splits"]) > 1 for group in groups),
-        "examples": groups[:REPORTED_GROUPS],
+        # A group can chain thousands of look-alikes: dataset.json lists a few of each.
+        "examples": [
+            group | {"size": len(group["members"]), "members": group["members"][:REPORTED_MEMBERS]}
+            for group in groups[:REPORTED_GROUPS]
+        ],
     }

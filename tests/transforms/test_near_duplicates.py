@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from configs import schema
 from tests.transforms import shards
 from tests.transforms.near_copies import cropped, half, photo, reencoded
 from transforms import dataset_card, near_duplicates
@@ -230,3 +231,16 @@ def test_the_card_lists_the_groups(flagged):
     assert "6 group(s) of 12 images whose perceptual hashes differ in at most 8 bits" in card
     assert "## Near-duplicate groups" in card
     assert "cat/astronaut.png (" in card and "cat/astronaut_half.png (" in card
+
+
+def test_dataset_json_and_the_card_list_a_few_members_of_a_large_group(flagged):
+    members = [
+        {"source": f"cat/{i:02d}.png", "label": "cat", "sha256": f"{i:064x}", "split": "train"}
+        for i in range(30)
+    ]
+    group = {"representative": "cat/00.png", "members": members, "splits": ["train"]}
+    found = near_duplicates.summary(schema.NearDuplicatesConfig(), [group])
+    assert (found["images"], found["examples"][0]["size"]) == (30, 30)
+    assert len(found["examples"][0]["members"]) == near_duplicates.REPORTED_MEMBERS
+    card = dataset_card.render(flagged.dataset | {"near_duplicates": found})
+    assert "cat/09.png (train) and 20 more |" in card
