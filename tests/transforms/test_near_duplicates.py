@@ -17,7 +17,7 @@ from scipy.sparse import csgraph
 from configs import schema
 from tests.transforms import shards
 from tests.transforms.near_copies import cropped, half, photo, reencoded
-from transforms import dataset_card, near_duplicates
+from transforms import dataset_card, dataset_info, near_duplicates
 from transforms.beam import ingest as ingest_job
 
 pytestmark = pytest.mark.beam
@@ -244,3 +244,9 @@ def test_dataset_json_and_the_card_list_a_few_members_of_a_large_group(flagged):
     assert len(found["examples"][0]["members"]) == near_duplicates.REPORTED_MEMBERS
     card = dataset_card.render(flagged.dataset | {"near_duplicates": found})
     assert "cat/09.png (train) and 20 more |" in card
+
+
+def test_data_diff_reports_the_change_in_groups(flagged, copies_tree, tmp_path_factory):
+    unchecked = ingest(copies_tree, tmp_path_factory, "off")
+    report = dataset_info.diff(str(unchecked.path), str(flagged.path))
+    assert report["near_duplicate_groups"] == {"old": None, "new": 6}
