@@ -63,9 +63,7 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
     found = info.get("near_duplicates")
     print(f"  near-duplicates: {dataset_card.near_duplicates_line(found)}")
     for group in (found or {}).get("examples", []):
-        members = [f"{m['source']} ({m['split'] or 'quarantined'})" for m in group["members"]]
-        more = group.get("size", len(members)) - len(members)
-        print(f"    {', '.join(members)}{f' and {more:,} more' if more > 0 else ''}")
+        print(f"    {dataset_card.group_members(group)}")
     for key in (
         "height_histogram",
         "width_histogram",

@@ -44,11 +44,7 @@ def render(dataset: dict) -> str:
     if groups:
         lines += ["", "## Near-duplicate groups", "", "| images (split) |", "|---|"]
         for group in groups:
-            members = ", ".join(
-                f"{m['source']} ({m['split'] or 'quarantined'})" for m in group["members"]
-            )
-            more = group.get("size", len(group["members"])) - len(group["members"])
-            lines.append(f"| {members}{f' and {more:,} more' if more > 0 else ''} |")
+            lines.append(f"| {group_members(group)} |")
     stats = dataset["stats"]
     lines += ["", "## Image sizes (as found)", ""]
     for key, title in (("height_histogram", "height"), ("width_histogram", "width")):
@@ -68,6 +64,13 @@ def near_duplicates_line(found: dict | None) -> str:
         f"differ in at most {found['max_distance']} bits; {found['straddling']:,} group(s) "
         f"span more than one split (data.near_duplicates.mode: {found['mode']})"
     )
+
+
+def group_members(group: dict) -> str:
+    """A reported near-duplicate group's members with their splits, and how many are not listed."""
+    members = ", ".join(f"{m['source']} ({m['split'] or 'quarantined'})" for m in group["members"])
+    more = group.get("size", len(group["members"])) - len(group["members"])
+    return f"{members} and {more:,} more" if more > 0 else members
 
 
 def quarantine_reasons(quarantine: list[dict]) -> dict[str, int]:

@@ -35,22 +35,14 @@ LINK_BLOCK = 1024  # hashes compared at once: a run of many equal band values st
 
 
 class Member(NamedTuple):
-    """What choosing a group's representative needs of one image."""
+    """What choosing a group's representative needs of one image, and what its members learn of
+    the one chosen."""
 
     sha256: str
     label: str
     given_split: str  # "" when the source gave none
     source: str
     pixels: int
-
-
-class Representative(NamedTuple):
-    """What each member of a group learns of the image that stands for it."""
-
-    sha256: str
-    label: str
-    given_split: str
-    source: str
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -85,7 +77,7 @@ def group_ids(hashes: list[int], max_distance: int) -> dict[int, int]:
     """
     values, counts = np.unique(np.array(hashes, dtype=np.int64), return_counts=True)
     bits = values.view(np.uint64)  # bitwise_count of a negative int64 counts its magnitude's
-    rows, cols = [np.flatnonzero(counts > 1)], [np.flatnonzero(counts > 1)]
+    rows, cols = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     for shift, width in bands(max_distance) if len(values) > 1 and max_distance else []:
         band = (bits >> np.uint64(shift)) & np.uint64((1 << width) - 1)
         order = np.argsort(band, kind="stable")
@@ -98,9 +90,8 @@ def group_ids(hashes: list[int], max_distance: int) -> dict[int, int]:
                 rows.append(block[row])
                 cols.append(run[col])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    linked = np.zeros(len(values), dtype=bool)
+    linked = counts > 1  # a hash several images share is a group of its own
     linked[rows[rows != cols]] = True
-    linked[np.flatnonzero(counts > 1)] = True
     graph = sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), (len(values),) * 2)
     _, component = csgraph.connected_components(graph, directed=False)
     return {int(values[i]): int(component[i]) for i in np.flatnonzero(linked)}
@@ -122,19 +113,18 @@ class Mark:
     """Travels to a member's class beside its records: the member and its representative."""
 
     sha256: str
-    representative: Representative
+    representative: Member
 
 
 def describe_group(members: list[Member]) -> tuple[dict, list[tuple[str, Mark]]]:
     """A group's report and a Mark per member, keyed by the member's label."""
     chosen = representative(members)
-    stands_for = Representative(chosen.sha256, chosen.label, chosen.given_split, chosen.source)
     ordered = sorted(members, key=lambda m: m.source)
     report = {
         "representative": chosen.source,
         "members": [{"source": m.source, "label": m.label, "sha256": m.sha256} for m in ordered],
     }
-    return report, [(m.label, Mark(m.sha256, stands_for)) for m in ordered]
+    return report, [(m.label, Mark(m.sha256, chosen)) for m in ordered]
 
 
 def settle_class(label: str, members: list[tuple], grouped: dict, mode: str):
