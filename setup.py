@@ -43,6 +43,8 @@ setup(
         "simplejpeg>=1.8,<2",
         "imagehash>=4.3,<5",  # perceptual hashes: near-duplicate groups across splits
         "fastapi>=0.115",
+        # Swagger UI and ReDoc assets in the package: /docs renders without internet.
+        "fastapi-offline>=1.7,<2",
         "uvicorn>=0.30",
         "httptools>=0.6",  # uvicorn's C HTTP parser: ~0.3 ms less per request than h11
         "grpcio>=1.60",

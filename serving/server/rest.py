@@ -8,7 +8,8 @@ Routes (as TF Serving has them, with `[/versions/<n>|/labels/<l>]` after the mod
     GET  /monitoring/prometheus/metrics    Prometheus text format
     GET  /monitoring/models/<m>            prediction and input statistics as JSON
                                            (?version=<n>&since=<30m|1h|ISO time>)
-    GET  /docs, /openapi.json              OpenAPI documentation
+    GET  /docs, /redoc, /openapi.json      OpenAPI documentation (Swagger UI and ReDoc from
+                                           assets in fastapi_offline, no CDN)
 
 The handlers are module-level functions of `router`; each takes the server it answers for
 (`ServerParts`, kept in `app.state` by `build_app`) as a FastAPI dependency. Bodies are read
@@ -24,6 +25,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,14 +56,15 @@ PREDICT_BODY_SCHEMA = {
 }
 UPLOAD_BODY_SCHEMA = {
     "type": "object",
-    "required": ["files"],
+    "description": "One or more images as file fields of any name (`files`, `file`, ...).",
     "properties": {
         "files": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
-            "description": "One or more images (JPEG, PNG, GIF, BMP).",
+            "description": "One or more images (JPEG, PNG, GIF, BMP, WebP, TIFF).",
         }
     },
+    "additionalProperties": {"type": "string", "format": "binary"},
 }
 
 
@@ -136,9 +139,11 @@ async def read_uploads(request: Request, body: bytes) -> tuple[list[str], list[b
         form = await Request(request.scope, replay).form()
     except Exception as error:  # noqa: BLE001 - any malformed multipart body
         raise wire.BadRequest(
-            f"could not read the multipart form ({error}); send files as 'files' fields"
+            f"could not read the multipart form ({error}); send images as multipart file fields"
         ) from None
-    uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
+    # Every file field, whatever its name (curl -F file=@x.jpg, -F files=@..., a browser form),
+    # in the order sent; plain text fields are not images.
+    uploads = [item for _, item in form.multi_items() if isinstance(item, UploadFile)]
     names = wire.upload_names([upload.filename for upload in uploads])
     return names, [await upload.read() for upload in uploads]
 
@@ -258,8 +263,8 @@ async def undecodable(
     summary="Predict (TF Serving) or classify uploaded images",
     description=(
         "`<model>[/versions/<n>|/labels/<label>]:predict` takes TF Serving's JSON predict "
-        "request. `<model>[...]:classify-images` takes multipart uploads (fields named "
-        "`files`) and an optional `top_k` query parameter, and answers the `top_k` labels "
+        "request. `<model>[...]:classify-images` takes multipart uploads (file fields of "
+        "any name) and an optional `top_k` query parameter, and answers the `top_k` labels "
         "with their scores per file."
     ),
     openapi_extra={
@@ -360,7 +365,7 @@ def build_app(
     monitor: recorder.Recorder | None = None,
 ) -> FastAPI:
     """The REST app over the manager's models, under /v1/models/ as TF Serving has them."""
-    app = FastAPI(
+    app = FastAPIOffline(
         title="imgclf model server",
         description=(
             "TF Serving's REST API (predict, status, metadata) over the loaded models, plus "

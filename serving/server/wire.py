@@ -191,8 +191,8 @@ def upload_names(filenames: list[str | None]) -> list[str]:
     """The name each uploaded file is answered under (its position when it came without one)."""
     if not filenames:
         raise BadRequest(
-            "no images uploaded: send one or more files in multipart fields named 'files', "
-            "e.g. curl -F files=@cat.jpg"
+            "no images uploaded: send one or more images as multipart file fields, "
+            "e.g. curl -F file=@cat.jpg"
         )
     return [filename or f"file {index}" for index, filename in enumerate(filenames)]
 

@@ -9,6 +9,8 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from tensorflow_serving.apis import (
 )
 
 from artifacts import warmup
+from evaluator import report
 from registry import store
 from serving.server import batching, manager, metrics
 from tests.conftest import CLASS_NAMES, MODEL_NAME, export_dense_model
@@ -337,7 +340,8 @@ def test_classify_images_ranks_labels_per_file(store_server, png_images: list[by
             {},
             r"not decodable.*: \['notes\.txt'\]$",
         ),
-        ([("other", ("a.png", b"x", "image/png"))], {}, "no images uploaded"),
+        # A text field is not an image, whatever its name.
+        ([("files", (None, b"just text"))], {}, "no images uploaded"),
         ([("files", ("a.png", b"x", "image/png"))], {"top_k": "0"}, "top_k must be"),
     ],
 )
@@ -351,6 +355,23 @@ def test_classify_images_mistakes_are_400(store_server, png_images, files, param
     assert re.search(expected, response.json()["error"])
 
 
+def test_classify_images_takes_files_under_any_field_name(store_server, png_images):
+    url = f"{store_server.rest_url}/v1/models/{MODEL_NAME}:classify-images"
+    # curl -F file=@a.png, the name most HTTP examples use, and a browser form's own names.
+    files = [
+        ("file", ("a.png", png_images[0], "image/png")),
+        ("image", ("b.png", png_images[1], "image/png")),
+        ("files", ("c.png", png_images[0], "image/png")),
+    ]
+
+    response = httpx.post(url, files=files)
+
+    assert response.status_code == 200, response.text
+    answered = response.json()["results"]
+    assert [result["filename"] for result in answered] == ["a.png", "b.png", "c.png"]
+    assert answered[0]["top"] == answered[2]["top"]
+
+
 def test_openapi_documents_the_api(store_server):
     spec = httpx.get(f"{store_server.rest_url}/openapi.json").json()
     docs = httpx.get(f"{store_server.rest_url}/docs")
@@ -359,6 +380,49 @@ def test_openapi_documents_the_api(store_server):
     assert set(post["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     assert "/monitoring/prometheus/metrics" in spec["paths"]
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def rendered_dom(url: str) -> str:
+    """The DOM of `url` after its scripts ran, in headless Chromium that can resolve no host but
+    127.0.0.1: a page that needs a CDN renders nothing here, with or without internet."""
+    browser = report.find_browser()
+    if browser is None:
+        pytest.skip("no Chromium on PATH: install it with apt-get install chromium")
+    with tempfile.TemporaryDirectory(prefix="imgclf-chromium-") as profile:
+        result = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_swagger_ui_and_redoc_render_offline(store_server):
+    docs = httpx.get(f"{store_server.rest_url}/docs").text
+    # Every script and stylesheet from this server, none from a CDN.
+    assert not re.findall(r"(?:src|href)=.https?://", docs)
+
+    swagger = rendered_dom(f"{store_server.rest_url}/docs")
+    redoc = rendered_dom(f"{store_server.rest_url}/redoc")
+
+    # Swagger UI drew an operation block per route, with its summary.
+    assert swagger.count('class="opblock ') >= 4, swagger[:2000]
+    assert "Predict (TF Serving) or classify uploaded images" in swagger
+    assert "Prometheus metrics" in swagger
+    assert "Prediction and input statistics of a model" in redoc
 
 
 def metric_samples(url: str) -> dict:
