@@ -12,7 +12,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from artifacts import runtimes, warmup
-from core import errors, locations, saved_models, signatures
+from core import errors, locations, run_layout, saved_models, signatures
 from transforms import preprocess
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,10 @@ def find_versions(base_path: str | Path) -> dict[int, Path]:
     """Every numbered `<base_path>/<N>/` holding a saved_model.pb; a clear error when none."""
     require_local(base_path)
     base_path = Path(base_path)
-    expected = f"numbered version folders such as {base_path / '1' / saved_models.SAVED_MODEL_FILE}"
+    expected = (
+        f"numbered version folders such as {base_path / '1' / saved_models.SAVED_MODEL_FILE}, "
+        f"or a run folder holding them in {run_layout.EXPORT}/"
+    )
     if not base_path.is_dir():
         raise ModelLoadError(f"model path {base_path} is not a folder; expected {expected}")
     versions = saved_models.saved_model_versions(base_path)

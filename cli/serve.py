@@ -9,7 +9,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="TF Serving-compatible REST and gRPC server")
     loader.add_config_arguments(serve)
     serve_source = serve.add_mutually_exclusive_group(required=True)
-    serve_source.add_argument("--model-path", help="one model's folder of numbered versions")
+    serve_source.add_argument(
+        "--model-path",
+        help="one model's folder of numbered versions, or a run folder (runs/<id>: its export/)",
+    )
     serve_source.add_argument(
         "--model-config-file",
         help="TF Serving models.config (e.g. <store>/models.config): every model, its versions "

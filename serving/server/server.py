@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from configs import schema
-from core import errors
+from core import errors, run_layout, saved_models
 from monitoring import recorder
 from serving.server import grpc_api, logs, manager, metrics, rest, service
 
@@ -168,8 +168,20 @@ def build_manager(
         "runtime": config.runtime,
     }
     if model_path is not None:
-        return manager.ModelManager.for_model_path(model_name, model_path, **options)
+        return manager.ModelManager.for_model_path(
+            model_name, versions_folder(model_path), **options
+        )
     return manager.ModelManager.for_model_config(model_config_file, **options)
+
+
+def versions_folder(model_path: str | Path) -> Path:
+    """The folder of numbered versions --model-path names: itself, or a run folder's export/ (as
+    `imgclf evaluate` and `imgclf predict` take a run folder), watched for new versions."""
+    path = Path(model_path).expanduser()
+    export = path / run_layout.EXPORT
+    if not saved_models.saved_model_versions(path) and saved_models.saved_model_versions(export):
+        return export
+    return path
 
 
 def serve(

@@ -49,3 +49,29 @@ def test_every_request_is_logged_unless_the_level_is_warning(exported, level, lo
         output, _ = server.communicate(timeout=30)
     assert f"serve: 1 model(s) on http://127.0.0.1:{port}" in output
     assert ('"GET /v1/models/digits HTTP/1.1" 200' in output) is logged, output
+
+
+def test_a_run_folder_is_served_from_its_export_folder(start_server, tmp_path):
+    run_dir = tmp_path / "runs" / "20261207-120000-abc"
+    export_dense_model(run_dir / "export", 8, 1, ["a", "b"], version=3)
+    (run_dir / "config.yaml").write_text("{}\n")  # what else a run folder holds
+
+    served = start_server(model_path=run_dir, name="digits")
+
+    status = client.wait_until_ready(served.rest_url, "digits")
+    assert [entry["version"] for entry in status["model_version_status"]] == ["3"]
+
+
+def test_a_folder_without_versions_names_what_it_expected(tmp_path):
+    (tmp_path / "notes.txt").write_text("no model here")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "serve", "--model-path", str(tmp_path), "--no-grpc"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "or a run folder holding them in export/" in result.stderr
+    assert "Traceback" not in result.stderr
