@@ -13,9 +13,10 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from artifacts import runtimes, warmup
 from core import errors, locations, run_layout, saved_models, signatures
-from transforms import preprocess
+from transforms import pillow_formats, preprocess
 
 logger = logging.getLogger(__name__)
+DECODED_FORMATS = "JPEG, PNG, GIF, BMP, WebP or TIFF"
 # The signatures whose model part onnxruntime can run (the ONNX file is `predict_images`).
 ONNX_SIGNATURES = (signatures.SERVING_DEFAULT, signatures.PREDICT_IMAGES)
 
@@ -90,6 +91,23 @@ def read_signature_defs(version_path: Path) -> dict[str, meta_graph_pb2.Signatur
     signature_defs = saved_model.meta_graphs[0].signature_def
     # The init op is bookkeeping of the loader, not something a client can call.
     return {key: signature_defs[key] for key in signature_defs if not key.startswith("__")}
+
+
+def readable_by_tensorflow(images: np.ndarray) -> np.ndarray:
+    """Encoded images with every file TensorFlow cannot decode (TIFF, palette BMP) converted
+    to PNG by Pillow, as ingest stores them: every format ingest accepts is servable."""
+    if not any(pillow_formats.needs_pillow(image) for image in images.flat):
+        return images
+    converted = images.copy()
+    for index, image in enumerate(images.flat):
+        if pillow_formats.needs_pillow(image):
+            try:
+                converted.flat[index] = pillow_formats.to_png(image)
+            except pillow_formats.UnreadableImage as error:
+                raise InvalidInputError(
+                    f"could not decode the images ({DECODED_FORMATS} expected): {error}"
+                ) from None
+    return converted
 
 
 @dataclass(frozen=True)
@@ -253,6 +271,10 @@ class ServedModel:
         checked = {
             key: check_input(key, value, signature.inputs[key]) for key, value in inputs.items()
         }
+        if signatures.IMAGE_BYTES in checked:
+            checked[signatures.IMAGE_BYTES] = readable_by_tensorflow(
+                checked[signatures.IMAGE_BYTES]
+            )
         sizes = {value.shape[0] for value in checked.values() if value.ndim}
         if len(sizes) > 1:
             raise InvalidInputError(f"inputs hold different numbers of examples: {sorted(sizes)}")
@@ -298,7 +320,7 @@ class ServedModel:
             reason = preprocess.decode_error_reason(error)
             if any(value.dtype == object for value in checked.values()):
                 raise InvalidInputError(
-                    f"could not decode the images (JPEG, PNG, GIF or BMP expected): {reason}"
+                    f"could not decode the images ({DECODED_FORMATS} expected): {reason}"
                 ) from None
             raise InvalidInputError(f"could not run {signature_name!r}: {reason}") from None
         return {key: value.numpy() for key, value in outputs.items()}

@@ -21,7 +21,14 @@ logger = logging.getLogger(__name__)
 IMAGES = "images"
 PREDICTIONS = "predictions"
 # Leading bytes of the formats serving decodes -> the file suffix ingest expects.
-MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "jpg"), (b"GIF8", "gif"), (b"BM", "bmp"))
+MAGIC = (
+    (b"\x89PNG", "png"),
+    (b"\xff\xd8", "jpg"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+)
 
 
 def suffix_of(data: bytes) -> str:

@@ -19,7 +19,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from configs import schema
-from transforms import near_duplicates
+from transforms import near_duplicates, pillow_formats
 
 # Decoded by TensorFlow in training and serving; bytes may be stored as they are.
 TF_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
@@ -96,10 +96,7 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Header, Image.Image]:
         supported = ", ".join(sorted({*TF_FORMATS, *CONVERTED_FORMATS}))
         raise InvalidImage(f"unsupported format {image.format}; supported: {supported}")
     image_format = {**TF_FORMATS, **CONVERTED_FORMATS}[image.format]
-    # TensorFlow's BMP decoder reads palette indices as gray levels and cannot read 1-bit files.
-    tf_decodable = image.format in TF_FORMATS and not (
-        image.format == "BMP" and image.mode in ("1", "P")
-    )
+    tf_decodable = image.format in TF_FORMATS and not pillow_formats.needs_pillow(data)
     transparent = "A" in image.mode or "transparency" in image.info
     needs_rewrite = (
         not tf_decodable
@@ -109,19 +106,6 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Header, Image.Image]:
         or orientation not in (1, None)
     )
     return Header(image_format, height, width, image.mode, tf_decodable, needs_rewrite), image
-
-
-def to_png_with_pillow(data: bytes) -> bytes:
-    """Formats TensorFlow cannot decode (TIFF, 1-bit and palette BMP) as an RGBA PNG."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        rgba = image.convert("RGBA")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InvalidImage(f"corrupt or truncated image: {error}") from None
-    buffer = io.BytesIO()
-    rgba.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 class Preparer:
@@ -170,7 +154,10 @@ class Preparer:
 
         from transforms import preprocess
 
-        decodable = data if header.tf_decodable else to_png_with_pillow(data)
+        try:
+            decodable = data if header.tf_decodable else pillow_formats.to_png(data)
+        except pillow_formats.UnreadableImage as error:
+            raise InvalidImage(str(error)) from None
         try:
             pixels, mean, mean_square = (t.numpy() for t in self.decoder()(tf.constant(decodable)))
         except tf.errors.InvalidArgumentError as error:

@@ -232,7 +232,9 @@ async def classify_images(
             if len(images) == 1:
                 raise
             bad = await undecodable(parts.service, model, names, images, deadline)
-            raise wire.BadRequest(f"not decodable as images (JPEG, PNG, GIF, BMP): {bad}") from None
+            raise wire.BadRequest(
+                f"not decodable as images ({models.DECODED_FORMATS}): {bad}"
+            ) from None
     return wire.classify_response(model.name, model.version, names, outputs, top_k)
 
 

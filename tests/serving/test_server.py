@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -35,6 +36,7 @@ from evaluator import report
 from registry import store
 from serving.server import batching, manager, metrics
 from tests.conftest import CLASS_NAMES, MODEL_NAME, export_dense_model
+from transforms import pillow_formats
 
 pytestmark = pytest.mark.serving
 
@@ -370,6 +372,29 @@ def test_classify_images_takes_files_under_any_field_name(store_server, png_imag
     answered = response.json()["results"]
     assert [result["filename"] for result in answered] == ["a.png", "b.png", "c.png"]
     assert answered[0]["top"] == answered[2]["top"]
+
+
+@pytest.mark.parametrize(("image_format", "mode"), [("TIFF", "RGB"), ("BMP", "1"), ("BMP", "P")])
+def test_formats_only_pillow_reads_are_served_with_the_pixels_ingest_stores(
+    store_server, png_images, image_format, mode
+):
+    picture = Image.open(io.BytesIO(png_images[1])).convert(mode)
+    buffer = io.BytesIO()
+    picture.save(buffer, image_format)
+    original = buffer.getvalue()
+    url = f"{store_server.rest_url}/v1/models/{MODEL_NAME}"
+
+    def scores(data: bytes) -> list[float]:
+        response = httpx.post(f"{url}:predict", json={"instances": [b64(data)]})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]["scores"]
+
+    upload = httpx.post(f"{url}:classify-images", files=[("file", ("x", original))])
+
+    assert upload.status_code == 200, upload.text
+    # Ingest stores these files as Pillow's PNG: served, the original scores the same.
+    assert scores(original) == scores(pillow_formats.to_png(original))
+    assert scores(original) != scores(png_images[0])
 
 
 def test_openapi_documents_the_api(store_server):

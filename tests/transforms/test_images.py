@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from configs import loader, schema
 from tests.conftest import encode, noise_image
 from tests.transforms import photos
-from transforms import exif, images, preprocess
+from transforms import exif, images, pillow_formats, preprocess
 
 MAX_PIXELS = 10_000
 
@@ -119,6 +119,19 @@ def test_stored_bytes_decode_in_one_op_to_their_pixels(data, kept, store_format)
 
 
 @pytest.mark.parametrize(("data", "kept"), [k[1:] for k in KINDS], ids=[k[0] for k in KINDS])
+def test_the_formats_pillow_converts_are_told_by_their_first_bytes(data, kept):
+    with Image.open(io.BytesIO(data)) as image:
+        only_pillow = image.format == "TIFF" or (image.format == "BMP" and image.mode in "1P")
+    assert pillow_formats.needs_pillow(data) is only_pillow
+
+
+def test_an_os2_bmp_header_is_read_at_its_own_offsets():
+    core_header = b"BM" + bytes(12) + (12).to_bytes(4, "little") + bytes(6)
+    assert pillow_formats.needs_pillow(core_header + (8).to_bytes(2, "little") + bytes(8))
+    assert not pillow_formats.needs_pillow(core_header + (24).to_bytes(2, "little") + bytes(8))
+
+
+@pytest.mark.parametrize(("data", "kept"), [k[1:] for k in KINDS], ids=[k[0] for k in KINDS])
 def test_stored_pixels_equal_what_serving_decodes(default_preparer, data, kept):
     prepared = default_preparer.prepare(data)
     assert prepared.rewritten is not kept
@@ -129,7 +142,7 @@ def test_stored_pixels_equal_what_serving_decodes(default_preparer, data, kept):
         # Formats TensorFlow reads: the serving graph on the original gives the stored pixels.
         np.testing.assert_array_equal(stored, served_pixels(data))
     else:
-        # Formats only Pillow reads (serving refuses them): the stored pixels are Pillow's.
+        # Formats only Pillow reads (serving converts them the same way): Pillow's pixels.
         expected = Image.open(io.BytesIO(data)).convert("RGBA")
         white = Image.new("RGBA", expected.size, (255, 255, 255, 255))
         np.testing.assert_array_equal(
