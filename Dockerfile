@@ -1,41 +1,56 @@
 # syntax=docker/dockerfile:1
-# The training/pipeline image: the `imgclf` command (ingest, train, export, registry, ...) and
-# TensorBoard, installed with `pip install .`. Build from the repository root:
+# The images: `training` (the `imgclf` command: ingest, train, export, registry, ..., and
+# TensorBoard) and `serve` (`imgclf serve` over a mounted model registry). Both are one install
+# of the package on a Python 3.11 base; `make images` builds them with podman:
 #
-#   docker build -t imgclf .                            # CPU (default)
-#   docker build -t imgclf:gpu --build-arg VARIANT=gpu .  # NVIDIA GPUs
-#   docker run --rm -v "$PWD/data:/work/data" -v "$PWD/runs:/work/runs" imgclf train --config /app/configs/digits.yaml
+#   make images                                      # localhost/imgclf, localhost/imgclf-serve
+#   podman build --target training -t imgclf .       # by hand, after deploy/containers/base.sh
+#   podman build --target serve -t imgclf-serve .
+#   podman run --rm -v "$PWD/data:/work/data" -v "$PWD/runs:/work/runs" imgclf train --config /app/configs/digits.yaml
 #
-# Add --gpus all to run imgclf:gpu. The image runs as uid 1000: mounts must be writable by it.
+# The base is built here from Debian bookworm (deploy/containers/base.sh, no Docker Hub);
+# where Docker Hub is reachable --build-arg BASE_IMAGE=python:3.11-slim works the same.
+# The images run as uid 1000: mounts must be readable (the registry) or writable (runs, data).
 #
-# GPU: TensorFlow's own CUDA and cuDNN wheels (`tensorflow[and-cuda]`) on the same Python 3.11
-# base rather than an nvidia/cuda image: TF pins the CUDA/cuDNN versions it was built against,
-# the pip wheels are exactly those, and the CUDA images ship another Python than the 3.11 the
-# package requires. The host needs only the NVIDIA driver and the container toolkit
-# (`docker run --gpus all`, or a Kubernetes node with the NVIDIA device plugin).
+# GPU (--build-arg VARIANT=gpu): TensorFlow's own CUDA and cuDNN wheels (`tensorflow[and-cuda]`)
+# on the same base rather than an nvidia/cuda image: TF pins the CUDA/cuDNN versions it was built
+# against, the pip wheels are exactly those, and the CUDA images ship another Python than the
+# 3.11 the package requires. The host needs only the NVIDIA driver and the container toolkit
+# (`--gpus all`, or a Kubernetes node with the NVIDIA device plugin).
 
 ARG VARIANT=cpu
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=localhost/imgclf-base:bookworm
 
-FROM ${PYTHON_IMAGE} AS base-cpu
+FROM ${BASE_IMAGE} AS base-cpu
 ENV TF_PACKAGE="tensorflow==2.21.*"
 
-FROM ${PYTHON_IMAGE} AS base-gpu
+FROM ${BASE_IMAGE} AS base-gpu
 ENV TF_PACKAGE="tensorflow[and-cuda]==2.21.*" \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # The tag is one of the two stages above, chosen by VARIANT; hadolint cannot resolve it.
 # hadolint ignore=DL3006
-FROM base-${VARIANT} AS final
+FROM base-${VARIANT} AS install
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    VIRTUAL_ENV=/opt/imgclf \
+    PATH=/opt/imgclf/bin:$PATH
+# A CA bundle for pip where TLS to the index is intercepted: make images mounts the host's over
+# the image's own for the build only (the image keeps Debian's), and points PIP_CERT at it.
+ARG PIP_CERT
+RUN python3 -m venv /opt/imgclf
 
 WORKDIR /app
-# Only what setup.py packages: a change to tests or docs does not invalidate the install layer.
+# The dependencies alone first: setup.py with no package beside it installs only them, so this
+# ~3 GB layer is rebuilt when setup.py changes, not when the sources do.
 COPY setup.py ./
+RUN pip install "$TF_PACKAGE" . \
+    && pip uninstall --yes imgclf \
+    && rm -rf build imgclf.egg-info
+# Only what setup.py packages (and .dockerignore lets through).
 COPY core ./core
 COPY artifacts ./artifacts
 COPY configs ./configs
@@ -48,14 +63,27 @@ COPY registry ./registry
 COPY monitoring ./monitoring
 COPY tfx_pipeline ./tfx_pipeline
 COPY cli ./cli
-RUN pip install "$TF_PACKAGE" . \
+RUN pip install --no-deps . \
+    && rm -rf build imgclf.egg-info \
     && useradd --create-home --uid 1000 imgclf \
-    && mkdir -p /work /runs /data \
+    && mkdir -p /work /runs /data /models \
     && chown imgclf:imgclf /work /runs /data
 
-# Runs, data and the model store are volumes; relative paths in configs resolve under /work.
+# Runs, data and the registry are volumes; relative paths in configs resolve under /work.
 WORKDIR /work
 USER 1000:1000
+
+# `imgclf serve` over the registry mounted at /models: serving.config is
+# `imgclf registry serving-config --root /models`'s output, re-read every serving.poll_seconds,
+# so a promote or rollback on the host is served without a restart. Run it with --init (or a
+# Kubernetes pod, whose runtime does the same): the server stops cleanly on SIGTERM.
+FROM install AS serve
+EXPOSE 8500 8501
+ENTRYPOINT ["imgclf", "serve", "--host", "0.0.0.0"]
+CMD ["--model-config-file", "/models/serving.config"]
+
+# The default target: the last stage.
+FROM install AS training
 EXPOSE 6006
 ENTRYPOINT ["imgclf"]
 CMD ["--help"]

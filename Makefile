@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench bench-check lint config-reference clean
+.PHONY: demo test images bench bench-check lint config-reference clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(INSTALLED)
 # a test's time is waiting on the subprocesses and servers it starts).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The training and `imgclf serve` images with podman (docs/deployment.md): the base is built from
+# Debian bookworm with debootstrap once, then layers are cached. Root, with podman, buildah,
+# debootstrap and runc installed; VARIANT=gpu for TensorFlow's CUDA wheels (tagged :gpu).
+VARIANT ?= cpu
+images:
+	VARIANT=$(VARIANT) deploy/containers/build.sh
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/run.py

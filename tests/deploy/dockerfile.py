@@ -107,16 +107,17 @@ def stages(
     return found
 
 
-def final_chain(
-    instructions: list[Instruction], build_args: dict[str, str] | None = None
+def chain(
+    instructions: list[Instruction], target: str | None = None, build_args: dict | None = None
 ) -> list[Stage]:
-    """The last stage and the stages it is built on, the one FROM an image first."""
+    """The stage `target` (default: the last, what a build without --target makes) and the
+    stages it is built on, the one FROM an image first."""
     built = stages(instructions, build_args)
     by_name = {stage.name: stage for stage in built if stage.name}
-    chain = [built[-1]]
-    while chain[0].base in by_name:
-        chain.insert(0, by_name[chain[0].base])
-    return chain
+    found = [by_name[target] if target else built[-1]]
+    while found[0].base in by_name:
+        found.insert(0, by_name[found[0].base])
+    return found
 
 
 def read(path: Path) -> list[Instruction]:

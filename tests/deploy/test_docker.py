@@ -1,6 +1,8 @@
-"""The training and serving Dockerfiles and docker-compose.yml, read as Docker would read them."""
+"""The Dockerfile (training and `imgclf serve` images), TF Serving's Dockerfile (the alternative)
+and docker-compose.yml, read as the build and compose tools read them."""
 
 import importlib.metadata
+import importlib.util
 import re
 import shlex
 import shutil
@@ -17,6 +19,7 @@ from tests.deploy import dockerfile
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING = REPO / "Dockerfile"
+BASE_SCRIPT = REPO / "deploy" / "containers" / "base.sh"
 SERVING_DIR = REPO / "deploy" / "serving"
 SERVING = SERVING_DIR / "Dockerfile"
 COMPOSE = REPO / "deploy" / "docker-compose.yml"
@@ -49,18 +52,27 @@ def setup_packages() -> list[str]:
     return sorted({name.split(".")[0].rstrip("*") for name in re.findall(r'"([^"]+)"', include)})
 
 
-# --- training image ---------------------------------------------------------------------------
+# --- the Dockerfile: the training and `imgclf serve` images ----------------------------------
 
 
+def chain(target: str | None = None, variant: str = "cpu") -> list[dockerfile.Stage]:
+    return dockerfile.chain(dockerfile.read(TRAINING), target, {"VARIANT": variant})
+
+
+def base_script_image() -> str:
+    """The image deploy/containers/base.sh builds (its BASE_IMAGE default)."""
+    return re.search(r"IMAGE=\$\{BASE_IMAGE:-([^}]+)\}", BASE_SCRIPT.read_text()).group(1)
+
+
+@pytest.mark.parametrize("target", ["training", "serve"])
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
-def test_training_image_variants(variant):
+def test_image_variants(variant, target):
     instructions = dockerfile.read(TRAINING)
     assert dockerfile.global_args(instructions)["VARIANT"] == "cpu"
-    chain = dockerfile.final_chain(instructions, {"VARIANT": variant})
-    base, final = chain[0], chain[-1]
-    assert [stage.name for stage in chain] == [f"base-{variant}", "final"]
-    # The package requires Python 3.11 (setup.py python_requires).
-    assert re.fullmatch(r"python:3\.11(-slim)?", base.base), base.base
+    base, install, final = chain(target, variant)
+    assert [base.name, install.name, final.name] == [f"base-{variant}", "install", target]
+    # Built here from Debian bookworm, whose python3 is the 3.11 setup.py requires.
+    assert base.base == base_script_image() == "localhost/imgclf-base:bookworm"
     tf_package = base.env()["TF_PACKAGE"]
     tensorflow = minor(importlib.metadata.version("tensorflow"))
     if variant == "gpu":
@@ -69,19 +81,46 @@ def test_training_image_variants(variant):
     else:
         assert tf_package == f"tensorflow=={tensorflow}.*"
         assert "NVIDIA_VISIBLE_DEVICES" not in base.env()
-    [install] = [run for run in final.of("RUN") if "pip install" in run.args[0]]
-    assert re.search(r'pip install "\$TF_PACKAGE" \.(\s|$)', install.args[0])
-    assert final.of("ENTRYPOINT")[-1].args == ["imgclf"]
-    assert final.of("USER")[-1].args != ["root"]
+    assert install.of("USER")[-1].args != ["root"]
+
+
+def test_the_install_layer_depends_on_setup_py_alone():
+    _, install, _ = chain("training")
+    steps = [i for i in install.instructions if i.keyword in ("COPY", "RUN")]
+    [deps] = [i for i, step in enumerate(steps) if '"$TF_PACKAGE" .' in step.args[0]]
+    [package] = [i for i, step in enumerate(steps) if "--no-deps ." in step.args[0]]
+    copied_before = [step.args[:-1] for step in steps[:deps] if step.keyword == "COPY"]
+    # A source change must not invalidate the ~3 GB dependency layer.
+    assert copied_before == [["setup.py"]], copied_before
+    assert deps < package and all(step.keyword == "COPY" for step in steps[deps + 1 : package])
+    assert re.search(r'pip install "\$TF_PACKAGE" \.(\s|$)', steps[deps].args[0])
 
 
 def test_gpu_build_arg_changes_the_base():
-    instructions = dockerfile.read(TRAINING)
-    cpu = dockerfile.final_chain(instructions, {"VARIANT": "cpu"})[0]
-    gpu = dockerfile.final_chain(instructions, {"VARIANT": "gpu"})[0]
+    cpu, gpu = chain(variant="cpu")[0], chain(variant="gpu")[0]
     assert cpu.name != gpu.name and cpu.env() != gpu.env()
     assert cpu.base == gpu.base  # one Python; the GPU stage adds TensorFlow's CUDA wheels
-    assert dockerfile.final_chain(instructions)[0].name == "base-cpu"  # the default
+    assert dockerfile.chain(dockerfile.read(TRAINING))[0].name == "base-cpu"  # the default
+
+
+def test_the_training_image_is_the_default_target():
+    final = chain()[-1]
+    assert final.name == "training"
+    assert final.of("ENTRYPOINT")[-1].args == ["imgclf"]
+    assert [i.args for i in final.of("EXPOSE")] == [["6006"]]  # TensorBoard
+
+
+def test_the_serve_image_serves_the_mounted_registry():
+    final = chain("serve")[-1]
+    [entrypoint] = final.of("ENTRYPOINT")
+    [command] = final.of("CMD")
+    assert entrypoint.args[:2] == ["imgclf", "serve"]
+    args = cli.build_parser().parse_args(entrypoint.args[1:] + command.args)
+    assert args.host == "0.0.0.0"  # reachable through the container's published ports
+    # What `imgclf registry serving-config --root /models` writes into the mounted registry.
+    assert args.model_config_file == "/models/serving.config"
+    defaults = schema.ServingConfig()
+    assert [i.args for i in final.of("EXPOSE")] == [[str(defaults.grpc_port), str(defaults.port)]]
 
 
 def test_training_image_copies_what_setup_py_packages():
@@ -95,6 +134,13 @@ def test_training_image_copies_what_setup_py_packages():
     assert packages and set(packages) <= set(sources), f"packages {packages}, copied {sources}"
     for package in packages:
         assert (REPO / package / "__init__.py").is_file()
+    # .dockerignore lets through exactly what is copied (bench/ alone is gigabytes).
+    allowed = [
+        line[1:]
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    assert sorted(allowed) == sorted(sources)
 
 
 # --- serving image ----------------------------------------------------------------------------
@@ -183,28 +229,62 @@ def default(value: str) -> str:
     return match.group(1) if match else value
 
 
-def test_compose_serving():
+def test_compose_serving_runs_imgclf_serve_on_the_registry():
     serving = compose()["services"]["serving"]
     build = serving["build"]
+    assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == TRAINING
+    assert build["target"] == "serve"
+    assert serving["init"] is True  # SIGTERM reaches the server: `down` stops it cleanly
+    final = chain("serve")[-1]
+    [entrypoint] = final.of("ENTRYPOINT")
+    args = cli.build_parser().parse_args(entrypoint.args[1:] + serving["command"])
+    defaults = schema.ServingConfig()
+    rest, grpc = args.port or defaults.port, args.grpc_port or defaults.grpc_port
+    published = {int(default(p.rpartition(":")[2])) for p in serving["ports"]}
+    assert published == {rest, grpc}
+    [volume] = serving["volumes"]
+    # The default registry is the registry's default (registry.store), beside deploy/.
+    store = default(volume["source"])
+    assert (COMPOSE.parent / store).resolve() == REPO / schema.RegistryConfig().store
+    assert volume["target"] == str(Path(args.model_config_file).parent)
+    assert volume["read_only"] is True
+    # The health check asks for the model's status on the server's REST port.
+    check = " ".join(serving["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{rest}/v1/models/" in check
+
+
+def test_compose_keeps_tf_serving_as_a_profile():
+    services = compose()["services"]
+    tf_serving = services["tf-serving"]
+    assert tf_serving["profiles"] == ["tf-serving"]
+    assert [name for name, s in services.items() if "profiles" not in s] == [
+        "serving",
+        "tensorboard",
+    ]
+    build = tf_serving["build"]
     assert (COMPOSE.parent / build["context"]).resolve() == SERVING_DIR
     store = default(build["additional_contexts"][STORE_CONTEXT])
-    # The default store is the registry's default (registry.store), beside deploy/.
     assert (COMPOSE.parent / store).resolve() == REPO / schema.RegistryConfig().store
     assert (
         default(build["args"]["TF_SERVING_TAG"])
         == dockerfile.global_args(dockerfile.read(SERVING))["TF_SERVING_TAG"]
     )
-    assert sorted(serving["ports"]) == ["8500:8500", "8501:8501"]
-    [volume] = serving["volumes"]
-    assert default(volume["source"]) == store and volume["target"] == "/models"
-    config_dir = str(Path(serving_entrypoint()["--model_config_file"]).parent)
-    assert volume["target"] == config_dir and volume["read_only"] is True
+    server = serving_entrypoint()
+    targets = {int(p.rpartition(":")[2]) for p in tf_serving["ports"]}
+    assert targets == {int(server["--port"]), int(server["--rest_api_port"])}
+    # Other host ports than imgclf serve's: both can run side by side.
+    hosts = {p.partition(":")[0] for p in tf_serving["ports"]}
+    assert not hosts & {default(p.partition(":")[0]) for p in services["serving"]["ports"]}
+    [volume] = tf_serving["volumes"]
+    assert default(volume["source"]) == store and volume["read_only"] is True
+    assert volume["target"] == str(Path(server["--model_config_file"]).parent)
 
 
 def test_compose_tensorboard():
     tensorboard = compose()["services"]["tensorboard"]
     build = tensorboard["build"]
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == TRAINING
+    assert build["target"] == "training"
     assert build["args"]["VARIANT"] in ("cpu", "gpu")
     command = tensorboard["entrypoint"] + tensorboard["command"]
     assert command[0] == "tensorboard"
@@ -217,18 +297,20 @@ def test_compose_tensorboard():
     assert (COMPOSE.parent / default(volume["source"])).resolve() == REPO / "runs"
 
 
-def docker_compose_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not docker_compose_available(), reason="docker compose is not installed")
-def test_docker_compose_config():
+@pytest.mark.skipif(
+    importlib.util.find_spec("podman_compose") is None or shutil.which("podman") is None,
+    reason="podman-compose (pip) or podman is not installed",
+)
+@pytest.mark.parametrize("profile", [[], ["--profile", "tf-serving"]], ids=["default", "tf"])
+def test_podman_compose_reads_the_file(profile):
+    # podman-compose's own parser: interpolation, profiles and build sections as it runs them.
     result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        [sys.executable, "-m", "podman_compose", "-f", str(COMPOSE), *profile, "config"],
         capture_output=True,
         text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    expected = {"serving", "tensorboard"} | ({"tf-serving"} if profile else set())
+    assert set(services) == expected

@@ -1,7 +1,11 @@
-"""deploy/k8s: TF Serving Deployment + Service, two-worker training Jobs with TF_CONFIG, and a
-distributed KerasTuner search (a chief Job + Service, an Indexed Job of workers)."""
+"""deploy/k8s: `imgclf serve` Deployment + Service + HPA (deploy/k8s-tf-serving swaps in TF
+Serving), two-worker training Jobs with TF_CONFIG, and a distributed KerasTuner search (a chief
+Job + Service, an Indexed Job of workers). Rendered with `kubectl kustomize` and validated
+against Kubernetes' own JSON schemas (kubernetes-validate, offline) where those are installed."""
 
+import argparse
 import copy
+import importlib.util
 import json
 import re
 import shutil
@@ -12,12 +16,15 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from configs import loader
+import cli
+from configs import loader, schema
 from registry import store
+from serving.server import metrics
 from tests.deploy import dockerfile, serving_protos
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
+TF_SERVING_OVERLAY = REPO / "deploy" / "k8s-tf-serving"
 SERVING_DIR = REPO / "deploy" / "serving"
 STATUS_URL = re.compile(r"/v1/models/(?P<model>[^/]+)")  # TF Serving's model status
 WORKERS = 2
@@ -62,7 +69,7 @@ def test_every_manifest_parses_and_kustomization_lists_them():
                 assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
     assert kinds == {
         "kustomization.yaml": ["Kustomization"],
-        "serving.yaml": ["Deployment", "Service"],
+        "serving.yaml": ["Deployment", "Service", "HorizontalPodAutoscaler"],
         "storage.yaml": ["PersistentVolumeClaim"] * 3,
         "training.yaml": ["ConfigMap", "Service", "Job", "Job"],
         "tuning.yaml": ["ConfigMap", "Service", "Job", "Job"],
@@ -71,14 +78,37 @@ def test_every_manifest_parses_and_kustomization_lists_them():
     assert sorted(resources) == sorted(k for k in kinds if k != "kustomization.yaml")
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kubectl_kustomize_builds_everything():
+def kustomize(folder: Path) -> list[dict]:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
+        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+needs_kubectl = pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl is not installed"
+)
+
+
+@needs_kubectl
+def test_kubectl_kustomize_builds_everything():
+    built = kustomize(K8S)
     assert len(built) == len([d for d in manifests() if d["kind"] != "Kustomization"])
+
+
+@needs_kubectl
+@pytest.mark.skipif(
+    importlib.util.find_spec("kubernetes_validate") is None,
+    reason="kubernetes-validate (Kubernetes' JSON schemas, offline) is not installed",
+)
+@pytest.mark.parametrize("folder", [K8S, TF_SERVING_OVERLAY], ids=["imgclf-serve", "tf-serving"])
+def test_every_object_is_valid_for_kubernetes(folder):
+    import kubernetes_validate
+
+    for doc in kustomize(folder):
+        # Strict: a misspelt or misplaced field is an error, not silently dropped by the API.
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_volumes_name_claims_that_exist():
@@ -101,41 +131,75 @@ def test_volumes_name_claims_that_exist():
 # --- serving ----------------------------------------------------------------------------------
 
 
-def serving_server_flags() -> dict[str, str]:
+def serving_container(docs: list[dict] | None = None) -> dict:
+    deployment = only(documents("serving.yaml") if docs is None else docs, "Deployment")
+    [container] = pod_spec(deployment)["containers"]
+    return container
+
+
+def served_args(container: dict) -> argparse.Namespace:
+    """`imgclf serve` as the pod runs it: the serve image's entrypoint, then the pod's args."""
+    final = dockerfile.chain(dockerfile.read(REPO / "Dockerfile"), "serve")[-1]
+    [entrypoint] = final.of("ENTRYPOINT")
+    return cli.build_parser().parse_args(entrypoint.args[1:] + container["args"])
+
+
+def served_ports(args: argparse.Namespace) -> dict[str, int]:
+    defaults = schema.ServingConfig()
+    return {"rest": args.port or defaults.port, "grpc": args.grpc_port or defaults.grpc_port}
+
+
+def tf_serving_flags() -> dict[str, str]:
     [entrypoint] = [
         i for i in dockerfile.read(SERVING_DIR / "Dockerfile") if i.keyword == "ENTRYPOINT"
     ]
     return dict(arg[2:].partition("=")[::2] for arg in entrypoint.args[1:])
 
 
-def test_serving_probes_ask_tf_serving_for_the_model_status():
-    deployment = only(documents("serving.yaml"), "Deployment")
-    [container] = pod_spec(deployment)["containers"]
-    rest_port = int(serving_server_flags()["rest_api_port"])
+def check_probes(container: dict, rest_port: int) -> None:
+    """Every probe asks the server for one model's status on the REST port."""
     models = set()
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         get = container[probe]["httpGet"]
         match = STATUS_URL.fullmatch(get["path"])
-        assert match, f"{probe} path {get['path']} is not TF Serving's /v1/models/<model>"
+        assert match, f"{probe} path {get['path']} is not the model status /v1/models/<model>"
         models.add(store.check_model_name(match["model"]))
         assert container_port(container, get["port"]) == rest_port
     assert len(models) == 1  # every probe watches the same model
     assert (
         container["readinessProbe"]["periodSeconds"] <= container["livenessProbe"]["periodSeconds"]
     )
-    requests = container["resources"]["requests"]
-    assert {"cpu", "memory"} <= set(requests)
+
+
+def test_serving_runs_imgclf_serve_on_the_mounted_registry():
+    container = serving_container()
+    assert container["image"].split(":")[0] == "imgclf-serve"
+    args = served_args(container)
+    assert args.handler.__module__ == "cli.serve"
+    assert args.host == "0.0.0.0"
+    # What `imgclf registry serving-config --root /models` writes into the volume.
+    config_dir = str(Path(args.model_config_file).parent)
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == config_dir]
+    assert mount["readOnly"] is True
+    spec = pod_spec(only(documents("serving.yaml"), "Deployment"))
+    stages = dockerfile.chain(dockerfile.read(REPO / "Dockerfile"), "serve")
+    [*_, user] = [i.args[0] for stage in stages for i in stage.of("USER")]
+    assert str(spec["securityContext"]["runAsUser"]) == user.split(":")[0]
+
+
+def test_serving_probes_ask_for_the_model_status():
+    container = serving_container()
+    check_probes(container, served_ports(served_args(container))["rest"])
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert {"cpu", "memory"} <= set(requests) and {"cpu", "memory"} <= set(limits)
 
 
 def test_serving_ports_match_between_server_deployment_and_service():
     docs = documents("serving.yaml")
     deployment, service = only(docs, "Deployment"), only(docs, "Service")
-    [container] = pod_spec(deployment)["containers"]
-    server = serving_server_flags()
-    assert {p["containerPort"] for p in container["ports"]} == {
-        int(server["port"]),
-        int(server["rest_api_port"]),
-    }
+    container = serving_container(docs)
+    ports = served_ports(served_args(container))
+    assert {p["containerPort"] for p in container["ports"]} == set(ports.values())
     for port in service["spec"]["ports"]:
         assert container_port(container, port["targetPort"]) == port["port"]
     assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
@@ -144,23 +208,55 @@ def test_serving_ports_match_between_server_deployment_and_service():
     assert service["spec"]["selector"].items() <= labels.items()
 
 
-def test_serving_mounts_the_store_where_the_server_reads_it():
-    deployment = only(documents("serving.yaml"), "Deployment")
-    [container] = pod_spec(deployment)["containers"]
-    assert container["image"].split(":")[0] == "imgclf-serving"
-    config_dir = str(Path(serving_server_flags()["model_config_file"]).parent)
-    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == config_dir]
-    assert mount["readOnly"] is True
+def test_the_autoscaler_scales_the_serving_deployment_on_cpu():
+    docs = documents("serving.yaml")
+    deployment, autoscaler = only(docs, "Deployment"), only(docs, "HorizontalPodAutoscaler")
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    [metric] = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100
+    # Utilization is a share of the request: without a CPU request the HPA cannot scale.
+    assert "cpu" in serving_container(docs)["resources"]["requests"]
+    assert 2 <= autoscaler["spec"]["minReplicas"] < autoscaler["spec"]["maxReplicas"]
 
 
-def test_prometheus_annotations_match_the_monitoring_config():
+def test_prometheus_annotations_name_the_servers_metrics():
     deployment = only(documents("serving.yaml"), "Deployment")
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == metrics.METRICS_PATH
+    rest_port = served_ports(served_args(serving_container()))["rest"]
+    assert annotations["prometheus.io/port"] == str(rest_port)
+    # The TF Serving overlay keeps the annotations: its monitoring.config exports the same path.
     monitoring = text_format.Parse(
         (SERVING_DIR / "monitoring.config").read_text(), serving_protos.MonitoringConfig()
     )
-    assert annotations["prometheus.io/path"] == monitoring.prometheus_config.path
-    assert annotations["prometheus.io/port"] == serving_server_flags()["rest_api_port"]
+    assert monitoring.prometheus_config.path == metrics.METRICS_PATH
+
+
+@needs_kubectl
+def test_the_tf_serving_overlay_swaps_the_server_and_keeps_the_rest():
+    base, overlay = kustomize(K8S), kustomize(TF_SERVING_OVERLAY)
+    container = serving_container(overlay)
+    assert container["image"].split(":")[0] == "imgclf-tf-serving"
+    assert "args" not in container  # the TF Serving image's entrypoint holds its flags
+    flags = tf_serving_flags()
+    assert {p["containerPort"] for p in container["ports"]} == {
+        int(flags["port"]),
+        int(flags["rest_api_port"]),
+    }
+    check_probes(container, int(flags["rest_api_port"]))  # TF Serving has the same status URL
+    config_dir = str(Path(flags["model_config_file"]).parent)
+    assert [m["mountPath"] for m in container["volumeMounts"]] == [config_dir]
+    # Nothing else differs from the base.
+    base_container = serving_container(base)
+    for changed in ("image", "args"):
+        base_container.pop(changed), container.pop(changed, None)
+    assert base_container == container
+    assert [d for d in base if d["kind"] != "Deployment"] == [
+        d for d in overlay if d["kind"] != "Deployment"
+    ]
 
 
 # --- multi-worker training --------------------------------------------------------------------
