@@ -1,13 +1,16 @@
 """One loaded model version: its SavedModel signatures, input checks and warm-up."""
 
 import functools
+import io
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
@@ -108,6 +111,26 @@ def readable_by_tensorflow(images: np.ndarray) -> np.ndarray:
                     f"could not decode the images ({DECODED_FORMATS} expected): {error}"
                 ) from None
     return converted
+
+
+def check_pixel_counts(images: np.ndarray, max_pixels: int) -> None:
+    """InvalidInputError for an image whose header declares more than `max_pixels` pixels,
+    before any pixel is decoded; headers Pillow cannot read are left to the graph's decoder."""
+    for index, image in enumerate(images.flat):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(image)) as opened:
+                    width, height = opened.size
+        except Image.DecompressionBombError as error:  # beyond Pillow's own limit
+            raise InvalidInputError(f"image {index}: {error}; send it downscaled") from None
+        except (OSError, SyntaxError, ValueError):
+            continue
+        if width * height > max_pixels:
+            raise InvalidInputError(
+                f"image {index} is {width}x{height}, more than the server's limit of "
+                f"{max_pixels} pixels (serving.max_pixels); send it downscaled"
+            )
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from serving import predict
 
     name = args.model_name or (None if args.model_path else cfg.serving.model_name)
+    # The server's own serving.auth setting names the token its clients send.
+    token = None
+    if args.model_path is None and cfg.serving.auth.enabled:
+        from serving.server import auth
+
+        token = auth.load_token(cfg.serving.auth)
     target = predict.open_target(
-        args.server, args.model_path, name, args.version, args.label, args.timeout
+        args.server, args.model_path, name, args.version, args.label, args.timeout, token
     )
     try:
         images = predict.list_images(args.images, cfg.data)

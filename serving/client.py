@@ -97,13 +97,15 @@ class RestClient:
         version: int | None = None,
         label: str | None = None,
         timeout: float = 60,
+        token: bytes | None = None,
     ):
         self.url = url.rstrip("/")
         self.where = self.url
         self.model_name = model_name
         self.version = version
         self.model_url = f"{self.url}/v1/models/{model_path(model_name, version, label)}"
-        self.session = httpx.Client(timeout=timeout)
+        headers = {} if token is None else {"Authorization": f"Bearer {token.decode()}"}
+        self.session = httpx.Client(timeout=timeout, headers=headers)
 
     def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
         try:
@@ -150,6 +152,7 @@ class GrpcClient:
         version: int | None = None,
         label: str | None = None,
         timeout: float = 60,
+        token: bytes | None = None,
     ):
         # Imported here: they load TensorFlow, which REST users never need.
         import grpc
@@ -162,6 +165,7 @@ class GrpcClient:
         self.version = version
         self.label = label
         self.timeout = timeout
+        self.metadata = () if token is None else (("authorization", f"Bearer {token.decode()}"),)
         self.channel = grpc.insecure_channel(
             target,
             options=[
@@ -183,7 +187,9 @@ class GrpcClient:
         import grpc
 
         try:
-            return getattr(self.stub, method_name)(request, timeout=self.timeout)
+            return getattr(self.stub, method_name)(
+                request, timeout=self.timeout, metadata=self.metadata
+            )
         except grpc.RpcError as error:
             code, details = error.code(), error.details() or ""
             name = f"{method_name} at {self.where}"
@@ -246,13 +252,15 @@ def connect(
     version: int | None = None,
     label: str | None = None,
     timeout: float = 60,
+    token: bytes | None = None,
 ) -> RestClient | GrpcClient:
-    """A REST client for `http(s)://host:port`, a gRPC client for `grpc://host:port`."""
+    """A REST client for `http(s)://host:port`, a gRPC client for `grpc://host:port`; each
+    sends `token` as a bearer token when given (a server with serving.auth)."""
     scheme, separator, rest = server.partition("://")
     if separator and scheme in ("http", "https"):
-        return RestClient(server, model_name, version, label, timeout)
+        return RestClient(server, model_name, version, label, timeout, token)
     if separator and scheme == "grpc" and rest.strip("/"):
-        return GrpcClient(rest.strip("/"), model_name, version, label, timeout)
+        return GrpcClient(rest.strip("/"), model_name, version, label, timeout, token)
     raise ClientError(
         f"server must be http(s)://host:8501 (REST) or grpc://host:8500 (gRPC) "
         f"(received {server!r})"

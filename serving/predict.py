@@ -178,6 +178,7 @@ def open_target(
     version: int | None = None,
     label: str | None = None,
     timeout: float = 60,
+    token: bytes | None = None,
 ) -> Predictor:
     """A local model for `model_path`, else a client for `server` (checked reachable, and
     the version that answers resolved, before any image is read)."""
@@ -189,7 +190,7 @@ def open_target(
         return LocalModel(model_path, model_name, version)
     if not model_name:
         raise InputError("--model-name is required with --server")
-    remote = client.connect(server or DEFAULT_SERVER, model_name, version, label, timeout)
+    remote = client.connect(server or DEFAULT_SERVER, model_name, version, label, timeout, token)
     try:
         remote.fetch_version()
     except BaseException:

@@ -29,10 +29,12 @@ from configs.schema.pipeline import (
 from configs.schema.registry import RegistryConfig
 from configs.schema.root import Config
 from configs.schema.serving import (
+    AuthConfig,
     BatchingConfig,
     MonitoringConfig,
     RequestLogConfig,
     ServingConfig,
+    TlsConfig,
 )
 from configs.schema.tracking import MlflowConfig, TrackingConfig
 from configs.schema.train import EarlyStoppingConfig, EmaConfig, FineTuneConfig, TrainConfig
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_CNN",
     "PREPROCESSING_MODES",
     "AugmentConfig",
+    "AuthConfig",
     "BatchingConfig",
     "BulkInferenceConfig",
     "ClassBalanceConfig",
@@ -74,6 +77,7 @@ __all__ = [
     "RegistryConfig",
     "RequestLogConfig",
     "ServingConfig",
+    "TlsConfig",
     "SpaceSpec",
     "SplitConfig",
     "StoreConfig",

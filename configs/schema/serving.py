@@ -3,7 +3,7 @@ and request log it keeps."""
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from configs.schema.base import Section
 
@@ -83,6 +83,59 @@ class MonitoringConfig(Section):
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
 
 
+PUBLIC_ENDPOINTS = ("status", "metrics", "docs")
+
+
+class AuthConfig(Section):
+    """Bearer-token authentication for REST and gRPC: off until a token source is set."""
+
+    token_file: str | None = Field(
+        None,
+        description="File whose first line is the token (a mounted secret); clients send "
+        "`Authorization: Bearer <token>` (gRPC: `authorization` metadata).",
+    )
+    token_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable holding the token, when not token_file.",
+    )
+    public: list[Literal["status", "metrics", "docs"]] = Field(
+        ["status", "metrics"],
+        description="Endpoints answered without the token: status (GET /v1/models/<m>[...] and "
+        "gRPC GetModelStatus, for readiness probes), metrics (/monitoring/prometheus/metrics, "
+        "for Prometheus), docs (/docs, /redoc, /openapi.json).",
+    )
+
+    @model_validator(mode="after")
+    def one_token_source(self) -> "AuthConfig":
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("set one of token_file or token_env, not both")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.token_file is not None or self.token_env is not None
+
+
+class TlsConfig(Section):
+    """TLS for REST (HTTPS) and gRPC with PEM files: off until both files are set."""
+
+    cert_file: str | None = Field(
+        None, description="PEM certificate (chain) the servers present; needs key_file."
+    )
+    key_file: str | None = Field(None, description="PEM private key of cert_file.")
+
+    @model_validator(mode="after")
+    def both_files(self) -> "TlsConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class ServingConfig(Section):
     model_name: str = Field(
         "model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Served name."
@@ -99,6 +152,13 @@ class ServingConfig(Section):
     )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
+    max_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="Most pixels (width x height, from the header) of one image in a request; "
+        "larger ones get 400 / INVALID_ARGUMENT before any pixel is decoded (decompression "
+        "bombs). data.max_pixels' default: what ingest accepts, serving does.",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="Longest a predict request may take; then 504 / DEADLINE_EXCEEDED."
@@ -119,3 +179,5 @@ class ServingConfig(Section):
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)

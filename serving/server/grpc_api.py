@@ -176,10 +176,14 @@ def build_server(
     port: int,
     max_message_bytes: int,
     workers: int,
+    interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A started gRPC server and the port it bound (useful with port 0)."""
+    """A started gRPC server and the port it bound (useful with port 0); TLS with
+    `credentials`."""
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="grpc"),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -189,7 +193,11 @@ def build_server(
         PredictionServicer(models_manager, predict_service), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(models_manager), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"gRPC could not bind {host}:{port}; is the port in use?")
     server.start()

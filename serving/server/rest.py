@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from artifacts import models
 from core import signatures
 from monitoring import recorder, timespan
-from serving.server import manager, metrics, service, wire
+from serving.server import auth, manager, metrics, service, wire
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MONITORING_PATH = "/monitoring/models"
@@ -365,8 +365,11 @@ def build_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     top_k: int = 5,
     monitor: recorder.Recorder | None = None,
+    auth_token: bytes | None = None,
+    public: list[str] = (),
 ) -> FastAPI:
-    """The REST app over the manager's models, under /v1/models/ as TF Serving has them."""
+    """The REST app over the manager's models, under /v1/models/ as TF Serving has them; with
+    `auth_token`, every endpoint but the `public` ones needs it as a bearer token."""
     app = FastAPIOffline(
         title="imgclf model server",
         description=(
@@ -376,9 +379,30 @@ def build_app(
         ),
     )
     app.state.parts = ServerParts(models_manager, predict_service, max_body_bytes, top_k, monitor)
+    if auth_token is not None:
+        # Added first, so RequestMetrics (outside it) counts the requests it refuses too.
+        app.add_middleware(auth.BearerAuth, token=auth_token, public=list(public))
+        document_bearer_auth(app)
     app.add_middleware(RequestMetrics, server_metrics=models_manager.metrics)
     app.add_exception_handler(RequestError, answer_request_error)
     app.add_exception_handler(wire.BadRequest, answer_bad_request)
     app.add_exception_handler(StarletteHTTPException, answer_http_error)
     app.include_router(router)
     return app
+
+
+def document_bearer_auth(app: FastAPI) -> None:
+    """Declares the bearer token in the OpenAPI document, so Swagger UI's Authorize button
+    sends it with "Try it out"."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = generate()
+            spec.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            spec["security"] = [{"bearer": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi

@@ -3,16 +3,18 @@
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 
+import grpc
 import uvicorn
 
 from configs import schema
 from core import errors, run_layout, saved_models
 from monitoring import recorder
-from serving.server import grpc_api, logs, manager, metrics, rest, service
+from serving.server import auth, grpc_api, logs, manager, metrics, rest, service
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,23 @@ class ModelServer:
             else None
         )
         self.service = service.PredictService(
-            models_manager, config.max_concurrent_requests, config.request_timeout_s, self.monitor
+            models_manager,
+            config.max_concurrent_requests,
+            config.request_timeout_s,
+            self.monitor,
+            config.max_pixels,
         )
+        # Read now: a missing token or certificate stops `imgclf serve` before it loads a model.
+        self.token = auth.load_token(config.auth)
+        self.tls_files = read_tls_files(config.tls)
         self.app = rest.build_app(
-            models_manager, self.service, config.max_body_bytes, config.top_k, self.monitor
+            models_manager,
+            self.service,
+            config.max_body_bytes,
+            config.top_k,
+            self.monitor,
+            auth_token=self.token,
+            public=config.auth.public,
         )
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
@@ -46,7 +61,8 @@ class ModelServer:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.config.host}:{self.rest_port}"
+        scheme = "https" if self.tls_files else "http"
+        return f"{scheme}://{self.config.host}:{self.rest_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -67,6 +83,8 @@ class ModelServer:
                 # Connections beyond this get 503 from uvicorn before reaching a handler.
                 limit_concurrency=max(self.config.max_concurrent_requests * 4, 64),
                 timeout_keep_alive=30,
+                ssl_certfile=self.config.tls.cert_file,
+                ssl_keyfile=self.config.tls.key_file,
             )
         )
         self._rest_thread = threading.Thread(
@@ -81,6 +99,14 @@ class ModelServer:
                 self.config.grpc_port,
                 self.config.max_body_bytes,
                 workers=self.config.max_concurrent_requests,
+                interceptors=(
+                    (auth.GrpcBearerAuth(self.token, self.config.auth.public),)
+                    if self.token is not None
+                    else ()
+                ),
+                credentials=(
+                    grpc.ssl_server_credentials([self.tls_files]) if self.tls_files else None
+                ),
             )
         deadline = time.monotonic() + 30
         while not self._uvicorn.started:
@@ -131,6 +157,31 @@ class ModelServer:
             if not self._rest_thread.is_alive():
                 break
         self.stop()
+
+
+def read_tls_files(config: schema.TlsConfig) -> tuple[bytes, bytes] | None:
+    """(private key, certificate chain) as PEM bytes, gRPC's order; None without TLS."""
+    if not config.enabled:
+        return None
+    found = []
+    for key in ("key_file", "cert_file"):
+        path = Path(getattr(config, key)).expanduser()
+        try:
+            found.append(path.read_bytes())
+        except OSError as error:
+            raise ServerStartError(
+                f"cannot read serving.tls.{key} {path} ({error.strerror}); point it at a PEM file"
+            ) from None
+    try:  # what uvicorn will do, here: a bad pair is one clear line, not a server that dies
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            config.cert_file, config.key_file
+        )
+    except ssl.SSLError as error:
+        raise ServerStartError(
+            f"serving.tls.cert_file and key_file are not a PEM certificate and its key "
+            f"({error.reason or error}); check both files"
+        ) from None
+    return found[0], found[1]
 
 
 def bind(host: str, port: int) -> socket.socket:

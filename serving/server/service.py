@@ -39,8 +39,10 @@ class PredictService:
         max_concurrent: int,
         timeout_s: float,
         monitor: recorder.Recorder | None = None,
+        max_pixels: int | None = None,
     ):
         self.manager = models_manager
+        self.max_pixels = max_pixels
         self.monitor = monitor
         self.max_concurrent = max_concurrent
         self.timeout_s = timeout_s
@@ -58,6 +60,8 @@ class PredictService:
         """Starts a request without waiting for it; raises InvalidInputError or Overloaded."""
         # Checked here, once: a bad request never takes a slot, and the model runs what passed.
         checked = model.check_inputs(signature_name, inputs)
+        if self.max_pixels is not None and signatures.IMAGE_BYTES in checked:
+            models.check_pixel_counts(checked[signatures.IMAGE_BYTES], self.max_pixels)
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
                 f"the server is at its limit of {self.max_concurrent} requests in progress; "

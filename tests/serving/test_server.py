@@ -907,3 +907,26 @@ class StreamClosingHandler(logging.StreamHandler):
     def close(self):
         self.stream.close()
         super().close()
+
+
+def test_an_image_over_max_pixels_is_refused_before_decoding(start_server, export_base):
+    limited = start_server(model_path=export_base, max_pixels=1_000_000)
+    buffer = io.BytesIO()
+    Image.new("L", (2000, 1000)).save(buffer, "PNG")  # 2 MP in a few kB: a small bomb
+    big = buffer.getvalue()
+    url = f"{limited.rest_url}/v1/models/{MODEL_NAME}:predict"
+
+    refused = httpx.post(url, json={"instances": [b64(build_blank_png(8)), b64(big)]})
+    allowed = httpx.post(url, json={"instances": [b64(build_blank_png(8))]})
+    channel = grpc.insecure_channel(limited.grpc_target)
+    with pytest.raises(grpc.RpcError) as rpc_refused:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            image_request([big]), timeout=30
+        )
+    channel.close()
+
+    assert refused.status_code == 400
+    assert "image 1 is 2000x1000" in refused.json()["error"]
+    assert "serving.max_pixels" in refused.json()["error"]
+    assert allowed.status_code == 200
+    assert rpc_refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
