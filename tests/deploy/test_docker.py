@@ -90,7 +90,7 @@ def test_the_install_layer_depends_on_setup_py_alone():
     [deps] = [i for i, step in enumerate(steps) if '"$TF_PACKAGE" .' in step.args[0]]
     [package] = [i for i, step in enumerate(steps) if "--no-deps ." in step.args[0]]
     copied_before = [step.args[:-1] for step in steps[:deps] if step.keyword == "COPY"]
-    # A source change must not invalidate the ~3 GB dependency layer.
+    # A source change must not invalidate the ~2.7 GB dependency layer.
     assert copied_before == [["setup.py"]], copied_before
     assert deps < package and all(step.keyword == "COPY" for step in steps[deps + 1 : package])
     assert re.search(r'pip install "\$TF_PACKAGE" \.(\s|$)', steps[deps].args[0])
