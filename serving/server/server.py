@@ -12,7 +12,7 @@ import grpc
 import uvicorn
 
 from configs import schema
-from core import errors, run_layout, saved_models
+from core import errors, locations, run_layout, saved_models
 from monitoring import recorder
 from serving.server import auth, grpc_api, logs, manager, metrics, rest, service
 
@@ -225,9 +225,11 @@ def build_manager(
     return manager.ModelManager.for_model_config(model_config_file, **options)
 
 
-def versions_folder(model_path: str | Path) -> Path:
+def versions_folder(model_path: str | Path) -> str | Path:
     """The folder of numbered versions --model-path names: itself, or a run folder's export/ (as
     `imgclf evaluate` and `imgclf predict` take a run folder), watched for new versions."""
+    if locations.is_url(str(model_path)):
+        return model_path  # refused by the manager with the one line every local-only path gets
     path = Path(model_path).expanduser()
     export = path / run_layout.EXPORT
     if not saved_models.saved_model_versions(path) and saved_models.saved_model_versions(export):
