@@ -283,3 +283,35 @@ def test_compose_serves_the_registry_on_published_ports(serve_image, store_dir):
         assert state["ExitCode"] == 0, state  # init: true passed SIGTERM on
     finally:
         compose("down", "--timeout", "0")
+
+
+def test_the_training_image_ingests_as_the_host_does(serve_image, tmp_path):
+    """The `imgclf` image runs the pipeline's commands: an ingest of a mounted folder, written
+    as uid 1000, gives the dataset version an ingest on the host gives."""
+    work = tmp_path / "work"
+    for index in range(12):
+        label = "ab"[index % 2]
+        path = work / "images" / label / f"{index:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(index, (16, 12), "RGB"))
+    work.chmod(0o777)  # the image's uid 1000 writes data/ beside the images
+
+    run = podman(
+        "run", "--rm", "--init", "--volume", f"{work}:/work", "localhost/imgclf:latest",
+        "ingest", "--set", "data.source=/work/images", "--set", "data.output_dir=/work/data",
+        timeout=300,
+    )  # fmt: skip
+    assert (
+        cli.main(
+            ["ingest", "--set", f"data.source={work / 'images'}"]
+            + ["--set", f"data.output_dir={tmp_path / 'host-data'}"]
+        )
+        == 0
+    )
+
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    in_container = (work / "data" / "latest").read_text().strip()
+    on_host = (tmp_path / "host-data" / "latest").read_text().strip()
+    assert in_container == on_host
+    dataset = json.loads((work / "data" / in_container / "dataset.json").read_text())
+    assert dataset["written"] == 12
