@@ -80,8 +80,11 @@ USER 1000:1000
 # Kubernetes pod, whose runtime does the same): the server stops cleanly on SIGTERM.
 FROM install AS serve
 EXPOSE 8500 8501
-ENTRYPOINT ["imgclf", "serve", "--host", "0.0.0.0"]
-CMD ["--model-config-file", "/models/serving.config"]
+# The registry is part of the entrypoint, so flags after the image name (--log-level warning,
+# --set serving.auth.token_file=...) add to it instead of replacing it; a later
+# --model-config-file overrides it.
+ENTRYPOINT ["imgclf", "serve", "--host", "0.0.0.0", "--model-config-file", "/models/serving.config"]
+CMD []
 
 # The default target: the last stage.
 FROM install AS training

@@ -113,8 +113,7 @@ def container(serve_image: str, store_dir: Path):
     run = podman(
         "run", "--detach", "--name", name, "--init", "--network", "host",
         "--volume", f"{store_dir}:{ROOT}:ro",
-        serve_image,
-        "--model-config-file", f"{ROOT}/serving.config",
+        serve_image,  # the registry path is the entrypoint's: these flags add to it
         "--host", "127.0.0.1", "--port", str(rest_port), "--grpc-port", str(grpc_port),
         "--set", "serving.poll_seconds=0.5",
     )  # fmt: skip

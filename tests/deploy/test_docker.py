@@ -237,7 +237,7 @@ def test_compose_serving_runs_imgclf_serve_on_the_registry():
     assert serving["init"] is True  # SIGTERM reaches the server: `down` stops it cleanly
     final = chain("serve")[-1]
     [entrypoint] = final.of("ENTRYPOINT")
-    args = cli.build_parser().parse_args(entrypoint.args[1:] + serving["command"])
+    args = cli.build_parser().parse_args(entrypoint.args[1:] + serving.get("command", []))
     defaults = schema.ServingConfig()
     rest, grpc = args.port or defaults.port, args.grpc_port or defaults.grpc_port
     published = {int(default(p.rpartition(":")[2])) for p in serving["ports"]}
