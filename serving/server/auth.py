@@ -14,7 +14,8 @@ from core import errors
 from serving.server import metrics
 
 MIN_TOKEN_CHARS = 16
-DOCS_PATHS = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs/")
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+DOCS_ASSETS = "/static-offline-docs/"  # fastapi_offline's Swagger UI and ReDoc files
 GRPC_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
 CHALLENGE = 'Bearer realm="imgclf"'
 MISSING = "authentication required: send the header 'Authorization: Bearer <token>'"
@@ -63,7 +64,7 @@ def refusal(authorization: str | None, token: bytes) -> str | None:
 def is_public_path(method: str, path: str, public: list[str]) -> bool:
     if "metrics" in public and path == metrics.METRICS_PATH:
         return True
-    if "docs" in public and (path in DOCS_PATHS or path.startswith(DOCS_PATHS[-1])):
+    if "docs" in public and (path in DOCS_PATHS or path.startswith(DOCS_ASSETS)):
         return True
     # Status, not metadata: GET /v1/models/<m>[/versions/<n>|/labels/<l>].
     return (

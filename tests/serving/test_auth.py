@@ -2,6 +2,7 @@
 official stubs), the endpoints left public for probes and Prometheus, and HTTPS / gRPC over TLS
 with a certificate the test makes."""
 
+import re
 import ssl
 import subprocess
 import sys
@@ -144,6 +145,21 @@ def test_imgclf_predict_sends_the_token_serving_auth_names(
     assert without.returncode == 2 and "Bearer" in without.stderr, without.stderr
     assert with_token.returncode == 0, with_token.stderr
     assert "a.png" in with_token.stdout
+
+
+def test_docs_can_be_made_public_with_their_assets(start_server, export_base, token_file):
+    documented = start_server(
+        model_path=export_base,
+        auth={"token_file": str(token_file), "public": ["status", "metrics", "docs"]},
+    )
+    page = httpx.get(f"{documented.rest_url}/docs")
+    assets = re.findall(r'(?:src|href)="(/static-offline-docs/[^"]+)"', page.text)
+
+    assert page.status_code == 200 and assets
+    for path in [*assets, "/openapi.json", "/redoc"]:
+        assert httpx.get(f"{documented.rest_url}{path}").status_code == 200, path
+    predict = httpx.post(f"{documented.rest_url}/v1/models/{MODEL_NAME}:predict", json={})
+    assert predict.status_code == 401
 
 
 def test_nothing_is_public_when_public_is_empty(start_server, export_base, token_file):
