@@ -20,8 +20,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict_target = predict.add_mutually_exclusive_group()
     predict_target.add_argument(
         "--server",
-        help="http(s)://host:8501 (REST) or grpc://host:8500 (gRPC) of TF Serving or `imgclf "
-        "serve` (default: http://127.0.0.1:8501)",
+        help="http(s)://host:8501 (REST) or grpc(s)://host:8500 (gRPC) of TF Serving or "
+        "`imgclf serve` (default: http://127.0.0.1:8501); a private CA: SSL_CERT_FILE",
     )
     predict_target.add_argument(
         "--model-path",

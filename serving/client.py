@@ -1,6 +1,7 @@
 """Clients for TF Serving's API (ours or TensorFlow's): REST and gRPC predict on encoded images."""
 
 import base64
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,7 @@ class GrpcClient:
         label: str | None = None,
         timeout: float = 60,
         token: bytes | None = None,
+        tls: bool = False,
     ):
         # Imported here: they load TensorFlow, which REST users never need.
         import grpc
@@ -160,19 +162,21 @@ class GrpcClient:
 
         model_path(model_name, version, label)  # refuses a version and a label together
         self.target = target
-        self.where = f"grpc://{target}"
+        self.where = f"{'grpcs' if tls else 'grpc'}://{target}"
         self.model_name = model_name
         self.version = version
         self.label = label
         self.timeout = timeout
         self.metadata = () if token is None else (("authorization", f"Bearer {token.decode()}"),)
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
-            ],
-        )
+        options = [
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ]
+        if tls:
+            credentials = grpc.ssl_channel_credentials(root_certificates=trusted_certificates())
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
 
     def _fill_spec(self, model_spec) -> None:
@@ -246,6 +250,18 @@ class GrpcClient:
         self.channel.close()
 
 
+def trusted_certificates() -> bytes | None:
+    """The CA bundle SSL_CERT_FILE names (as https:// clients read it), else None: gRPC's own
+    roots. A private CA or a self-signed server certificate is trusted this way."""
+    path = os.environ.get("SSL_CERT_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ClientError(f"cannot read SSL_CERT_FILE {path} ({error.strerror})") from None
+
+
 def connect(
     server: str,
     model_name: str,
@@ -254,15 +270,17 @@ def connect(
     timeout: float = 60,
     token: bytes | None = None,
 ) -> RestClient | GrpcClient:
-    """A REST client for `http(s)://host:port`, a gRPC client for `grpc://host:port`; each
-    sends `token` as a bearer token when given (a server with serving.auth)."""
+    """A REST client for `http(s)://host:port`, a gRPC client for `grpc://host:port` (or
+    `grpcs://` over TLS); each sends `token` as a bearer token when given (a server with
+    serving.auth)."""
     scheme, separator, rest = server.partition("://")
     if separator and scheme in ("http", "https"):
         return RestClient(server, model_name, version, label, timeout, token)
-    if separator and scheme == "grpc" and rest.strip("/"):
-        return GrpcClient(rest.strip("/"), model_name, version, label, timeout, token)
+    if separator and scheme in ("grpc", "grpcs") and rest.strip("/"):
+        target = rest.strip("/")
+        return GrpcClient(target, model_name, version, label, timeout, token, scheme == "grpcs")
     raise ClientError(
-        f"server must be http(s)://host:8501 (REST) or grpc://host:8500 (gRPC) "
+        f"server must be http(s)://host:8501 (REST) or grpc(s)://host:8500 (gRPC) "
         f"(received {server!r})"
     )
 

@@ -2,6 +2,7 @@
 official stubs), the endpoints left public for probes and Prometheus, and HTTPS / gRPC over TLS
 with a certificate the test makes."""
 
+import os
 import re
 import ssl
 import subprocess
@@ -248,6 +249,37 @@ def test_tls_serves_https_and_grpc_over_tls(start_server, export_base, certifica
     assert status.status_code == 200
     assert answered.outputs["scores"].tensor_shape.dim[0].size == 1
     channel.close()
+
+
+@pytest.mark.parametrize("scheme", ["https", "grpcs"])
+def test_imgclf_predict_reaches_a_tls_server_trusting_ssl_cert_file(
+    start_server, export_base, certificate, png_images, tmp_path, scheme
+):
+    cert, key = certificate
+    secure = start_server(
+        model_path=export_base, tls={"cert_file": str(cert), "key_file": str(key)}
+    )
+    where = secure.rest_url if scheme == "https" else f"grpcs://{secure.grpc_target}"
+    (tmp_path / "a.png").write_bytes(png_images[0])
+    command = [sys.executable, "-m", "cli", "predict", str(tmp_path / "a.png"), "--server", where]
+    command += ["--model-name", MODEL_NAME]
+
+    def run(**env):
+        return subprocess.run(
+            command,
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    untrusted, trusted = run(), run(SSL_CERT_FILE=str(cert))
+
+    assert untrusted.returncode == 2, untrusted.stderr
+    assert "Traceback" not in untrusted.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    assert "a.png" in trusted.stdout
 
 
 def test_a_key_that_does_not_match_the_certificate_is_one_clear_error(

@@ -462,7 +462,10 @@ def test_an_unreachable_server_is_a_clear_error(capsys, images_dir: Path, scheme
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--server", "127.0.0.1:8500"], r"server must be http\(s\)://host:8501 .* or grpc://"),
+        (
+            ["--server", "127.0.0.1:8500"],
+            r"server must be http\(s\)://host:8501 .* or grpc\(s\)://",
+        ),
         (["--output", "results.txt"], r"cannot tell the format of results\.txt"),
         (["--batch-size", "0"], r"--batch-size must be >= 1 \(received 0\)"),
         (["--model-path", "{base}", "--label", "production"], "--label production needs --server"),
