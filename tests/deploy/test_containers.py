@@ -314,3 +314,34 @@ def test_the_training_image_ingests_as_the_host_does(serve_image, tmp_path):
     assert in_container == on_host
     dataset = json.loads((work / "data" / in_container / "dataset.json").read_text())
     assert dataset["written"] == 12
+
+
+def test_a_token_from_the_environment_guards_the_container(serve_image, store_dir):
+    """serving.auth as a Kubernetes Secret would set it: the token in an environment variable.
+    Predictions need it; the status probe does not."""
+    name = f"imgclf-test-{uuid.uuid4().hex[:8]}"
+    rest_port = free_port()
+    token = uuid.uuid4().hex
+    run = podman(
+        "run", "--detach", "--name", name, "--init", "--network", "host",
+        "--volume", f"{store_dir}:{ROOT}:ro", "--env", f"IMGCLF_TOKEN={token}",
+        serve_image,
+        "--host", "127.0.0.1", "--port", str(rest_port), "--no-grpc",
+        "--set", "serving.auth.token_env=IMGCLF_TOKEN",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    url = f"http://127.0.0.1:{rest_port}"
+    body = {"instances": [b64(IMAGES[0])]}
+    try:
+        client.wait_until_ready(url, MODEL, timeout_s=180)  # the probe: public
+        refused = httpx.post(f"{url}/v1/models/{MODEL}:predict", json=body, timeout=60)
+        allowed = httpx.post(
+            f"{url}/v1/models/{MODEL}:predict",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+    finally:
+        podman("rm", "--force", "--time", "0", name)
+    assert refused.status_code == 401
+    assert allowed.status_code == 200, allowed.text
