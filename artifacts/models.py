@@ -98,18 +98,20 @@ def read_signature_defs(version_path: Path) -> dict[str, meta_graph_pb2.Signatur
 
 def readable_by_tensorflow(images: np.ndarray) -> np.ndarray:
     """Encoded images with every file TensorFlow cannot decode (TIFF, palette BMP) converted
-    to PNG by Pillow, as ingest stores them: every format ingest accepts is servable."""
-    if not any(pillow_formats.needs_pillow(image) for image in images.flat):
-        return images
-    converted = images.copy()
+    to PNG by Pillow, as ingest stores them: every format ingest accepts is servable. The array
+    is copied only when a file is converted."""
+    converted = images
     for index, image in enumerate(images.flat):
-        if pillow_formats.needs_pillow(image):
-            try:
-                converted.flat[index] = pillow_formats.to_png(image)
-            except pillow_formats.UnreadableImage as error:
-                raise InvalidInputError(
-                    f"could not decode the images ({DECODED_FORMATS} expected): {error}"
-                ) from None
+        if not pillow_formats.needs_pillow(image):
+            continue
+        if converted is images:
+            converted = images.copy()
+        try:
+            converted.flat[index] = pillow_formats.to_png(image)
+        except pillow_formats.UnreadableImage as error:
+            raise InvalidInputError(
+                f"could not decode the images ({DECODED_FORMATS} expected): {error}"
+            ) from None
     return converted
 
 
@@ -279,7 +281,11 @@ class ServedModel:
         spec = self.signatures[signatures.PREDICT_IMAGES].inputs[signatures.IMAGES]
         return tuple(int(size) for size in spec.shape[1:])
 
-    def check_inputs(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict:
+    def check_inputs(
+        self, signature_name: str, inputs: dict[str, np.ndarray], max_pixels: int | None = None
+    ) -> dict:
+        """The inputs as the signature takes them; encoded images within `max_pixels` (checked
+        from their headers, before Pillow converts any) and readable by TensorFlow."""
         signature = self.signatures.get(signature_name)
         if signature is None:
             raise InvalidInputError(
@@ -295,9 +301,10 @@ class ServedModel:
             key: check_input(key, value, signature.inputs[key]) for key, value in inputs.items()
         }
         if signatures.IMAGE_BYTES in checked:
-            checked[signatures.IMAGE_BYTES] = readable_by_tensorflow(
-                checked[signatures.IMAGE_BYTES]
-            )
+            images = checked[signatures.IMAGE_BYTES]
+            if max_pixels is not None:
+                check_pixel_counts(images, max_pixels)
+            checked[signatures.IMAGE_BYTES] = readable_by_tensorflow(images)
         sizes = {value.shape[0] for value in checked.values() if value.ndim}
         if len(sizes) > 1:
             raise InvalidInputError(f"inputs hold different numbers of examples: {sorted(sizes)}")

@@ -1,5 +1,6 @@
 """Shared fixtures: the bundled digits as PNGs, generated images and class-folder trees."""
 
+import base64
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +170,22 @@ def trained_digits_run(tmp_path_factory, ingested_digits, digits_dir):
 # serving tests' fixtures.
 MODEL_NAME = "digits"
 CLASS_NAMES = ["a", "b", "c"]
+
+
+def b64(data: bytes) -> dict:
+    """Encoded image bytes as TF Serving's JSON carries them."""
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def image_request(images: list[bytes], name: str = MODEL_NAME):
+    """A gRPC `serving_default` PredictRequest for encoded images."""
+    import tensorflow as tf  # here: collecting the tests never needs TensorFlow
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(images))
+    return request
 
 
 def encode_png(seed: int, size: tuple[int, int], mode: str) -> bytes:

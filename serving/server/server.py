@@ -165,7 +165,7 @@ def read_tls_files(config: schema.TlsConfig) -> tuple[bytes, bytes] | None:
         return None
     found = []
     for key in ("key_file", "cert_file"):
-        path = Path(getattr(config, key)).expanduser()
+        path = Path(getattr(config, key))  # as uvicorn and the check below will open it
         try:
             found.append(path.read_bytes())
         except OSError as error:

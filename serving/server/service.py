@@ -59,9 +59,7 @@ class PredictService:
     ) -> concurrent.futures.Future:
         """Starts a request without waiting for it; raises InvalidInputError or Overloaded."""
         # Checked here, once: a bad request never takes a slot, and the model runs what passed.
-        checked = model.check_inputs(signature_name, inputs)
-        if self.max_pixels is not None and signatures.IMAGE_BYTES in checked:
-            models.check_pixel_counts(checked[signatures.IMAGE_BYTES], self.max_pixels)
+        checked = model.check_inputs(signature_name, inputs, self.max_pixels)
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
                 f"the server is at its limit of {self.max_concurrent} requests in progress; "

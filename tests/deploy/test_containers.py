@@ -2,7 +2,6 @@
 the host: REST, gRPC and upload requests, a promote and a rollback on the host served without a
 restart, a clean stop on SIGTERM, and the same image run by deploy/docker-compose.yml."""
 
-import base64
 import importlib.util
 import json
 import os
@@ -23,7 +22,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import cli
 from serving import client
-from tests.conftest import encode_png, export_dense_model
+from tests.conftest import b64, encode_png, export_dense_model
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "deploy" / "containers" / "build.sh"
@@ -128,10 +127,6 @@ def container(serve_image: str, store_dir: Path):
     finally:
         print(podman("logs", name).stdout[-3000:])
         podman("rm", "--force", "--time", "0", name)
-
-
-def b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode("ascii")}
 
 
 def predict(url: str, label: str, images: list[bytes]) -> list[dict]:

@@ -12,17 +12,15 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
 from configs import schema
 from serving.server import auth, server
-from tests.conftest import MODEL_NAME
+from tests.conftest import MODEL_NAME, b64, image_request
 
 pytestmark = pytest.mark.serving
 
@@ -46,22 +44,9 @@ def bearer(token: str = TOKEN) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def predict_body(png: bytes) -> dict:
-    import base64
-
-    return {"instances": [{"b64": base64.b64encode(png).decode()}]}
-
-
-def grpc_predict_request(png: bytes) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL_NAME
-    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([png]))
-    return request
-
-
 def test_rest_predict_needs_the_token(guarded, png_images):
     url = f"{guarded.rest_url}/v1/models/{MODEL_NAME}:predict"
-    body = predict_body(png_images[0])
+    body = {"instances": [b64(png_images[0])]}
 
     anonymous = httpx.post(url, json=body)
     wrong = httpx.post(url, json=body, headers=bearer("x" * len(TOKEN)))
@@ -106,7 +91,7 @@ def test_grpc_needs_the_token_but_for_model_status(guarded, png_images):
     channel = grpc.insecure_channel(guarded.grpc_target)
     predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     models = model_service_pb2_grpc.ModelServiceStub(channel)
-    request = grpc_predict_request(png_images[0])
+    request = image_request([png_images[0]])
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = MODEL_NAME
 
@@ -243,7 +228,7 @@ def test_tls_serves_https_and_grpc_over_tls(start_server, export_base, certifica
         secure.grpc_target, grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     )
     answered = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
-        grpc_predict_request(png_images[0]), timeout=30
+        image_request([png_images[0]]), timeout=30
     )
 
     assert status.status_code == 200

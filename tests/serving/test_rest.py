@@ -1,7 +1,6 @@
 """The TF-Serving-compatible REST server and client, against a real server on 127.0.0.1."""
 
 import asyncio
-import base64
 import re
 import shutil
 import socket
@@ -16,13 +15,9 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from artifacts import models
 from serving import client
-from tests.conftest import CLASS_NAMES, MODEL_NAME
+from tests.conftest import CLASS_NAMES, MODEL_NAME, b64
 
 pytestmark = pytest.mark.serving
-
-
-def b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode("ascii")}
 
 
 def predict_url(server_url: str, name: str = MODEL_NAME) -> str:
@@ -140,9 +135,9 @@ def test_each_request_is_checked_once(
     checks = []
     check_inputs = model.check_inputs
 
-    def counted(signature_name, inputs):
+    def counted(signature_name, inputs, *limits):
         checks.append(signature_name)
-        return check_inputs(signature_name, inputs)
+        return check_inputs(signature_name, inputs, *limits)
 
     monkeypatch.setattr(model, "check_inputs", counted)
     if api == "rest":

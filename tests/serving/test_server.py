@@ -2,7 +2,6 @@
 official tensorflow_serving stubs, uploads, OpenAPI, Prometheus, batching, limits, traversal,
 warm-up and hot loading."""
 
-import base64
 import concurrent.futures
 import io
 import json
@@ -35,25 +34,13 @@ from artifacts import warmup
 from evaluator import report
 from registry import store
 from serving.server import batching, manager, metrics
-from tests.conftest import CLASS_NAMES, MODEL_NAME, export_dense_model
+from tests.conftest import CLASS_NAMES, MODEL_NAME, b64, export_dense_model, image_request
 from transforms import pillow_formats
 
 pytestmark = pytest.mark.serving
 
 OTHER_MODEL = "letters"
 OTHER_CLASSES = ["x", "y"]
-
-
-def b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode("ascii")}
-
-
-def image_request(images: list[bytes], name: str = MODEL_NAME) -> predict_pb2.PredictRequest:
-    """A gRPC `serving_default` request for encoded images."""
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(images))
-    return request
 
 
 def wait_for(predicate, what: str, timeout_s: float = 60) -> None:

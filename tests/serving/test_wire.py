@@ -1,6 +1,5 @@
 """The REST wire codec on its own: no server, no model, just bytes and arrays."""
 
-import base64
 import json
 
 import numpy as np
@@ -9,6 +8,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.server import wire
+from tests.conftest import b64
 
 IMAGE_SPECS = {"image_bytes": tf.TensorSpec([None], tf.string)}
 PIXEL_SPECS = {"images": tf.TensorSpec([None, 2], tf.float32)}
@@ -20,10 +20,6 @@ SIGNATURES = {
         "weights": tf.TensorSpec([None], tf.float32),
     },
 }
-
-
-def b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode("ascii")}
 
 
 def parse(body: dict | bytes) -> wire.PredictRequest:
